@@ -1,0 +1,1 @@
+"""qkvgui: a desktop attention explorer."""

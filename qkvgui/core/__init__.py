@@ -1,0 +1,19 @@
+"""The attention math in pure NumPy: no Qt, no files, no globals."""
+
+from .attention import AttentionResult, attention_mask, multi_head_attention, softmax
+from .circuits import Spectrum, ov_circuit, qk_circuit, spectrum
+from .errors import NonFiniteError, QkvError, ShapeError
+
+__all__ = [
+    "AttentionResult",
+    "NonFiniteError",
+    "QkvError",
+    "ShapeError",
+    "Spectrum",
+    "attention_mask",
+    "multi_head_attention",
+    "ov_circuit",
+    "qk_circuit",
+    "softmax",
+    "spectrum",
+]

@@ -1,0 +1,437 @@
+"""The document a user edits: sequences, matrices and settings, validated, announcing every change.
+
+Qt-free: changes are announced with psygnal, so the session is tested with plain callbacks and the UI's undo
+stack holds commands that call the setters below. Each setter validates first and changes nothing when it refuses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from psygnal import Signal
+
+from qkvgui.core import AttentionResult, QkvError, ShapeError, multi_head_attention
+from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
+
+__all__ = ["Session", "SessionError", "MATRICES", "PER_HEAD", "GENERATORS", "SCALE_MODES"]
+
+#: every editable matrix, by the name the UI and the files use
+MATRICES = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
+#: the matrices stored per head, [h, d_model, d]
+PER_HEAD = ("W_Q", "W_K", "W_V")
+#: ways to fill X or X_kv
+GENERATORS = ("one-hot", "sinusoidal", "random", "zeros")
+#: how the scores are scaled: by 1/√d_k, not at all, or by a custom factor
+SCALE_MODES = ("sqrt", "none", "custom")
+
+#: the largest sizes a session may have; files and resizes beyond them are refused before allocating
+LIMITS = {"tokens": 4096, "d_model": 8192, "heads": 256, "d_head": 4096}
+
+
+class SessionError(QkvError):
+    """A session (or a change to one) that cannot be accepted; the message says what and where."""
+
+
+@dataclass
+class _State:
+    """Everything a session holds; arrays are owned by the session and never handed out writable."""
+
+    tokens: list[str]
+    source_tokens: list[str]
+    x: np.ndarray  # [n, d_model]
+    x_kv: np.ndarray  # [m, d_model]
+    w_q: np.ndarray  # [h, d_model, d_k]
+    w_k: np.ndarray  # [h, d_model, d_k]
+    w_v: np.ndarray  # [h, d_model, d_v]
+    w_o: np.ndarray  # [h·d_v, d_model]
+    padding: np.ndarray  # [n] bool: which tokens are padding (keys hidden in self-attention)
+    source_padding: np.ndarray  # [m] bool: which source tokens are padding (keys hidden in cross-attention)
+    cross: bool = False
+    causal: bool = False
+    scale_mode: str = "sqrt"
+    custom_scale: float = 1.0
+    head: int = 0
+    title: str = ""
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_ARRAY_FIELDS = {"X": "x", "X_kv": "x_kv", "W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64 if a.dtype.kind != "b" else bool, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+def _finite(name: str, a: np.ndarray) -> None:
+    if not np.isfinite(a).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise SessionError(f"{name} holds {a[idx]} at {list(idx)}: every entry must be a finite number.")
+
+
+class Session:
+    """One attention layer and its inputs, as a user edits them.
+
+    Signals: ``changed(str)`` with what changed: a matrix name (``"X"``, ``"W_Q"``...), ``"tokens"``,
+    ``"source_tokens"``, ``"shape"`` (dimensions or heads), ``"settings"`` (mask, scale, cross),
+    ``"head"`` (the selected head) or ``"all"`` (a whole new state).
+    """
+
+    changed = Signal(str)
+
+    def __init__(self, state: _State | None = None):
+        self._s = state if state is not None else _default_state()
+        self._check(self._s)
+        self._freeze_all()
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._s.tokens)
+
+    @property
+    def source_tokens(self) -> list[str]:
+        return list(self._s.source_tokens)
+
+    @property
+    def key_tokens(self) -> list[str]:
+        """The tokens the keys and values come from: the source in cross-attention, the tokens otherwise."""
+        return self.source_tokens if self._s.cross else self.tokens
+
+    @property
+    def cross(self) -> bool:
+        return self._s.cross
+
+    @property
+    def causal(self) -> bool:
+        return self._s.causal
+
+    @property
+    def scale_mode(self) -> str:
+        return self._s.scale_mode
+
+    @property
+    def custom_scale(self) -> float:
+        return self._s.custom_scale
+
+    @property
+    def head(self) -> int:
+        return self._s.head
+
+    @property
+    def title(self) -> str:
+        return self._s.title
+
+    @property
+    def description(self) -> str:
+        return self._s.description
+
+    @property
+    def padding(self) -> np.ndarray:
+        return self._s.padding
+
+    @property
+    def source_padding(self) -> np.ndarray:
+        return self._s.source_padding
+
+    @property
+    def key_padding(self) -> np.ndarray:
+        return self._s.source_padding if self._s.cross else self._s.padding
+
+    @property
+    def n_heads(self) -> int:
+        return self._s.w_q.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self._s.x.shape[1]
+
+    @property
+    def d_k(self) -> int:
+        return self._s.w_q.shape[2]
+
+    @property
+    def d_v(self) -> int:
+        return self._s.w_v.shape[2]
+
+    def matrix(self, name: str) -> np.ndarray:
+        """The read-only array of a matrix: X [n, d_model], X_kv [m, d_model], W_Q/W_K [h, d_model, d_k],
+        W_V [h, d_model, d_v], W_O [h·d_v, d_model]."""
+        return getattr(self._s, _ARRAY_FIELDS[_known(name)])
+
+    def scale(self) -> float:
+        """The factor the scores are multiplied by."""
+        if self._s.scale_mode == "sqrt":
+            return 1.0 / math.sqrt(self.d_k)
+        if self._s.scale_mode == "none":
+            return 1.0
+        return self._s.custom_scale
+
+    def compute(self) -> AttentionResult:
+        """The core's result for this session."""
+        s = self._s
+        pad = self.key_padding
+        return multi_head_attention(
+            s.x, s.w_q, s.w_k, s.w_v, s.w_o,
+            x_kv=s.x_kv if s.cross else None,
+            causal=s.causal,
+            key_padding_mask=pad if pad.any() else None,
+            scale=self.scale(),
+        )
+
+    # ---- whole states (undo, files) ----------------------------------------------------------------------
+    def state(self) -> _State:
+        """A snapshot of everything; its arrays are read-only and shared, so a snapshot is cheap."""
+        s = self._s
+        return _State(**{**s.__dict__, "tokens": list(s.tokens), "source_tokens": list(s.source_tokens),
+                         "extra": dict(s.extra)})
+
+    def set_state(self, state: _State) -> None:
+        """Replace everything at once (validated first)."""
+        self._check(state)
+        self._s = _State(**{**state.__dict__, "tokens": list(state.tokens),
+                            "source_tokens": list(state.source_tokens)})
+        self._freeze_all()
+        self.changed.emit("all")
+
+    # ---- editing -----------------------------------------------------------------------------------------
+    def set_matrix(self, name: str, value) -> None:
+        """Replace a whole matrix with one of the same shape."""
+        old = self.matrix(name)
+        value = np.asarray(value, dtype=np.float64)
+        if value.shape != old.shape:
+            raise SessionError(
+                f"{name} is {_shape(old.shape)} but the new matrix is {_shape(value.shape)}: it must keep its shape "
+                "(change the sizes first)."
+            )
+        _finite(name, value)
+        setattr(self._s, _ARRAY_FIELDS[name], _frozen(value))
+        self.changed.emit(name)
+
+    def set_block(self, name: str, row: int, col: int, block, head: int | None = None) -> np.ndarray:
+        """Write a 2-D block at (row, col) of a matrix (of one head for W_Q, W_K, W_V); returns the old block."""
+        old = self.matrix(name)
+        block = np.asarray(block, dtype=np.float64)
+        if block.ndim != 2:
+            raise SessionError(f"A block written into {name} must be 2-D, not {_shape(block.shape)}.")
+        target = old
+        where = name
+        if name in PER_HEAD:
+            head = self.head if head is None else head
+            if not 0 <= head < old.shape[0]:
+                raise SessionError(f"{name} has {old.shape[0]} heads; there is no head {head + 1}.")
+            target = old[head]
+            where = f"{name} (head {head + 1})"
+        r, c = block.shape
+        if row < 0 or col < 0 or row + r > target.shape[0] or col + c > target.shape[1]:
+            raise SessionError(
+                f"A {r} × {c} block at row {row}, column {col} does not fit in {where}, which is "
+                f"{_shape(target.shape)}."
+            )
+        _finite(where, block)
+        new = np.array(old)
+        region = new[head] if name in PER_HEAD else new
+        previous = region[row:row + r, col:col + c].copy()
+        region[row:row + r, col:col + c] = block
+        new.flags.writeable = False
+        setattr(self._s, _ARRAY_FIELDS[name], new)
+        self.changed.emit(name)
+        return previous
+
+    def set_causal(self, on: bool) -> None:
+        self._s.causal = bool(on)
+        self.changed.emit("settings")
+
+    def set_scale(self, mode: str, value: float | None = None) -> None:
+        """mode "sqrt" (1/√d_k), "none" (1) or "custom" (value)."""
+        if mode not in SCALE_MODES:
+            raise SessionError(f"Unknown scale '{mode}': choose one of {', '.join(SCALE_MODES)}.")
+        if value is not None:
+            value = float(value)
+            if not math.isfinite(value):
+                raise SessionError(f"The scale must be a finite number, not {value}.")
+            self._s.custom_scale = value
+        self._s.scale_mode = mode
+        self.changed.emit("settings")
+
+    def set_cross(self, on: bool) -> None:
+        self._s.cross = bool(on)
+        self.changed.emit("settings")
+
+    def set_padding(self, mask, source: bool | None = None) -> None:
+        """Mark tokens as padding: of the source sequence (source=True), of the tokens (False), or of the keys."""
+        source = self._s.cross if source is None else source
+        current = self._s.source_padding if source else self._s.padding
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != current.shape:
+            raise SessionError(f"The padding needs one flag per token ({current.shape[0]}), not {mask.shape}.")
+        setattr(self._s, "source_padding" if source else "padding", _frozen(mask))
+        self.changed.emit("settings")
+
+    def set_head(self, head: int) -> None:
+        if not 0 <= head < self.n_heads:
+            raise SessionError(f"There are {self.n_heads} heads; there is no head {head + 1}.")
+        self._s.head = int(head)
+        self.changed.emit("head")
+
+    def set_tokens(self, tokens: list[str], source: bool = False) -> None:
+        """Change the token strings; rows of X (or X_kv) follow their tokens, new tokens get new random rows."""
+        tokens = [str(t) for t in tokens]
+        if not tokens:
+            raise SessionError("A sequence needs at least one token.")
+        if len(tokens) > LIMITS["tokens"]:
+            raise SessionError(f"{len(tokens)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        s = self._s
+        old_tokens = s.source_tokens if source else s.tokens
+        x = s.x_kv if source else s.x
+        pad = s.source_padding if source else s.padding
+        new_x = seeded_random((len(tokens), x.shape[1]), seed=len(tokens) + 7 * len(old_tokens), std=0.5)
+        new_pad = np.zeros(len(tokens), dtype=bool)
+        # Tokens that survive the edit keep their rows (and padding flags): match old to new by content.
+        matcher = difflib.SequenceMatcher(a=old_tokens, b=tokens, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):  # a rename keeps the row
+                new_x[j1:j2] = x[i1:i2]
+                new_pad[j1:j2] = pad[i1:i2]
+        if source:
+            s.source_tokens, s.x_kv, s.source_padding = tokens, _frozen(new_x), _frozen(new_pad)
+        else:
+            s.tokens, s.x, s.padding = tokens, _frozen(new_x), _frozen(new_pad)
+        self.changed.emit("source_tokens" if source else "tokens")
+
+    def generate(self, name: str, kind: str, seed: int = 0) -> None:
+        """Fill X or X_kv with a generator: "one-hot" (token block then position block), "sinusoidal",
+        "random" (seeded) or "zeros"."""
+        if name not in ("X", "X_kv"):
+            raise SessionError(f"Generators fill X or X_kv, not {name}.")
+        tokens = self._s.source_tokens if name == "X_kv" else self._s.tokens
+        n, d = len(tokens), self.d_model
+        if kind == "one-hot":
+            try:
+                value = one_hot_features(tokens, d)
+            except ShapeError as e:
+                raise SessionError(str(e)) from None
+        elif kind == "sinusoidal":
+            value = sinusoidal_positions(n, d)
+        elif kind == "random":
+            value = seeded_random((n, d), seed, std=1.0)
+        elif kind == "zeros":
+            value = np.zeros((n, d))
+        else:
+            raise SessionError(f"Unknown generator '{kind}': choose one of {', '.join(GENERATORS)}.")
+        self.set_matrix(name, value)
+
+    def randomize_weights(self, seed: int = 0) -> None:
+        """Seeded random W_Q, W_K, W_V, W_O (std 1/√rows), all at once."""
+        s = self._s
+        rng_shapes = {"w_q": s.w_q.shape, "w_k": s.w_k.shape, "w_v": s.w_v.shape, "w_o": s.w_o.shape}
+        for i, (attr, shape) in enumerate(rng_shapes.items()):
+            setattr(s, attr, _frozen(seeded_random(shape, seed * 4 + i)))
+        self.changed.emit("all")
+
+    def resize(self, *, d_model: int | None = None, n_heads: int | None = None, d_k: int | None = None,
+               d_v: int | None = None) -> None:
+        """Change the dimensions; every existing value that still has a place keeps it, new entries are 0."""
+        s = self._s
+        h0, dm0, dk0, dv0 = self.n_heads, self.d_model, self.d_k, self.d_v
+        h = h0 if n_heads is None else int(n_heads)
+        dm = dm0 if d_model is None else int(d_model)
+        dk = dk0 if d_k is None else int(d_k)
+        dv = dv0 if d_v is None else int(d_v)
+        for what, value, limit in (("heads", h, LIMITS["heads"]), ("d_model", dm, LIMITS["d_model"]),
+                                   ("d_k", dk, LIMITS["d_head"]), ("d_v", dv, LIMITS["d_head"])):
+            if not 1 <= value <= limit:
+                raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
+        w_o_blocks = _fit(s.w_o.reshape(h0, dv0, dm0), (h, dv, dm))  # W_O resizes block by block
+        s.x = _frozen(_fit(s.x, (len(s.tokens), dm)))
+        s.x_kv = _frozen(_fit(s.x_kv, (len(s.source_tokens), dm)))
+        s.w_q = _frozen(_fit(s.w_q, (h, dm, dk)))
+        s.w_k = _frozen(_fit(s.w_k, (h, dm, dk)))
+        s.w_v = _frozen(_fit(s.w_v, (h, dm, dv)))
+        s.w_o = _frozen(w_o_blocks.reshape(h * dv, dm))
+        s.head = min(s.head, h - 1)
+        self.changed.emit("shape")
+
+    # ---- checks ------------------------------------------------------------------------------------------
+    def _freeze_all(self) -> None:
+        s = self._s
+        for attr in (*_ARRAY_FIELDS.values(), "padding", "source_padding"):
+            setattr(s, attr, _frozen(getattr(s, attr)))
+
+    @staticmethod
+    def _check(s: _State) -> None:
+        """Every field present, of the right kind, and fitting together; raises SessionError otherwise."""
+        n, m = len(s.tokens), len(s.source_tokens)
+        if n == 0 or m == 0:
+            raise SessionError("A session needs at least one token and one source token.")
+        for name, attr in _ARRAY_FIELDS.items():
+            a = getattr(s, attr)
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+                raise SessionError(f"{name} must be an array of numbers.")
+            _finite(name, a)
+        h, dm, dk = s.w_q.shape if s.w_q.ndim == 3 else (None, None, None)
+        if h is None:
+            raise SessionError(f"W_Q must be (heads × d_model × d_k), not {_shape(s.w_q.shape)}.")
+        dv = s.w_v.shape[2] if s.w_v.ndim == 3 else None
+        expected = {"X": (n, dm), "X_kv": (m, dm), "W_K": (h, dm, dk), "W_V": (h, dm, dv),
+                    "W_O": (h * (dv or 0), dm)}
+        for name, shape in expected.items():
+            got = getattr(s, _ARRAY_FIELDS[name]).shape
+            if got != shape:
+                raise SessionError(f"{name} is {_shape(got)} but it must be {_shape(shape)} to fit the other matrices.")
+        for name, pad, length in (("padding", s.padding, n), ("source padding", s.source_padding, m)):
+            if np.shape(pad) != (length,):
+                raise SessionError(f"The {name} needs one flag per token ({length}), not {np.shape(pad)}.")
+        if s.scale_mode not in SCALE_MODES:
+            raise SessionError(f"Unknown scale '{s.scale_mode}': choose one of {', '.join(SCALE_MODES)}.")
+        if not math.isfinite(s.custom_scale):
+            raise SessionError(f"The custom scale must be finite, not {s.custom_scale}.")
+        if not 0 <= s.head < h:
+            raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
+
+
+def _known(name: str) -> str:
+    if name not in _ARRAY_FIELDS:
+        raise SessionError(f"There is no matrix called {name!r}; the matrices are {', '.join(MATRICES)}.")
+    return name
+
+
+def _shape(shape) -> str:
+    return " × ".join(str(d) for d in shape)
+
+
+def _fit(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """a cropped or zero-padded to shape, every kept entry in its place."""
+    out = np.zeros(shape)
+    common = tuple(slice(0, min(x, y)) for x, y in zip(a.shape, shape, strict=True))
+    out[common] = a[common]
+    return out
+
+
+def _default_state() -> _State:
+    """A short sentence over one-hot token and position features, 2 heads, seeded weights, causal."""
+    tokens = ["the", "cat", "sat", "on", "the", "mat"]
+    source = ["le", "chat", "s'est", "assis", "<pad>"]
+    d_model, h, d_k = 12, 2, 3
+    x = one_hot_features(tokens, d_model)
+    x_kv = seeded_random((len(source), d_model), seed=11, std=1.0)
+    return _State(
+        tokens=tokens,
+        source_tokens=source,
+        x=x,
+        x_kv=x_kv,
+        w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
+        w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
+        w_v=seeded_random((h, d_model, d_k), seed=3) * 2,
+        w_o=seeded_random((h * d_k, d_model), seed=4),
+        padding=np.zeros(len(tokens), bool),
+        source_padding=np.array([False, False, False, False, True]),
+        causal=True,
+        title="the cat sat on the mat",
+        description="Six tokens over one-hot token and position features, two heads with seeded random weights.",
+    )

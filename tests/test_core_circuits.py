@@ -1,0 +1,49 @@
+"""QK and OV circuits against the per-head products they stand for, and the scores they predict."""
+
+import numpy as np
+import pytest
+
+from qkvgui.core import ShapeError, multi_head_attention, ov_circuit, qk_circuit, spectrum
+
+
+def test_qk_circuit_predicts_the_scores_and_has_rank_at_most_d_k():
+    rng = np.random.default_rng(0)
+    h, d_model, d_k, d_v, n = 3, 8, 2, 3, 5
+    x = rng.standard_normal((n, d_model))
+    w_q, w_k = rng.standard_normal((2, h, d_model, d_k))
+    w_v = rng.standard_normal((h, d_model, d_v))
+    w_o = rng.standard_normal((h * d_v, d_model))
+    qk = qk_circuit(w_q, w_k)
+    assert qk.shape == (h, d_model, d_model)
+    r = multi_head_attention(x, w_q, w_k, w_v, w_o)
+    for head in range(h):
+        np.testing.assert_allclose(qk[head], w_q[head] @ w_k[head].T)
+        np.testing.assert_allclose(x @ qk[head] @ x.T, r.scores[head], rtol=1e-10, atol=1e-12)
+        assert spectrum(qk[head]).rank == d_k
+
+
+def test_ov_circuit_uses_each_heads_block_of_w_o():
+    rng = np.random.default_rng(1)
+    h, d_model, d_v = 2, 6, 3
+    w_v = rng.standard_normal((h, d_model, d_v))
+    w_o = rng.standard_normal((h * d_v, d_model))
+    ov = ov_circuit(w_v, w_o)
+    np.testing.assert_allclose(ov[0], w_v[0] @ w_o[:3])
+    np.testing.assert_allclose(ov[1], w_v[1] @ w_o[3:])
+    s = spectrum(ov[1])
+    assert s.rank == d_v
+    np.testing.assert_allclose(s.singular_values, np.linalg.svd(ov[1], compute_uv=False))
+    assert np.all(np.diff(s.singular_values) <= 0)
+
+
+def test_symmetric_qk_when_w_q_equals_w_k():
+    w = np.random.default_rng(2).standard_normal((1, 5, 2))
+    qk = qk_circuit(w, w)[0]
+    np.testing.assert_allclose(qk, qk.T)
+
+
+def test_circuit_shape_errors():
+    with pytest.raises(ShapeError, match="W_Q has shape"):
+        qk_circuit(np.zeros((2, 4, 3)), np.zeros((2, 4, 2)))
+    with pytest.raises(ShapeError, match="W_O has shape"):
+        ov_circuit(np.zeros((2, 4, 3)), np.zeros((5, 4)))

@@ -1,0 +1,136 @@
+"""The session document: edits reach the computation, refusals change nothing, resizes keep values."""
+
+from unittest.mock import Mock
+
+import numpy as np
+import pytest
+from reference import reference_attention
+
+from qkvgui.session import Session, SessionError
+
+
+def watched():
+    s = Session()
+    spy = Mock()
+    s.changed.connect(spy)
+    return s, spy
+
+
+def test_default_session_computes_the_reference():
+    s = Session()
+    r = s.compute()
+    w_ref, _, out_ref = reference_attention(
+        s.matrix("X"), s.matrix("W_Q"), s.matrix("W_K"), s.matrix("W_V"), s.matrix("W_O"), causal=s.causal
+    )
+    np.testing.assert_allclose(r.weights, w_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r.output, out_ref, rtol=1e-12, atol=1e-13)
+    assert r.weights.shape == (2, 6, 6)
+
+
+def test_block_edit_announces_and_changes_the_result():
+    s, spy = watched()
+    before = s.compute().weights.copy()
+    old = s.set_block("W_Q", 3, 1, [[0.5]], head=1)
+    spy.assert_called_once_with("W_Q")
+    assert s.matrix("W_Q")[1, 3, 1] == 0.5
+    assert not np.array_equal(s.compute().weights[1], before[1])
+    np.testing.assert_array_equal(s.compute().weights[0], before[0])  # the other head is untouched
+    s.set_block("W_Q", 3, 1, old, head=1)
+    np.testing.assert_array_equal(s.compute().weights, before)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("W_K", 5, 2, [[1.0, 2.0]]), "does not fit in W_K"),
+        (("X", 0, 0, [[np.nan]]), "finite"),
+        (("W_O", 0, 0, [[np.inf]]), "finite"),
+        (("nope", 0, 0, [[1.0]]), "no matrix called 'nope'"),
+    ],
+)
+def test_refused_edits_change_nothing(args, message):
+    s, spy = watched()
+    before = {name: s.matrix(name).copy() for name in ("X", "W_K", "W_O")}
+    with pytest.raises(SessionError, match=message):
+        s.set_block(*args)
+    spy.assert_not_called()
+    for name, value in before.items():
+        np.testing.assert_array_equal(s.matrix(name), value)
+
+
+def test_matrices_are_read_only_to_callers():
+    s = Session()
+    with pytest.raises(ValueError):
+        s.matrix("X")[0, 0] = 3.0
+
+
+def test_resize_keeps_every_existing_value():
+    s = Session()
+    w_o, w_v = s.matrix("W_O").copy(), s.matrix("W_V").copy()
+    s.resize(n_heads=3, d_v=4, d_model=14)
+    assert s.matrix("W_O").shape == (12, 14)
+    blocks = s.matrix("W_O").reshape(3, 4, 14)
+    np.testing.assert_array_equal(blocks[:2, :3, :12], w_o.reshape(2, 3, 12))  # each head's block stays its own
+    assert not blocks[2].any() and not blocks[:, 3].any()
+    np.testing.assert_array_equal(s.matrix("W_V")[:2, :12, :3], w_v)
+    s.resize(n_heads=2, d_v=3, d_model=12)
+    np.testing.assert_array_equal(s.matrix("W_O"), w_o)
+    with pytest.raises(SessionError, match="heads must be between 1"):
+        s.resize(n_heads=0)
+
+
+def test_tokens_keep_their_rows_when_the_sentence_is_edited():
+    s = Session()
+    x = s.matrix("X").copy()
+    s.set_tokens(["the", "big", "cat", "sat", "on", "the", "mat"])
+    np.testing.assert_array_equal(s.matrix("X")[0], x[0])
+    np.testing.assert_array_equal(s.matrix("X")[2:], x[1:])
+    assert s.compute().weights.shape == (2, 7, 7)
+    s.set_tokens(["the", "dog", "sat", "on", "the", "mat"][:3])
+    assert s.matrix("X").shape == (3, 12)
+    with pytest.raises(SessionError):
+        s.set_tokens([])
+
+
+def test_cross_attention_and_padding_reach_the_result():
+    s = Session()
+    s.set_cross(True)
+    s.set_causal(False)
+    r = s.compute()
+    assert r.weights.shape == (2, 6, 5)
+    assert np.all(r.weights[:, :, 4] == 0)  # <pad> is hidden
+    s.set_padding([False] * 5)
+    assert np.all(s.compute().weights[:, :, 4] > 0)
+    with pytest.raises(SessionError, match="one flag per token"):
+        s.set_padding([True])
+
+
+def test_scale_modes():
+    s = Session()
+    assert s.scale() == pytest.approx(1 / np.sqrt(3))
+    s.set_scale("none")
+    assert s.compute().scale == 1.0
+    s.set_scale("custom", 0.25)
+    assert s.compute().scale == 0.25
+    with pytest.raises(SessionError):
+        s.set_scale("custom", float("nan"))
+    assert s.scale() == 0.25
+
+
+def test_state_round_trip_restores_everything():
+    s = Session()
+    snap = s.state()
+    s.set_block("X", 0, 0, [[9.0]])
+    s.resize(d_k=5)
+    s.set_causal(False)
+    s.set_state(snap)
+    assert s.matrix("X")[0, 0] == snap.x[0, 0] and s.d_k == 3 and s.causal
+
+
+def test_one_hot_generator_refuses_small_d_model_cleanly():
+    s = Session()
+    s.resize(d_model=6)
+    x = s.matrix("X").copy()
+    with pytest.raises(SessionError, match="raise d_model"):
+        s.generate("X", "one-hot")
+    np.testing.assert_array_equal(s.matrix("X"), x)
