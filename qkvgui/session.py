@@ -15,8 +15,10 @@ from psygnal import Signal
 
 from qkvgui.core import AttentionResult, QkvError, ShapeError, multi_head_attention
 from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
+from qkvgui.core.presets import make_preset
 
-__all__ = ["Session", "SessionError", "MATRICES", "PER_HEAD", "GENERATORS", "SCALE_MODES"]
+__all__ = ["Session", "SessionError", "compute_state", "layer_cost", "MATRICES", "PER_HEAD", "GENERATORS",
+           "SCALE_MODES"]
 
 #: every editable matrix, by the name the UI and the files use
 MATRICES = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
@@ -56,6 +58,7 @@ class _State:
     head: int = 0
     title: str = ""
     description: str = ""
+    features: list[str] = field(default_factory=list)  # names of X's columns (empty: d0, d1, …)
     extra: dict = field(default_factory=dict)
 
 
@@ -166,30 +169,84 @@ class Session:
 
     def scale(self) -> float:
         """The factor the scores are multiplied by."""
-        if self._s.scale_mode == "sqrt":
-            return 1.0 / math.sqrt(self.d_k)
-        if self._s.scale_mode == "none":
-            return 1.0
-        return self._s.custom_scale
+        return _scale(self._s)
 
     def compute(self) -> AttentionResult:
         """The core's result for this session."""
-        s = self._s
-        pad = self.key_padding
-        return multi_head_attention(
-            s.x, s.w_q, s.w_k, s.w_v, s.w_o,
-            x_kv=s.x_kv if s.cross else None,
-            causal=s.causal,
-            key_padding_mask=pad if pad.any() else None,
-            scale=self.scale(),
-        )
+        return compute_state(self._s)
+
+    @property
+    def features(self) -> list[str]:
+        """A name for each column of X (d0, d1, … unless a preset named them)."""
+        f = self._s.features
+        return list(f) if len(f) == self.d_model else [f"d{i}" for i in range(self.d_model)]
+
+    # ---- making sessions ---------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str) -> Session:
+        """One of the classic constructions (see ``qkvgui presets``) as a session."""
+        try:
+            p = make_preset(name)
+        except KeyError as e:
+            raise SessionError(e.args[0]) from None
+        session = cls.from_arrays(p.x, p.w_q, p.w_k, p.w_v, p.w_o, x_kv=p.x_kv, tokens=p.tokens,
+                                  source_tokens=p.source_tokens, causal=p.causal, scale=p.scale,
+                                  source_padding=p.source_padding, title=p.title, description=p.description)
+        session._s.features = list(p.features)
+        return session
+
+    @classmethod
+    def from_arrays(cls, x_q, w_q, w_k, w_v, w_o, *, x_kv=None, tokens=None, source_tokens=None, causal=False,
+                    key_padding_mask=None, source_padding=None, scale=None, title="", description="") -> Session:
+        """A session from the core's arguments (same names and shapes) plus token strings.
+
+        x_q [n, d_model]; w_q, w_k [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model];
+        x_kv [m, d_model] makes it cross-attention; key_padding_mask [n_k] marks padded keys.
+        """
+        def arr(name, a):
+            try:
+                return np.asarray(a, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise SessionError(f"{name} must be an array of numbers.") from None
+
+        x = arr("X", x_q)
+        if x.ndim != 2:
+            raise SessionError(f"X must be 2-D (tokens × d_model), not {_shape(x.shape)}.")
+        n = x.shape[0]
+        cross = x_kv is not None
+        kv = arr("X_kv", x_kv) if cross else x.copy()
+        tokens = [str(t) for t in tokens] if tokens is not None else [f"t{i}" for i in range(n)]
+        if len(tokens) != n:
+            raise SessionError(f"There are {len(tokens)} tokens but X has {n} rows: give one token per row.")
+        m = kv.shape[0] if kv.ndim == 2 else 0
+        if source_tokens is None:
+            source_tokens = list(tokens) if not cross else [f"s{i}" for i in range(m)]
+        source_tokens = [str(t) for t in source_tokens]
+        if cross and len(source_tokens) != m:
+            raise SessionError(f"There are {len(source_tokens)} source tokens but X_kv has {m} rows.")
+        pad = np.zeros(n, bool)
+        src_pad = np.zeros(len(source_tokens), bool)
+        for mask in (key_padding_mask, source_padding):
+            if mask is not None:
+                mask = np.asarray(mask, dtype=bool)
+                target = src_pad if cross else pad
+                if mask.shape != target.shape:
+                    raise SessionError(f"The padding mask needs one flag per key ({target.shape[0]}), not "
+                                       f"{mask.shape}.")
+                target |= mask
+        scale_mode, custom = ("sqrt", 1.0) if scale is None else ("custom", float(scale))
+        state = _State(tokens=tokens, source_tokens=source_tokens, x=x, x_kv=kv, w_q=arr("W_Q", w_q),
+                       w_k=arr("W_K", w_k), w_v=arr("W_V", w_v), w_o=arr("W_O", w_o), padding=pad,
+                       source_padding=src_pad, cross=cross, causal=bool(causal), scale_mode=scale_mode,
+                       custom_scale=custom, title=title, description=description)
+        return cls(state)
 
     # ---- whole states (undo, files) ----------------------------------------------------------------------
     def state(self) -> _State:
         """A snapshot of everything; its arrays are read-only and shared, so a snapshot is cheap."""
         s = self._s
         return _State(**{**s.__dict__, "tokens": list(s.tokens), "source_tokens": list(s.source_tokens),
-                         "extra": dict(s.extra)})
+                         "features": list(s.features), "extra": dict(s.extra)})
 
     def set_state(self, state: _State) -> None:
         """Replace everything at once (validated first)."""
@@ -393,6 +450,35 @@ class Session:
             raise SessionError(f"The custom scale must be finite, not {s.custom_scale}.")
         if not 0 <= s.head < h:
             raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
+
+
+def _scale(s: _State) -> float:
+    if s.scale_mode == "sqrt":
+        return 1.0 / math.sqrt(s.w_q.shape[2])
+    if s.scale_mode == "none":
+        return 1.0
+    return s.custom_scale
+
+
+def compute_state(s: _State) -> AttentionResult:
+    """The core's result for a state snapshot (safe on a worker thread: a snapshot's arrays never change)."""
+    pad = s.source_padding if s.cross else s.padding
+    return multi_head_attention(
+        s.x, s.w_q, s.w_k, s.w_v, s.w_o,
+        x_kv=s.x_kv if s.cross else None,
+        causal=s.causal,
+        key_padding_mask=pad if pad.any() else None,
+        scale=_scale(s),
+    )
+
+
+def layer_cost(s: _State) -> float:
+    """Multiply-adds of one computation of the state, to decide whether it leaves the GUI thread."""
+    n = len(s.tokens)
+    m = len(s.source_tokens) if s.cross else n
+    h, d_model, d_k = s.w_q.shape
+    d_v = s.w_v.shape[2]
+    return float(h * (d_model * (n * d_k + m * (d_k + d_v)) + n * m * (d_k + d_v)) + n * h * d_v * d_model)
 
 
 def _known(name: str) -> str:

@@ -134,3 +134,27 @@ def test_one_hot_generator_refuses_small_d_model_cleanly():
     with pytest.raises(SessionError, match="raise d_model"):
         s.generate("X", "one-hot")
     np.testing.assert_array_equal(s.matrix("X"), x)
+
+
+def test_from_arrays_takes_the_cores_arguments():
+    rng = np.random.default_rng(0)
+    x, x_kv = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
+    w_q, w_k, w_v = rng.standard_normal((3, 2, 4, 2))
+    w_o = rng.standard_normal((4, 4))
+    s = Session.from_arrays(x, w_q, w_k, w_v, w_o, x_kv=x_kv, tokens=list("abc"),
+                            key_padding_mask=[0, 0, 0, 1, 1], causal=True)
+    from qkvgui.core import multi_head_attention
+
+    ref = multi_head_attention(x, w_q, w_k, w_v, w_o, x_kv=x_kv, causal=True,
+                               key_padding_mask=np.array([0, 0, 0, 1, 1], bool))
+    np.testing.assert_array_equal(s.compute().weights, ref.weights)
+    assert s.tokens == ["a", "b", "c"] and s.cross
+    with pytest.raises(SessionError, match="2 tokens but X has 3 rows"):
+        Session.from_arrays(x, w_q, w_k, w_v, w_o, tokens=["a", "b"])
+    with pytest.raises(SessionError, match="W_K"):
+        Session.from_arrays(x, w_q, w_k[:, :3], w_v, w_o)
+
+
+def test_unknown_preset_names_the_presets():
+    with pytest.raises(SessionError, match="previous-token"):
+        Session.from_preset("nope")

@@ -1,0 +1,247 @@
+"""The classic explanations of attention, built by hand as plain arrays: each one a layer a learner can open and edit.
+
+Every preset is a ``Preset`` in the core's own argument names and shapes (row vectors; W_Q [h, d_model, d_k]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .embeddings import one_hot_features, seeded_random, token_ids
+
+__all__ = ["Preset", "PRESETS", "make_preset", "preset_names"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    description: str
+    tokens: list[str]
+    x: np.ndarray  # [n, d_model]
+    w_q: np.ndarray  # [h, d_model, d_k]
+    w_k: np.ndarray  # [h, d_model, d_k]
+    w_v: np.ndarray  # [h, d_model, d_v]
+    w_o: np.ndarray  # [h·d_v, d_model]
+    causal: bool = False
+    scale: float | None = None  # None: 1/√d_k
+    source_tokens: list[str] | None = None  # cross-attention when given
+    x_kv: np.ndarray | None = None  # [m, d_model]
+    source_padding: np.ndarray | None = None  # [m] bool
+    features: list[str] = field(default_factory=list)  # a name for each column of X, for the axis labels
+
+
+def _previous_token_layer(tokens: list[str], sharpness: float = 12.0):
+    """A residual stream [token one-hot | position one-hot | previous-token block], and a head that fills the
+    previous-token block: W_Q reads position p and asks for p − 1, W_K offers each token's own position,
+    W_V reads the token, W_O writes it into the previous-token block.
+
+    Returns (x [n, d_model], w_q, w_k [1, d_model, n], w_v [1, d_model, V], w_o [V, d_model], vocab).
+    """
+    ids, vocab = token_ids(tokens)
+    n, v = len(tokens), len(vocab)
+    d_model = 2 * v + n
+    x = np.zeros((n, d_model))
+    x[:, : v + n] = one_hot_features(tokens, v + n)
+    pos = v + np.arange(n)  # the rows of W that read position p
+    # score(i, j) = c² when j = i − 1 and 0 otherwise; after 1/√d_k it is `sharpness`
+    c = np.sqrt(sharpness * np.sqrt(n))
+    w_q = np.zeros((1, d_model, n))
+    w_q[0, pos[1:], np.arange(n - 1)] = c  # position p looks for position p − 1
+    w_k = np.zeros((1, d_model, n))
+    w_k[0, pos, np.arange(n)] = c  # position p is found at p
+    w_v = np.zeros((1, d_model, v))
+    w_v[0, np.arange(v), np.arange(v)] = 1.0  # the token's identity
+    w_o = np.zeros((v, d_model))
+    w_o[np.arange(v), v + n + np.arange(v)] = 1.0  # written into the previous-token block
+    return x, w_q, w_k, w_v, w_o, vocab
+
+
+def _feature_names(vocab: list[str], n: int, extra: list[str] = ()) -> list[str]:
+    return [f"tok:{t}" for t in vocab] + [f"pos:{p}" for p in range(n)] + list(extra)
+
+
+def previous_token() -> Preset:
+    tokens = "the cat sat on the mat".split()
+    x, w_q, w_k, w_v, w_o, vocab = _previous_token_layer(tokens)
+    return Preset(
+        name="previous-token",
+        title="A previous-token head, built by hand",
+        description=(
+            "The residual stream holds one-hot features: which token this is, and at which position. W_K offers "
+            "each token's position; W_Q turns position p into a question for position p − 1, so every token "
+            "attends to the one before it. W_V reads the token's identity and W_O writes it into a new "
+            "'previous token' block of the residual stream: after the layer, each token knows its predecessor."
+        ),
+        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=True,
+        features=_feature_names(vocab, len(tokens), [f"prev:{t}" for t in vocab]),
+    )
+
+
+def search_engine() -> Preset:
+    # Three documents offer a topic (their key) and deliver their content (their value); two questions ask
+    # for a topic (their query). Features: [offers fruit, vehicle, animal | seeks fruit, vehicle, animal |
+    # content of apple, bus, cat | retrieved apple, bus, cat].
+    tokens = ["apple", "bus", "cat", "?fruit", "?pet"]
+    topics = 3
+    d_model = 4 * topics
+    x = np.zeros((len(tokens), d_model))
+    for doc in range(3):
+        x[doc, doc] = 1.0  # offers its own topic
+        x[doc, 2 * topics + doc] = 1.0  # its content
+    x[3, topics + 0] = 1.0  # ?fruit seeks the fruit topic
+    x[4, topics + 2] = 1.0  # ?pet seeks the animal topic
+    strength = 4.0
+    w_q = np.zeros((1, d_model, topics))
+    w_q[0, topics + np.arange(topics), np.arange(topics)] = strength  # the query: what I am looking for
+    w_k = np.zeros((1, d_model, topics))
+    w_k[0, np.arange(topics), np.arange(topics)] = strength  # the key: what I offer (the title)
+    w_v = np.zeros((1, d_model, topics))
+    w_v[0, 2 * topics + np.arange(topics), np.arange(topics)] = 1.0  # the value: what I deliver (the content)
+    w_o = np.zeros((topics, d_model))
+    w_o[np.arange(topics), 3 * topics + np.arange(topics)] = 1.0  # retrieved content lands in its own block
+    return Preset(
+        name="search-engine",
+        title="Attention as a search engine",
+        description=(
+            "Each token's query is what it is searching for, each key is what a token offers (its title), and "
+            "each value is what it delivers (its content). '?fruit' searches for fruit: its query matches the "
+            "key of 'apple', so nearly all of its weight goes there and its output is apple's content. "
+            "'?pet' finds 'cat' the same way. Tokens that search for nothing spread their weight evenly."
+        ),
+        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o,
+        features=["offers:fruit", "offers:vehicle", "offers:animal", "seeks:fruit", "seeks:vehicle",
+                  "seeks:animal", "is:apple", "is:bus", "is:cat", "got:apple", "got:bus", "got:cat"],
+    )
+
+
+def translation() -> Preset:
+    # Meanings shared by both languages: DET, BLACK, CAT, SLEEPS. Target rows carry the meaning they need
+    # next; source rows carry their meaning and their identity. Padding carries nothing and is masked.
+    target = ["the", "black", "cat", "sleeps"]
+    source = ["le", "chat", "noir", "dort", "<pad>", "<pad>"]
+    meaning_of_target = [0, 1, 2, 3]
+    meaning_of_source = [0, 2, 1, 3]
+    n_meanings, n_src = 4, 4
+    d_model = n_meanings + n_src + n_src
+    x = np.zeros((len(target), d_model))
+    x[np.arange(4), meaning_of_target] = 1.0
+    x_kv = np.zeros((len(source), d_model))
+    x_kv[np.arange(4), meaning_of_source] = 1.0
+    x_kv[np.arange(4), n_meanings + np.arange(4)] = 1.0  # which source word this is
+    strength = 4.0
+    eye = np.zeros((1, d_model, n_meanings))
+    eye[0, np.arange(n_meanings), np.arange(n_meanings)] = strength
+    w_v = np.zeros((1, d_model, n_src))
+    w_v[0, n_meanings + np.arange(n_src), np.arange(n_src)] = 1.0
+    w_o = np.zeros((n_src, d_model))
+    w_o[np.arange(n_src), n_meanings + n_src + np.arange(n_src)] = 1.0
+    return Preset(
+        name="translation",
+        title="Cross-attention for translation",
+        description=(
+            "Queries come from the English sentence being written, keys and values from the French source. Each "
+            "English word asks for its meaning; the French word with that meaning answers, even where the word "
+            "order differs ('black cat' / 'chat noir'). The source is padded to a fixed length: padded keys are "
+            "masked and get weight 0."
+        ),
+        tokens=target, x=x, w_q=eye.copy(), w_k=eye.copy(), w_v=w_v, w_o=w_o,
+        source_tokens=source, x_kv=x_kv, source_padding=np.array([False] * 4 + [True] * 2),
+        features=["m:DET", "m:BLACK", "m:CAT", "m:SLEEP", "src:le", "src:chat", "src:noir", "src:dort",
+                  "got:le", "got:chat", "got:noir", "got:dort"],
+    )
+
+
+def two_heads() -> Preset:
+    tokens = "the cat saw the dog and the cat ran".split()
+    x, w_q0, w_k0, w_v0, w_o0, vocab = _previous_token_layer(tokens)
+    n, v = len(tokens), len(vocab)
+    d_model = x.shape[1]
+    d_k = n
+    # Head 2 attends by token identity: a token's query asks for its own token, keys offer the token.
+    c = np.sqrt(8.0 * np.sqrt(d_k))
+    w_q1 = np.zeros((1, d_model, d_k))
+    w_k1 = np.zeros((1, d_model, d_k))
+    w_q1[0, np.arange(v), np.arange(v)] = c
+    w_k1[0, np.arange(v), np.arange(v)] = c
+    # Both heads read the token; W_O writes head 1 into the previous-token block and mixes head 2 in at half
+    # strength, so the output is a blend of "who came before me" and "which tokens are like me".
+    w_v = np.concatenate([w_v0, w_v0])
+    w_o = np.zeros((2 * v, d_model))
+    w_o[:v] = w_o0
+    w_o[v + np.arange(v), v + n + np.arange(v)] = 0.5
+    return Preset(
+        name="two-heads",
+        title="Two heads: one by position, one by token",
+        description=(
+            "Head 1 attends by position: each token looks at the one before it. Head 2 attends by identity: each "
+            "token looks at every earlier copy of itself ('the' finds the earlier 'the'). Their outputs are "
+            "concatenated and W_O mixes them into one block of the residual stream."
+        ),
+        tokens=tokens, x=x, w_q=np.concatenate([w_q0, w_q1]), w_k=np.concatenate([w_k0, w_k1]), w_v=w_v,
+        w_o=w_o, causal=True,
+        features=_feature_names(vocab, n, [f"mix:{t}" for t in vocab]),
+    )
+
+
+def causal_gpt() -> Preset:
+    tokens = "once upon a time there was a".split()
+    d_model, h, d_k = 16, 2, 8
+    x = seeded_random((len(tokens), d_model), seed=42, std=1.0)
+    return Preset(
+        name="causal-gpt",
+        title="Decoder self-attention (GPT-style)",
+        description=(
+            "A decoder layer as in GPT: each token may only look at itself and earlier tokens (the causal mask "
+            "puts −∞ above the diagonal, so those weights are 0). The weights are seeded random numbers: edit "
+            "them and watch the pattern change, but never reach into the future."
+        ),
+        tokens=tokens, x=x,
+        w_q=seeded_random((h, d_model, d_k), seed=1) * 2, w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
+        w_v=seeded_random((h, d_model, d_k), seed=3), w_o=seeded_random((h * d_k, d_model), seed=4),
+        causal=True,
+    )
+
+
+def bilinear() -> Preset:
+    tokens = "bank river money loan water".split()
+    d_model, d_k = 6, 2
+    x = seeded_random((len(tokens), d_model), seed=7, std=1.0)
+    w = seeded_random((1, d_model, d_k), seed=8, std=1.0)
+    w_k2 = seeded_random((1, d_model, d_k), seed=9, std=1.0)
+    return Preset(
+        name="bilinear",
+        title="The score is a bilinear form x_i·W_QK·x_jᵀ",
+        description=(
+            "Every score is x_i·W_Q·W_Kᵀ·x_jᵀ: one matrix W_QK = W_Q·W_Kᵀ (d_model × d_model, rank ≤ d_k) decides "
+            "who attends to whom. Head 1 has W_Q = W_K, so W_QK is symmetric and so are its scores: relevance "
+            "runs both ways. Head 2 has W_Q ≠ W_K: token i may care about j while j ignores i."
+        ),
+        tokens=tokens, x=x, w_q=np.concatenate([w, w]), w_k=np.concatenate([w, w_k2]),
+        w_v=seeded_random((2, d_model, d_k), seed=10), w_o=seeded_random((2 * d_k, d_model), seed=11),
+    )
+
+
+PRESETS: dict[str, Callable[[], Preset]] = {
+    "previous-token": previous_token,
+    "search-engine": search_engine,
+    "translation": translation,
+    "two-heads": two_heads,
+    "causal-gpt": causal_gpt,
+    "bilinear": bilinear,
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def make_preset(name: str) -> Preset:
+    """Build a preset by name; a KeyError names the presets that exist."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"There is no preset '{name}'; the presets are {', '.join(PRESETS)}.") from None
