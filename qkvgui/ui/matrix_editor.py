@@ -1,0 +1,477 @@
+"""MatrixEditor: a spreadsheet-like table over one 2-D matrix that requests edits and never writes them itself.
+
+The model shows the array it is given and turns every keystroke, paste or fill into one ``edit_requested(row, col,
+block)``; the owner (an undo command on the session) applies it and pushes the new array back with ``set_matrix``.
+Input the editor refuses is explained on ``message`` (for the status bar), never in a message box.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemDelegate,
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qkvgui.core.errors import ShapeError
+
+MINUS = "\u2212"  # a real minus sign, as the heatmaps draw it: the same width as the digits
+#: A number in the C locale: an optional sign, ASCII digits with at most one ".", an optional exponent. No "," or "_".
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE_WORDS = {"nan", "inf", "infinity"}
+
+#: Cell shading: white at 0, fading to these light ends at ±max|value|, so black text stays readable on every cell.
+_WHITE = np.array([255.0, 255.0, 255.0])
+_NEGATIVE = np.array([146.0, 197.0, 222.0])  # light blue
+_POSITIVE = np.array([244.0, 165.0, 130.0])  # light red
+_TEXT = QColor(0, 0, 0)
+
+COLUMN_WIDTH = 64  # px: fits "−0.1234"
+ROW_HEIGHT = 22  # px
+#: The fills of the selection, with their context-menu text.
+FILL_ACTIONS = {
+    "zeros": "Fill with zeros",
+    "ones": "Fill with ones",
+    "identity": "Fill with identity (1 where row = column)",
+    "random": "Fill with random values (seeded)",
+}
+FILLS = tuple(FILL_ACTIONS)
+RANDOM_SCALE = 0.5  # random fills draw standard normals times this, small enough to keep softmax away from one-hot
+
+
+def parse_number(text: str) -> float:
+    """The finite float ``text`` spells in the C locale (``'0.5'``, ``'-1e-3'``, ``' 2 '``).
+
+    Raises ValueError whose message is a predicate to put after the quoted text: ``"is not a number"``.
+    """
+    s = text.strip().replace(MINUS, "-")
+    if not _NUMBER.fullmatch(s):
+        if s.lstrip("+-").lower() in _NON_FINITE_WORDS:
+            raise ValueError("is not a finite number")
+        raise ValueError("is not a number")
+    value = float(s)
+    if not math.isfinite(value):
+        raise ValueError("is too large to store (the largest number is about 1.8e308)")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_block(text: str) -> np.ndarray:
+    """The (rows, cols) float64 block in pasted text: one line per row, entries separated by tabs (as spreadsheets
+    copy them) or, when there is no tab, by commas or runs of spaces. Raises ValueError naming the first bad entry."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():  # spreadsheets end the copied block with a newline
+        lines.pop()
+    if not lines:
+        raise ValueError("There are no numbers to paste")
+    if "\t" in text:
+        rows = [line.split("\t") for line in lines]
+    else:
+        rows = [re.split(r"\s*,\s*|\s+", line.strip()) for line in lines]
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]):
+            raise ValueError(
+                f"Row {i} of the pasted text has {len(row)} entries but row 1 has {len(rows[0])}: "
+                "paste a rectangular block"
+            )
+    block = np.empty((len(rows), len(rows[0])))  # [rows, cols]
+    for i, row in enumerate(rows):
+        for j, entry in enumerate(row):
+            try:
+                block[i, j] = parse_number(entry)
+            except ValueError as e:
+                raise ValueError(f"Row {i + 1}, column {j + 1} of the pasted text, {entry.strip()!r}, {e}") from None
+    return block
+
+
+def format_value(value: float) -> str:
+    """The compact text shown in a cell: up to 4 significant digits, a real minus sign, ``0`` for ±0."""
+    if value == 0:
+        return "0"
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return f"{MINUS}∞" if value < 0 else "∞"
+    return f"{value:.4g}".replace("-", MINUS)
+
+
+class MatrixTableModel(QAbstractTableModel):
+    """A read-only view of one (rows, cols) float64 array as a table whose edits are requests.
+
+    ``setData`` never changes the array: it parses the text and emits ``edit_requested(row, col, block)`` with a
+    (1, 1) block, or ``message`` explaining why the text was refused. The owner answers with ``set_matrix``.
+    """
+
+    edit_requested = Signal(int, int, object)  # (row, col, block [h, w] float64): write block with top-left here
+    message = Signal(str)  # why an edit was refused, for the status bar
+
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name  # names the matrix in messages, e.g. "W_Q (head 1)"
+        self._array = np.zeros((0, 0))  # [rows, cols], read-only view
+        self._row_labels: list[str] = []
+        self._col_labels: list[str] = []
+        self._max_abs = 0.0  # of the finite values; scales the cell shading
+
+    # -- the data -------------------------------------------------------------------------------------------------
+
+    def set_matrix(
+        self, array: np.ndarray, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None
+    ) -> None:
+        """Show ``array`` (rows, cols); labels default to ``0…rows-1`` and ``d0…d{cols-1}``.
+
+        The model keeps a read-only view (no copy for float64 input). A same-shaped array repaints the cells; a new
+        shape resets the model (and the views' selections).
+        """
+        matrix = np.asarray(array, dtype=np.float64)
+        if matrix.ndim != 2:
+            raise ShapeError(f"{self.name} must be a 2-D matrix, but the array given has shape {matrix.shape}")
+        n_rows, n_cols = matrix.shape
+        rows = [str(i) for i in range(n_rows)] if row_labels is None else [str(s) for s in row_labels]
+        cols = [f"d{j}" for j in range(n_cols)] if col_labels is None else [str(s) for s in col_labels]
+        if len(rows) != n_rows or len(cols) != n_cols:
+            raise ShapeError(
+                f"{self.name} is {n_rows} × {n_cols} but was given {len(rows)} row and {len(cols)} column labels"
+            )
+        view = matrix.view()
+        view.flags.writeable = False  # the model only ever reads; edits go through edit_requested
+        reshaped = matrix.shape != self._array.shape
+        if reshaped:
+            self.beginResetModel()
+        self._array, self._row_labels, self._col_labels = view, rows, cols
+        finite = np.isfinite(matrix)
+        self._max_abs = float(np.max(np.abs(matrix), initial=0.0, where=finite))
+        if reshaped:
+            self.endResetModel()
+        elif matrix.size:
+            self.dataChanged.emit(self.index(0, 0), self.index(n_rows - 1, n_cols - 1))
+            self.headerDataChanged.emit(Qt.Orientation.Vertical, 0, n_rows - 1)
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, n_cols - 1)
+
+    def matrix(self) -> np.ndarray:
+        """The (rows, cols) array shown, read-only."""
+        return self._array
+
+    def where(self, row: int, col: int) -> str:
+        """A cell named by its headers, as the user sees them: ``"row 3, d1"``."""
+        return f"row {self._row_labels[row]}, {self._col_labels[col]}"
+
+    def request_block(self, row: int, col: int, block: np.ndarray) -> None:
+        """Ask the owner to write ``block`` (h, w) with its top-left cell at (row, col); nothing changes here."""
+        block = np.asarray(block, dtype=np.float64)
+        n_rows, n_cols = self._array.shape
+        fits = block.ndim == 2 and 0 <= row <= n_rows - block.shape[0] and 0 <= col <= n_cols - block.shape[1]
+        if not fits:
+            raise ShapeError(
+                f"A {block.shape} block at ({row}, {col}) does not fit inside {self.name} ({n_rows} × {n_cols})"
+            )
+        self.edit_requested.emit(row, col, block)
+
+    # -- QAbstractTableModel --------------------------------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else self._array.shape[0]
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else self._array.shape[1]
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        value = float(self._array[row, col])
+        if role == Qt.ItemDataRole.DisplayRole:
+            return format_value(value)
+        if role == Qt.ItemDataRole.EditRole:
+            return repr(value)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{self.name} ({self.where(row, col)}) = {value!r}"
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return self._shade(value)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            return _TEXT  # the shading is always light, so the text is black even under a dark theme
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            return Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        return None
+
+    def _shade(self, value: float) -> QColor:
+        """White at 0, light blue at −max|value|, light red at +max|value| (non-finite cells stay white)."""
+        if not math.isfinite(value) or self._max_abs == 0:
+            return QColor(255, 255, 255)
+        t = min(abs(value) / self._max_abs, 1.0)
+        r, g, b = _WHITE + t * ((_POSITIVE if value > 0 else _NEGATIVE) - _WHITE)
+        return QColor(round(r), round(g), round(b))
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        labels = self._col_labels if orientation == Qt.Orientation.Horizontal else self._row_labels
+        return labels[section] if 0 <= section < len(labels) else None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEditable
+
+    def setData(self, index: QModelIndex | QPersistentModelIndex, value, role: int = Qt.ItemDataRole.EditRole) -> bool:
+        """Request the typed value as a (1, 1) edit; refuse anything but a finite number with a ``message``."""
+        if not index.isValid() or role != Qt.ItemDataRole.EditRole:
+            return False
+        row, col = index.row(), index.column()
+        text = value if isinstance(value, str) else str(value)
+        try:
+            number = parse_number(text)
+        except ValueError as e:
+            old = format_value(float(self._array[row, col]))
+            self.message.emit(f"{text.strip()!r} {e}: {self.name} ({self.where(row, col)}) keeps {old}")
+            return False
+        self.request_block(row, col, np.array([[number]]))
+        return True
+
+
+class _SheetView(QTableView):
+    """A QTableView with spreadsheet keys: Enter commits and moves down, Tab right, Delete clears, Ctrl+C/V copy
+    and paste (the editor does the work on the signals)."""
+
+    copy_requested = Signal()
+    paste_requested = Signal()
+    clear_requested = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        if event.matches(QKeySequence.StandardKey.Copy):
+            self.copy_requested.emit()
+        elif event.matches(QKeySequence.StandardKey.Paste):
+            self.paste_requested.emit()
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.clear_requested.emit()
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.state() != QAbstractItemView.State.EditingState:
+            self._step(-1 if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else 1, 0)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def closeEditor(self, editor: QWidget, hint: QAbstractItemDelegate.EndEditHint) -> None:
+        # Enter (SubmitModelCache) moves down and Tab / Shift+Tab move sideways without opening the next editor,
+        # as in a spreadsheet: the next keystroke of a number starts a fresh edit there. Refused text (the model has
+        # just said why) keeps the cursor on its cell, ready to be typed again.
+        hints = QAbstractItemDelegate.EndEditHint
+        step = {hints.SubmitModelCache: (1, 0), hints.EditNextItem: (0, 1), hints.EditPreviousItem: (0, -1)}.get(hint)
+        if step is None:
+            super().closeEditor(editor, hint)
+            return
+        refused = isinstance(editor, QLineEdit) and not _is_number(editor.text())
+        super().closeEditor(editor, hint if hint == hints.SubmitModelCache else hints.NoHint)
+        if not refused:
+            self._step(*step)
+
+    def _step(self, d_row: int, d_col: int) -> None:
+        """Make the cell (d_row, d_col) away from the current one current, stopping at the matrix's edges."""
+        current = self.currentIndex()
+        if not current.isValid():
+            return
+        model = self.model()
+        row = min(max(current.row() + d_row, 0), model.rowCount() - 1)
+        col = min(max(current.column() + d_col, 0), model.columnCount() - 1)
+        self.setCurrentIndex(model.index(row, col))
+
+
+class MatrixEditor(QWidget):
+    """A titled, editable table of one matrix: ``W_Q (head 1)  5 × 4`` above the cells.
+
+    Every change the user makes (typing, paste, Delete, the fills of the context menu) is emitted as
+    ``edit_requested(row, col, block)`` with a (h, w) float64 block; refusals are explained on ``message``.
+    """
+
+    edit_requested = Signal(int, int, object)  # (row, col, block [h, w] float64)
+    message = Signal(str)
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.seed = 0  # the next "random" fill uses default_rng(seed), then seed += 1: reproducible sessions
+        self.model = MatrixTableModel(name, self)
+        self.title = QLabel()
+        self.table = _SheetView(self)
+        self.table.setModel(self.model)
+        self.table.setEditTriggers(
+            QAbstractItemView.EditTrigger.AnyKeyPressed
+            | QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
+        self.table.setWordWrap(False)
+        # Fixed default sizes, never resizeColumnsToContents(): that measures every cell (minutes at 768 × 2304).
+        columns, rows = self.table.horizontalHeader(), self.table.verticalHeader()
+        columns.setMinimumSectionSize(24)
+        columns.setDefaultSectionSize(COLUMN_WIDTH)
+        rows.setMinimumSectionSize(16)
+        rows.setDefaultSectionSize(ROW_HEIGHT)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.menu = self._build_menu()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.table)
+        self._update_title()
+
+        self.model.edit_requested.connect(self.edit_requested)
+        self.model.message.connect(self.message)
+        self.table.copy_requested.connect(self.copy_selection)
+        self.table.paste_requested.connect(self.paste_from_clipboard)
+        self.table.clear_requested.connect(lambda: self.fill_selection("zeros"))
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(
+            lambda pos: self.menu.exec(self.table.viewport().mapToGlobal(pos))
+        )
+
+    def _build_menu(self) -> QMenu:
+        """The right-click menu: the four fills, then Copy and Paste (their shortcuts are shown, handled by keys)."""
+        menu = QMenu(self)
+        for kind, text in FILL_ACTIONS.items():
+            action = QAction(text, menu)
+            action.triggered.connect(lambda _=False, kind=kind: self.fill_selection(kind))
+            menu.addAction(action)
+        menu.addSeparator()
+        for text, keys, slot in (
+            ("Copy", QKeySequence.StandardKey.Copy, self.copy_selection),
+            ("Paste", QKeySequence.StandardKey.Paste, self.paste_from_clipboard),
+        ):
+            action = QAction(text, menu)
+            action.setShortcut(keys)  # shown in the menu; the table's keyPressEvent handles the keys themselves
+            action.triggered.connect(lambda _=False, slot=slot: slot())
+            menu.addAction(action)
+        return menu
+
+    # -- data and title -------------------------------------------------------------------------------------------
+
+    def set_matrix(
+        self, array: np.ndarray, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None
+    ) -> None:
+        """Show ``array`` (rows, cols) with its labels (see ``MatrixTableModel.set_matrix``) and its shape in the
+        title."""
+        self.model.set_matrix(array, row_labels, col_labels)
+        self._update_title()
+
+    def set_title(self, name: str) -> None:
+        """Rename the matrix (title and messages); the shape is appended: ``W_Q (head 1)  5 × 4``."""
+        self.model.name = name
+        self._update_title()
+
+    def _update_title(self) -> None:
+        n_rows, n_cols = self.model.matrix().shape
+        self.title.setText(f"{self.model.name}  {n_rows} × {n_cols}")
+
+    # -- the selection --------------------------------------------------------------------------------------------
+
+    def _ranges(self) -> list[tuple[int, int, int, int]]:
+        """The selected rectangles as (top, left, height, width), or the current cell when nothing is selected."""
+        selection = self.table.selectionModel().selection()
+        ranges = [(r.top(), r.left(), r.height(), r.width()) for r in selection if r.isValid()]
+        current = self.table.currentIndex()
+        if not ranges and current.isValid():
+            ranges = [(current.row(), current.column(), 1, 1)]
+        return ranges
+
+    def _bounds(self) -> tuple[int, int, int, int] | None:
+        """The bounding rectangle (top, left, height, width) of the selection, or None when there is none."""
+        ranges = self._ranges()
+        if not ranges:
+            return None
+        top = min(r[0] for r in ranges)
+        left = min(r[1] for r in ranges)
+        bottom = max(r[0] + r[2] for r in ranges)
+        right = max(r[1] + r[3] for r in ranges)
+        return top, left, bottom - top, right - left
+
+    def fill_selection(self, kind: str) -> None:
+        """Request ``kind`` ("zeros", "ones", "identity" or "random") in each selected rectangle, one edit each.
+
+        Identity is 1 where the matrix's row number equals its column number; random is seeded by ``self.seed``.
+        """
+        if kind not in FILLS:
+            raise ValueError(f"unknown fill {kind!r}: expected one of {', '.join(FILLS)}")
+        ranges = self._ranges()
+        if not ranges:
+            self.message.emit(f"Select the cells of {self.model.name} to fill first")
+            return
+        rng = np.random.default_rng(self.seed) if kind == "random" else None
+        for top, left, height, width in ranges:
+            if kind == "zeros":
+                block = np.zeros((height, width))
+            elif kind == "ones":
+                block = np.ones((height, width))
+            elif kind == "identity":
+                rows = np.arange(top, top + height)[:, None]  # [h, 1]
+                cols = np.arange(left, left + width)[None, :]  # [1, w]
+                block = (rows == cols).astype(np.float64)  # [h, w]
+            else:
+                block = rng.standard_normal((height, width)) * RANDOM_SCALE  # [h, w]
+            self.model.request_block(top, left, block)
+        if kind == "random":
+            self.seed += 1
+
+    def copy_selection(self) -> str | None:
+        """Put the selection's bounding rectangle on the clipboard as tab-separated text with every digit (``repr``),
+        one line per row, and return that text (None when nothing is selected)."""
+        bounds = self._bounds()
+        if bounds is None:
+            return None
+        top, left, height, width = bounds
+        block = self.model.matrix()[top : top + height, left : left + width].tolist()
+        text = "\n".join("\t".join(repr(v) for v in row) for row in block)
+        QGuiApplication.clipboard().setText(text)
+        return text
+
+    def paste_from_clipboard(self) -> bool:
+        """Paste the clipboard's text (see ``paste_text``)."""
+        return self.paste_text(QGuiApplication.clipboard().text())
+
+    def paste_text(self, text: str) -> bool:
+        """Request the block of numbers in ``text`` with its top-left at the selection's top-left cell.
+
+        Tabs separate entries (or commas / spaces when there is no tab), lines separate rows. Every entry must be a
+        finite number and the block must fit in the matrix; otherwise ``message`` says why and nothing is requested.
+        Returns whether an edit was requested.
+        """
+        bounds = self._bounds()
+        if bounds is None:
+            self.message.emit(f"Select the cell of {self.model.name} where the pasted block should start")
+            return False
+        top, left = bounds[:2]
+        try:
+            block = parse_block(text)
+        except ValueError as e:
+            self.message.emit(f"{e}; nothing was pasted into {self.model.name}")
+            return False
+        n_rows, n_cols = self.model.matrix().shape
+        height, width = block.shape
+        if top + height > n_rows or left + width > n_cols:
+            self.message.emit(
+                f"The pasted block is {height} × {width} but only {n_rows - top} × {n_cols - left} cells fit below "
+                f"and right of ({self.model.where(top, left)}) in {self.model.name}"
+            )
+            return False
+        self.model.request_block(top, left, block)
+        return True
