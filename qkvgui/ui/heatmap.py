@@ -1,0 +1,659 @@
+"""HeatmapView: one static pyqtgraph figure of a 2-D attention matrix, with a colour bar, token ticks, cell numbers,
+masked cells and linked-inspection highlights, configured by `kind` rather than subclassed per matrix."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, QSizeF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalette, QPen, QTransform
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsRectItem,
+    QStyleOptionGraphicsItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+#: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
+#: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
+COLORMAPS = {"diverging": "CET-D1", "weights": "CET-L17"}
+
+#: Numbers are drawn only on matrices up to this many rows and columns: beyond it they are noise, not information.
+MAX_LABELLED_CELLS = 32
+#: ...and only when a cell is at least this many screen pixels wide, so "−0.37" fits at a legible size.
+MIN_LABEL_CELL_PX = 22.0
+#: Beyond this many tokens an axis shows every k-th tick (k also grows until the labels stop overlapping).
+MAX_TICKS = 40
+#: Longer tick labels (long tokens) are elided with "…" so one token cannot squeeze the image away.
+MAX_TICK_CHARS = 12
+
+#: Masked (−inf) cells: a neutral mid-grey with a darker hatching, which no colour of either map resembles.
+MASKED_COLOR = QColor(118, 118, 118)
+MASKED_HATCH = QColor(80, 80, 80)
+
+MINUS = "\u2212"  # a real minus sign: the same width as the digits, and it matches "−∞"
+
+
+def format_cell(value: float) -> str:
+    """The compact text shown in a cell: two decimals, fewer digits for large magnitudes, ∞ for masked scores."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return f"{MINUS}∞" if value < 0 else "+∞"
+    magnitude = abs(value)
+    if magnitude < 99.995:
+        text = f"{value:.2f}"
+    elif magnitude < 99999.5:
+        text = f"{value:.0f}"
+    else:
+        text = f"{value:.0e}"
+    if text.strip("-0.") == "":  # -0.00 is just zero to a reader
+        text = text.lstrip("-")
+    return text.replace("-", MINUS)
+
+
+def _device_scale(item: QGraphicsItem, painter: QPainter) -> tuple[float, float, float, float]:
+    """How `item` is being painted: device pixels per item unit along x and y, the sign that makes y point down
+    on the device, and the zoom of this paint relative to the screen (1 on screen, 2 for a 2× figure export)."""
+    t = painter.transform()
+    sx = math.hypot(t.m11(), t.m12())
+    sy = math.hypot(t.m21(), t.m22())
+    # Scene units are screen pixels (pyqtgraph's GraphicsView maps the scene 1:1 onto its viewport).
+    screen = math.hypot(item.sceneTransform().m11(), item.sceneTransform().m12())
+    return sx, sy, (1.0 if t.determinant() > 0 else -1.0), (sx / screen if screen > 0 else 1.0)
+
+
+def _labels_fit(n_rows: int, n_cols: int, cell_px: float) -> bool:
+    """The one rule deciding whether cell numbers are drawn (shared by paint() and labels_visible())."""
+    return 0 < n_rows <= MAX_LABELLED_CELLS and 0 < n_cols <= MAX_LABELLED_CELLS and cell_px >= MIN_LABEL_CELL_PX
+
+
+def _as_index_set(value: int | Iterable[int] | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int | np.integer):
+        return (int(value),)
+    return tuple(sorted({int(v) for v in value}))
+
+
+def _runs(indices: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Consecutive indices merged into half-open runs, so rows 2 and 3 get one band, not two touching boxes."""
+    runs: list[tuple[int, int]] = []
+    for k in indices:
+        if runs and runs[-1][1] == k:
+            runs[-1] = (runs[-1][0], k + 1)
+        else:
+            runs.append((k, k + 1))
+    return runs
+
+
+class CellLabels(QGraphicsItem):
+    """Every cell's number, painted by this one item (a TextItem per cell costs seconds at 64 × 64).
+
+    Lives in the ImageItem's pixel coordinates (cell (i, j) spans [j, j+1] × [i, i+1]) and draws the strings after
+    undoing the view's scale, so the text is upright, crisp and sized in screen pixels whatever the zoom or export
+    resolution, while the painter's transform chain stays intact for exporters. Strings are formatted at paint time
+    (only when shown, at most 32 × 32), so nothing per cell is kept between paints.
+    """
+
+    def __init__(self, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        self._values = np.zeros((0, 0))
+        self._dark_text = np.zeros((0, 0), dtype=bool)
+        # exposedRect lets paint() skip cells outside the repainted area.
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
+
+    def set_cells(self, values: np.ndarray, dark_text: np.ndarray) -> None:
+        """values (n, m) float64 as given; dark_text (n, m) bool: black text where the cell colour is light."""
+        self.prepareGeometryChange()
+        self._values = values
+        self._dark_text = dark_text
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        n, m = self._values.shape
+        return QRectF(0.0, 0.0, float(m), float(n))
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        n, m = self._values.shape
+        sx, sy, flip, zoom = _device_scale(self, painter)
+        # Decide on the on-screen size, so an export shows exactly the numbers the screen shows.
+        if not _labels_fit(n, m, min(sx, sy) / zoom):
+            return
+        exposed = option.exposedRect if not option.exposedRect.isEmpty() else self.boundingRect()
+        i0, i1 = max(0, math.floor(exposed.top())), min(n, math.ceil(exposed.bottom()))
+        j0, j1 = max(0, math.floor(exposed.left())), min(m, math.ceil(exposed.right()))
+        cells = [(i, j, format_cell(float(self._values[i, j]))) for i in range(i0, i1) for j in range(j0, j1)]
+        if not cells:
+            return
+
+        # One font for the whole matrix: ~30% of the on-screen cell height but at most 13 screen pixels (scaled
+        # with an export's zoom), shrunk until the widest visible number fits its cell.
+        font = QFont(painter.font())
+        font.setPixelSize(max(1, round(zoom * max(7.0, min(13.0, sy / zoom * 0.32)))))
+        widest = max(QFontMetricsF(font).horizontalAdvance(text) for _, _, text in cells)
+        if widest > sx * 0.9:
+            font.setPixelSize(max(1, int(font.pixelSize() * sx * 0.9 / widest)))
+        dark, light = QPen(QColor(0, 0, 0)), QPen(QColor(255, 255, 255))
+
+        painter.save()
+        painter.setFont(font)
+        painter.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
+        # Undo the view's scale (and flip): 1 unit = 1 screen pixel, y down; cell (i, j) is then the box at
+        # (j·sx, i·sy·flip). Text keeps its size and stays upright, and the exporters' transforms still apply.
+        painter.scale(1.0 / sx, flip / sy)
+        pen_dark: bool | None = None
+        for i, j, text in cells:
+            if bool(self._dark_text[i, j]) != pen_dark:  # set the pen only when it changes: that is measurable
+                pen_dark = bool(self._dark_text[i, j])
+                painter.setPen(dark if pen_dark else light)
+            box = QRectF(j * sx, i * sy * flip, sx, sy * flip).normalized()
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+
+class MaskedCells(QGraphicsItem):
+    """Grey hatching under the masked cells, which the ImageItem holds as NaN and therefore leaves transparent."""
+
+    def __init__(self, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        self._shape = (0, 0)
+        self._runs = np.zeros((0, 3), dtype=np.int64)  # [k, (row, first col, end col)]: one rect per masked run
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemStacksBehindParent)
+
+    def set_mask(self, masked: np.ndarray) -> None:
+        """masked (n, m) bool. Runs of masked cells along a row become one rectangle (a causal mask: one per row)."""
+        self.prepareGeometryChange()
+        self._shape = masked.shape
+        padded = np.zeros((masked.shape[0], masked.shape[1] + 2), dtype=np.int8)
+        padded[:, 1:-1] = masked
+        edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
+        rows, starts = np.nonzero(edges == 1)
+        _, ends = np.nonzero(edges == -1)  # same row-major order as the starts
+        self._runs = np.stack([rows, starts, ends], axis=1) if rows.size else np.zeros((0, 3), dtype=np.int64)
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        n, m = self._shape
+        return QRectF(0.0, 0.0, float(m), float(n))
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if not len(self._runs):
+            return
+        sx, sy, flip, zoom = _device_scale(self, painter)
+        hatch = QBrush(MASKED_HATCH, Qt.BrushStyle.BDiagPattern)
+        # Pattern brushes scale with the painter; keep the hatching at a fixed on-screen pitch instead.
+        hatch.setTransform(QTransform.fromScale(zoom / sx, zoom * flip / sy))
+        for i, j0, j1 in self._runs:
+            rect = QRectF(float(j0), float(i), float(j1 - j0), 1.0)
+            painter.fillRect(rect, MASKED_COLOR)
+            painter.fillRect(rect, hatch)
+
+
+class CellHighlights(QGraphicsItem):
+    """Outlines around highlighted rows, columns and one cell: one persistent item, repainted on change."""
+
+    # A dark line with a light halo stays visible on every colour of both maps and on the masked grey.
+    HALO = QColor(255, 255, 255, 230)
+    CORE = QColor(0, 0, 0)
+
+    def __init__(self, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        self._shape = (0, 0)
+        self._rows: tuple[int, ...] = ()
+        self._cols: tuple[int, ...] = ()
+        self._cell: tuple[int, int] | None = None
+
+    def set_shape(self, shape: tuple[int, int]) -> None:
+        self.prepareGeometryChange()
+        self._shape = shape
+        self.update()
+
+    def set_highlight(self, rows: tuple[int, ...], cols: tuple[int, ...], cell: tuple[int, int] | None) -> None:
+        self._rows, self._cols, self._cell = rows, cols, cell
+        self.update()
+
+    def highlighted(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int] | None]:
+        return self._rows, self._cols, self._cell
+
+    def boundingRect(self) -> QRectF:
+        n, m = self._shape
+        return QRectF(0.0, 0.0, float(m), float(n))
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        n, m = self._shape
+        rects: list[tuple[QRectF, float]] = []
+        rects += [(QRectF(0.0, a, m, b - a), 2.0) for a, b in _runs(tuple(r for r in self._rows if 0 <= r < n))]
+        rects += [(QRectF(a, 0.0, b - a, n), 2.0) for a, b in _runs(tuple(c for c in self._cols if 0 <= c < m))]
+        if self._cell is not None and 0 <= self._cell[0] < n and 0 <= self._cell[1] < m:
+            rects.append((QRectF(self._cell[1], self._cell[0], 1.0, 1.0), 3.0))
+        if not rects:
+            return
+        sx, sy, _, zoom = _device_scale(self, painter)
+        painter.save()
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for rect, line in rects:
+            width = line * zoom
+            halo = width + 2.0 * zoom
+            # Inset by half the halo (in item units) so the whole stroke stays inside the band, never clipped.
+            dx, dy = min(halo / 2 / sx, rect.width() / 2), min(halo / 2 / sy, rect.height() / 2)
+            inner = rect.adjusted(dx, dy, -dx, -dy)
+            for color, w in ((self.HALO, halo), (self.CORE, width)):
+                pen = QPen(color, w)
+                pen.setCosmetic(True)  # widths in device pixels, whatever the view's scale
+                pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+                painter.setPen(pen)
+                painter.drawRect(inner)
+        painter.restore()
+
+
+class HeatmapView(QWidget):
+    """A static heatmap of one matrix: cell (i, j) is centred on (x=j, y=i), row 0 at the top.
+
+    kind "diverging": signed values on CET-D1 with symmetric levels (−m, m), m = max |finite value| (1 if none).
+    kind "weights": values on CET-L17 with fixed levels (0, 1).
+    Non-finite cells (−inf: masked scores) are drawn as hatched grey and labelled "−∞".
+    """
+
+    #: (i, j) of the cell under the mouse, emitted when it changes; (−1, −1) when the mouse leaves the image.
+    cell_hovered = Signal(int, int)
+    #: (i, j) of a cell clicked with the left button.
+    cell_clicked = Signal(int, int)
+
+    def __init__(self, kind: str = "diverging", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if kind not in COLORMAPS:
+            raise ValueError(f"Unknown heatmap kind {kind!r}: use one of {', '.join(map(repr, COLORMAPS))}.")
+        self._kind = kind
+        self._cmap = pg.colormap.get(COLORMAPS[kind])
+        self._lut = self._cmap.getLookupTable(nPts=256, alpha=False)  # [256, 3] uint8, as the ImageItem uses
+        self._data = np.zeros((0, 0))
+        self._row_labels: list[str] = []
+        self._col_labels: list[str] = []
+        self._shown_ticks: tuple[list, list] = ([], [])
+        self._title = ""
+        self._fg = QColor(0, 0, 0)
+        self._hover = (-1, -1)
+        self._closed = False
+
+        self.setMinimumSize(160, 140)
+        self._glw = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._glw)
+        self._glw.ci.setContentsMargins(4, 4, 4, 4)
+        self._glw.ci.setSpacing(0)
+
+        # Title, plot and colour bar all live in the one scene, so exporting the scene exports the whole figure.
+        self._title_item = pg.LabelItem("", justify="center")
+        self._glw.ci.addItem(self._title_item, row=0, col=0)
+        self._plot = self._glw.ci.addPlot(row=1, col=0)
+        # The plot shrinks to the image (see _fit_range): keep it centred under the title, spare height below.
+        self._glw.ci.layout.setAlignment(self._plot, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        # ...while the layout itself still fills the view, whatever the plot's maximum size.
+        self._glw.ci.setMaximumSize(QSizeF(1e6, 1e6))
+        self._plot.setDefaultPadding(0.0)
+        self._plot.invertY(True)  # row 0 at the top, as in the matrix
+        self._plot.setMouseEnabled(x=False, y=False)  # a static figure: no pan or zoom ...
+        self._plot.setMenuEnabled(False)  # ... no context menu ...
+        self._plot.hideButtons()  # ... and no auto-range button
+        self._plot.vb.disableAutoRange()
+        # Token names left and top, no axis lines or tick marks: the image has its own outline (see _frame).
+        self._plot.showAxes((True, True, False, False), showValues=(True, True, False, False))
+        self._tick_font = QFont(self.font())
+        self._tick_font.setPointSizeF(max(7.0, self._tick_font.pointSizeF() * 0.85))
+        for side in ("left", "top"):
+            # hideOverlappingLabels=40: an edge token may overhang the image by half its width instead of vanishing.
+            self._plot.getAxis(side).setStyle(
+                tickFont=self._tick_font,
+                tickLength=0,
+                tickTextOffset=4,
+                autoExpandTextSpace=False,
+                hideOverlappingLabels=40,
+            )
+
+        self._image = pg.ImageItem(axisOrder="row-major")
+        # Shift by half a cell so cell (i, j) is centred on the integer tick (x=j, y=i).
+        self._image.setTransform(QTransform.fromTranslate(-0.5, -0.5))
+        self._plot.addItem(self._image)
+        self._masked = MaskedCells(self._image)
+        self._labels = CellLabels(self._image)
+        self._highlights = CellHighlights(self._image)
+        self._highlights.setZValue(1)  # over the numbers
+        self._frame = QGraphicsRectItem(self._image)  # the image's outline: near-zero cells are near-white
+        self._frame.setBrush(Qt.BrushStyle.NoBrush)
+
+        lo, hi = self._fixed_levels(np.zeros((0, 0)))
+        self._bar = pg.ColorBarItem(
+            values=(lo, hi), colorMap=self._cmap, width=12, interactive=False, colorMapMenu=False
+        )
+        self._bar.setImageItem(self._image, insert_in=self._plot)
+        for side in ("left", "top", "right", "bottom"):
+            self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
+        self._apply_palette()
+        self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
+
+        scene = self._glw.scene()
+        scene.sigMouseMoved.connect(self._on_mouse_moved)
+        scene.sigMouseClicked.connect(self._on_mouse_clicked)
+        # Square cells are kept by hand on every resize; tick density then follows the on-screen cell size.
+        self._glw.ci.geometryChanged.connect(self._fit_range)
+        self._plot.geometryChanged.connect(self._fit_range)
+        self._plot.vb.sigResized.connect(self._fit_range)
+        self._plot.vb.sigTransformChanged.connect(self._update_ticks)
+
+    # ----------------------------------------------------------------------------------------------------- data
+
+    def set_data(
+        self, array2d: np.ndarray, row_labels: list[str] | None = None, col_labels: list[str] | None = None
+    ) -> None:
+        """Show `array2d` (n, m) float, with one label per row and per column (default: "0", "1", ...).
+
+        −inf cells (masked scores) are drawn hatched grey and labelled "−∞"; NaN and +inf are shown the same way.
+        Raises ValueError for a non-2-D array or a label count that does not match the shape.
+        """
+        if self._closed:
+            return
+        data = np.array(array2d, dtype=np.float64)  # a copy: the caller may keep mutating theirs
+        if data.ndim != 2:
+            raise ValueError(f"A heatmap shows a 2-D matrix, but got an array of shape {data.shape}.")
+        n, m = data.shape
+        rows = self._check_labels(row_labels, n, "row")
+        cols = self._check_labels(col_labels, m, "column")
+        data.flags.writeable = False
+        self._data, self._row_labels, self._col_labels = data, rows, cols
+
+        finite = np.isfinite(data)
+        image = np.where(finite, data, np.nan).astype(np.float32)  # [n, m] NaN is painted transparent
+        lo, hi = self._fixed_levels(data)
+        if data.size:
+            self._image.setImage(image, autoLevels=False, levels=(lo, hi))
+        else:
+            self._image.clear()
+        self._bar.setLevels((lo, hi))
+        # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
+        bar_ticks = [(v, format_cell(v)) for v in (lo, (lo + hi) / 2, hi)]
+        self._bar.axis.setTicks([bar_ticks, []])
+        fm = QFontMetricsF(self._tick_font)
+        self._bar.axis.setWidth(int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10)
+
+        self._masked.set_mask(~finite)
+        self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
+        self._highlights.set_shape((n, m))
+        self._set_fixed_axis_space()
+        self._frame.setRect(QRectF(0.0, 0.0, m, n))
+        self._frame.setVisible(data.size > 0)
+        self._fit_range()
+        self._update_ticks()
+        if self._hover != (-1, -1) and not (self._hover[0] < n and self._hover[1] < m):
+            self._hover = (-1, -1)
+            self.cell_hovered.emit(-1, -1)
+
+    def data(self) -> np.ndarray:
+        """The last array given to set_data, as float64 (read-only)."""
+        return self._data
+
+    def image_array(self) -> np.ndarray | None:
+        """Exactly what the ImageItem holds: float32 (n, m), NaN at masked cells (None before any non-empty data)."""
+        return self._image.image
+
+    def levels(self) -> tuple[float, float]:
+        """The colour levels (low, high) the image is drawn with."""
+        lo, hi = self._image.getLevels() if self._image.getLevels() is not None else self._bar.levels()
+        return float(lo), float(hi)
+
+    def kind(self) -> str:
+        return self._kind
+
+    def row_labels(self) -> list[str]:
+        return list(self._row_labels)
+
+    def col_labels(self) -> list[str]:
+        return list(self._col_labels)
+
+    def shown_ticks(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        """The (position, text) ticks currently on the row (left) and column (top) axes."""
+        return list(self._shown_ticks[0]), list(self._shown_ticks[1])
+
+    def set_title(self, text: str) -> None:
+        """The line above the figure, e.g. "scores = Q·Kᵀ  (head 1)  5 × 7"; elided if the view is too narrow."""
+        self._title = text
+        self._update_title()
+
+    def title(self) -> str:
+        return self._title
+
+    # ------------------------------------------------------------------------------------------------- highlights
+
+    def highlight(
+        self,
+        rows: int | Iterable[int] | None = None,
+        cols: int | Iterable[int] | None = None,
+        cell: tuple[int, int] | None = None,
+    ) -> None:
+        """Outline whole rows, whole columns and/or one cell (i, j); call with no arguments to clear."""
+        if self._closed:
+            return
+        self._highlights.set_highlight(
+            _as_index_set(rows), _as_index_set(cols), None if cell is None else (int(cell[0]), int(cell[1]))
+        )
+
+    def highlighted(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int] | None]:
+        """The (rows, cols, cell) currently outlined."""
+        return self._highlights.highlighted()
+
+    # ------------------------------------------------------------------------------------------------ inspection
+
+    def cell_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        """The (i, j) of the cell under a scene position, or None outside the image."""
+        if self._closed or not self._data.size:
+            return None
+        p = self._image.mapFromScene(scene_pos)  # ImageItem pixel coordinates: cell (i, j) is [j, j+1] × [i, i+1]
+        i, j = math.floor(p.y()), math.floor(p.x())
+        n, m = self._data.shape
+        return (i, j) if 0 <= i < n and 0 <= j < m else None
+
+    def cell_scene_center(self, i: int, j: int) -> QPointF:
+        """The scene position of the centre of cell (i, j) (view coordinates (x=j, y=i))."""
+        return self._plot.vb.mapViewToScene(QPointF(j, i))
+
+    def labels_visible(self) -> bool:
+        """Whether cell numbers are drawn at the current size (≤ 32 × 32 cells, each ≥ 22 screen pixels wide)."""
+        n, m = self._data.shape
+        return _labels_fit(n, m, self._cell_px())
+
+    def plot_item(self) -> pg.PlotItem:
+        """The PlotItem holding the image (its ViewBox maps view coordinates: cell (i, j) at (x=j, y=i))."""
+        return self._plot
+
+    def graphics_widget(self) -> pg.GraphicsLayoutWidget:
+        """The GraphicsLayoutWidget; its scene() holds the whole figure (title, axes, image, numbers, colour bar)."""
+        return self._glw
+
+    def close_views(self) -> None:
+        """Release the pyqtgraph scene now; call before the application exits (Python 3.11 can crash otherwise).
+
+        Idempotent, and also run by closeEvent. The view is inert afterwards: set_data and highlight do nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        scene = self._glw.scene()
+        scene.sigMouseMoved.disconnect(self._on_mouse_moved)
+        scene.sigMouseClicked.disconnect(self._on_mouse_clicked)
+        self._glw.ci.geometryChanged.disconnect(self._fit_range)
+        self._plot.geometryChanged.disconnect(self._fit_range)
+        self._plot.vb.sigResized.disconnect(self._fit_range)
+        self._plot.vb.sigTransformChanged.disconnect(self._update_ticks)
+        self._glw.close()
+
+    # ------------------------------------------------------------------------------------------------- Qt events
+
+    def sizeHint(self) -> QSize:
+        return QSize(320, 250)  # four across and three down fill a 1280 × 800 window
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(160, 140)
+
+    def closeEvent(self, event) -> None:
+        self.close_views()
+        super().closeEvent(event)
+
+    def leaveEvent(self, event) -> None:
+        self._set_hover(None)
+        super().leaveEvent(event)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._update_title()
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and not self._closed:
+            self._apply_palette()
+
+    # -------------------------------------------------------------------------------------------------- internals
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        self._set_hover(self.cell_at(scene_pos))
+
+    def _on_mouse_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or event.double():
+            return
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            self.cell_clicked.emit(*cell)
+
+    def _set_hover(self, cell: tuple[int, int] | None) -> None:
+        cell = (-1, -1) if cell is None else cell
+        if cell != self._hover:
+            self._hover = cell
+            self.cell_hovered.emit(*cell)
+
+    def _fixed_levels(self, data: np.ndarray) -> tuple[float, float]:
+        if self._kind == "weights":
+            return 0.0, 1.0
+        finite = data[np.isfinite(data)]
+        m = float(np.max(np.abs(finite))) if finite.size else 0.0
+        return (-m, m) if m > 0 else (-1.0, 1.0)
+
+    def _dark_text(self, data: np.ndarray, finite: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """[n, m] bool: whether black text reads better than white on each cell's colour (WCAG luminance)."""
+        t = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
+        rgb = self._lut[np.rint(t * (len(self._lut) - 1)).astype(np.intp)] / 255.0  # [n, m, 3]
+        linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        luminance = linear @ np.array([0.2126, 0.7152, 0.0722])  # [n, m]
+        # Black beats white in contrast above L ≈ 0.179 ((L + 0.05) / 0.05 > 1.05 / (L + 0.05)). Masked cells are
+        # a tie on plain grey; their dark hatching tips it to white.
+        return (luminance > 0.179) & finite
+
+    @staticmethod
+    def _check_labels(labels: list[str] | None, count: int, what: str) -> list[str]:
+        if labels is None:
+            return [str(k) for k in range(count)]
+        labels = [str(label) for label in labels]
+        if len(labels) != count:
+            raise ValueError(f"Got {len(labels)} {what} labels for a matrix with {count} {what}s.")
+        return labels
+
+    def _fit_range(self, *_args) -> None:
+        """Show the whole matrix with square cells, and shrink the plot so its view box is exactly the image.
+
+        ViewBox.setAspectLocked would letterbox the image inside the view box, leaving gaps between the cells and
+        their tick labels or the colour bar. Capping the plot's maximum size instead makes it hug the image, and
+        the layout centres it. (Layout margins would do the same but raise the minimum size, which then overflows
+        the widget when it shrinks.) Runs on every geometry change; once settled it changes nothing.
+        """
+        if self._closed:
+            return
+        n, m = (max(k, 1) for k in self._data.shape)
+        vb, ci = self._plot.vb, self._glw.ci
+        left, _, right, bottom = ci.layout.getContentsMargins()
+        plot = self._plot.geometry()  # in the layout, below the title row
+        # The plot's fixed parts (row labels, colour bar; column labels): all but the view box's column and row,
+        # which the top and left axes span exactly.
+        fixed_w = plot.width() - self._plot.getAxis("top").geometry().width()
+        fixed_h = plot.height() - self._plot.getAxis("left").geometry().height()
+        width = ci.geometry().width() - left - right - fixed_w
+        height = ci.geometry().height() - bottom - plot.top() - fixed_h
+        if width >= 1 and height >= 1:
+            cell = min(width / m, height / n)  # pixels per cell
+            size = QSizeF(fixed_w + cell * m, fixed_h + cell * n)
+            current = self._plot.maximumSize()
+            if abs(size.width() - current.width()) > 0.5 or abs(size.height() - current.height()) > 0.5:
+                self._plot.setMaximumSize(size)
+        if vb.width() < 1 or vb.height() < 1:  # not laid out yet
+            vb.setRange(QRectF(-0.5, -0.5, m, n), padding=0.0)
+            return
+        # Anchored top-left, so cells are square even while the layout is still settling.
+        cell = min(vb.width() / m, vb.height() / n)
+        vb.setRange(xRange=(-0.5, -0.5 + vb.width() / cell), yRange=(-0.5, -0.5 + vb.height() / cell), padding=0.0)
+
+    def _cell_px(self) -> float:
+        """Screen pixels per cell (cells are square: _fit_range keeps them so)."""
+        px, py = self._plot.vb.viewPixelSize()
+        return 1.0 / max(px, py) if px > 0 and py > 0 else 0.0
+
+    @staticmethod
+    def _elide(label: str) -> str:
+        return label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…"
+
+    def _set_fixed_axis_space(self) -> None:
+        # Axis sizes come from all labels, not the ones shown, so thinning ticks never resizes the view
+        # (which would re-trigger the thinning: a layout feedback loop).
+        fm = QFontMetricsF(self._tick_font)
+        widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._row_labels), default=0.0)
+        self._plot.getAxis("left").setWidth(int(math.ceil(widest)) + 10)
+        self._plot.getAxis("top").setHeight(int(math.ceil(fm.height())) + 8)
+
+    def _update_ticks(self, *_args) -> None:
+        if self._closed:
+            return
+        fm = QFontMetricsF(self._tick_font)
+        cell_px = self._cell_px()
+
+        def ticks(labels: list[str], space_px: float) -> list[tuple[int, str]]:
+            n = len(labels)
+            stride = math.ceil(n / MAX_TICKS) if n > MAX_TICKS else 1
+            if cell_px > 0:  # and thin further until neighbouring labels stop overlapping
+                stride = max(stride, math.ceil(space_px / cell_px))
+            return [(k, self._elide(labels[k])) for k in range(0, n, max(stride, 1))]
+
+        widest_col = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
+        shown = (ticks(self._row_labels, fm.height()), ticks(self._col_labels, widest_col + 6))
+        if shown != self._shown_ticks:
+            self._shown_ticks = shown
+            self._plot.getAxis("left").setTicks([shown[0], []])
+            self._plot.getAxis("top").setTicks([shown[1], []])
+
+    def _update_title(self) -> None:
+        if self._closed:
+            return
+        font = QFont(self.font())
+        font.setPointSizeF(9.0)
+        available = max(40, self.width() - 16)
+        text = QFontMetricsF(font).elidedText(self._title, Qt.TextElideMode.ElideRight, available)
+        # The label is HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
+        markup = html.escape(text).replace("  ", "&nbsp; ")
+        self._title_item.setText(markup, size="9pt", color=self._fg)
+
+    def _apply_palette(self) -> None:
+        """Follow the application's palette (light or dark) instead of pyqtgraph's global black background."""
+        palette = self.palette()
+        self._fg = palette.color(QPalette.ColorRole.WindowText)
+        self._glw.setBackground(palette.color(QPalette.ColorRole.Window))
+        for side in ("left", "top"):
+            self._plot.getAxis(side).setPen(None)  # no axis line, no tick marks
+            self._plot.getAxis(side).setTextPen(self._fg)
+        for side in ("left", "top", "right", "bottom"):
+            self._bar.getAxis(side).setPen(self._fg)
+            self._bar.getAxis(side).setTextPen(self._fg)
+        frame_pen = QPen(self._fg, 1.0)
+        frame_pen.setCosmetic(True)
+        self._frame.setPen(frame_pen)
+        self._update_title()
