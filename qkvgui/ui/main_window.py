@@ -1,10 +1,498 @@
-"""The main window (placeholder until the explorer lands)."""
+"""The explorer window: matrix editors on the left, every step of attention on the right, an inspector below.
 
-from PySide6.QtWidgets import QLabel, QMainWindow
+One walk per edit: an editor requests an edit, an undo command applies it to the session, the session announces
+it, the scheduler recomputes, and each view draws its field of the result.
+"""
+
+from __future__ import annotations
+
+import os
+
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qkvgui.core import AttentionResult
+from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session, SessionError
+from qkvgui.ui.commands import BlockEdit, StateChange
+from qkvgui.ui.explain import explain_output_row, explain_score
+from qkvgui.ui.matrix_editor import MatrixEditor
+from qkvgui.ui.pipeline import SCORE_VIEWS, PipelineView, concat_labels, dim_labels
+from qkvgui.ui.scheduler import RecomputeScheduler
+
+SCALE_CHOICES = (("1/√d_k", "sqrt"), ("none (1)", "none"), ("custom", "custom"))
+EDITOR_TIPS = {
+    "X": "X: one row per token, the residual stream the layer reads. Queries (and keys, in self-attention) come "
+         "from here.",
+    "X_kv": "X_kv: the source sequence of cross-attention; keys and values come from here.",
+    "W_Q": "W_Q (selected head): maps a token's row of X to its query, what it is looking for.",
+    "W_K": "W_K (selected head): maps a token's row to its key, what it can be found by.",
+    "W_V": "W_V (selected head): maps a token's row to its value, what it hands over when attended to.",
+    "W_O": "W_O: maps the concatenated head outputs back to the residual stream (one block of rows per head).",
+}
+
+
+def _settings() -> QSettings | None:
+    if os.environ.get("QKVGUI_NO_SETTINGS"):
+        return None
+    return QSettings("qkvgui", "qkvgui")
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, parent=None):
+    """The explorer. ``session`` is the document; ``editors`` and ``views`` are keyed by matrix and field name."""
+
+    def __init__(self, session: Session | None = None, parent=None):
         super().__init__(parent)
+        self.session = session if session is not None else Session()
+        self.undo_stack = QUndoStack(self)
+        self.result: AttentionResult | None = None
+        self._pinned: tuple[str, int, int] | None = None
+        self.last_message = ""
+        self._updating = False  # True while controls are set from the session, so they do not echo back
         self.setWindowTitle("qkvgui")
-        self.setCentralWidget(QLabel("qkvgui: the explorer window is being built."))
+        self.resize(1280, 800)
+
+        self.editors: dict[str, MatrixEditor] = {}
+        for name in MATRICES:
+            editor = MatrixEditor(name)
+            editor.setObjectName(f"editor.{name}")
+            editor.setToolTip(EDITOR_TIPS[name])
+            editor.edit_requested.connect(lambda r, c, block, name=name: self.edit_block(name, r, c, block))
+            editor.message.connect(self.show_message)
+            self.editors[name] = editor
+
+        self.pipeline = PipelineView()
+        self.views = self.pipeline.views
+        self.inspector = QTextBrowser()
+        self.inspector.setObjectName("inspector")
+        self.inspector.setPlaceholderText("Hover a cell of scores, scaled, masked or weights to see how it was "
+                                          "made; hover a head output row to see its weighted sum of V rows.")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(4, 4, 4, 4)
+        left_layout.addWidget(self._build_controls())
+        tabs = QTabWidget()
+        tabs.addTab(self._build_input_tab(), "Tokens && X")
+        tabs.addTab(self._build_weights_tab(), "Weights")
+        self.tabs = tabs
+        left_layout.addWidget(tabs, 1)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.pipeline)
+        right = QSplitter(Qt.Vertical)
+        right.addWidget(scroll)
+        right.addWidget(self.inspector)
+        right.setStretchFactor(0, 5)
+        right.setStretchFactor(1, 1)
+        self.main_splitter = QSplitter(Qt.Horizontal)
+        self.main_splitter.addWidget(left)
+        self.main_splitter.addWidget(right)
+        self.main_splitter.setStretchFactor(1, 1)
+        self.main_splitter.setSizes([420, 860])
+        self.right_splitter = right
+        self.setCentralWidget(self.main_splitter)
+        self._build_menus()
+
+        self.scheduler = RecomputeScheduler(self.session, parent=self)
+        # subscriptions, in one block
+        self.session.changed.connect(self._on_session_changed)
+        self.scheduler.computed.connect(self._on_computed)
+        self.scheduler.failed.connect(self.show_message)
+        self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
+        for name in SCORE_VIEWS:
+            self.views[name].cell_hovered.connect(lambda i, j, name=name: self._inspect_cell(name, i, j, False))
+            self.views[name].cell_clicked.connect(lambda i, j, name=name: self._inspect_cell(name, i, j, True))
+        self.views["head_outputs"].cell_hovered.connect(lambda i, j: self._inspect_row(i))
+        self.views["head_outputs"].cell_clicked.connect(lambda i, j: self._inspect_row(i, pin=True))
+        self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+
+        self._refresh_all()
+        self.scheduler.compute_now()
+        self._restore_geometry()
+        self.setWindowTitle("qkvgui[*]")
+
+    # ---- building ----------------------------------------------------------------------------------------
+    def _build_controls(self) -> QWidget:
+        box = QWidget()
+        form = QFormLayout(box)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.causal_box = QCheckBox("causal mask (a token sees only itself and earlier tokens)")
+        self.causal_box.setObjectName("control.causal")
+        self.causal_box.toggled.connect(lambda on: self._change(f"causal {'on' if on else 'off'}",
+                                                                self.session.set_causal, on))
+        form.addRow(self.causal_box)
+        scale_row = QHBoxLayout()
+        self.scale_combo = QComboBox()
+        self.scale_combo.setObjectName("control.scale")
+        for text, mode in SCALE_CHOICES:
+            self.scale_combo.addItem(text, mode)
+        self.scale_spin = QDoubleSpinBox(decimals=4, minimum=-1e6, maximum=1e6, singleStep=0.05)
+        self.scale_spin.setObjectName("control.custom_scale")
+        self.scale_spin.setKeyboardTracking(False)
+        self.scale_combo.currentIndexChanged.connect(self._scale_edited)
+        self.scale_spin.valueChanged.connect(self._scale_edited)
+        scale_row.addWidget(self.scale_combo)
+        scale_row.addWidget(self.scale_spin)
+        form.addRow("scale scores by", scale_row)
+        head_row = QHBoxLayout()
+        self.head_spin = QSpinBox(minimum=1)
+        self.head_spin.setObjectName("control.head")
+        self.head_spin.setToolTip("The head shown in the per-head editors and views.")
+        self.head_spin.valueChanged.connect(self._head_selected)
+        head_row.addWidget(self.head_spin)
+        head_row.addWidget(QLabel("of"))
+        self.heads_spin = QSpinBox(minimum=1, maximum=64)
+        self.heads_spin.setObjectName("control.heads")
+        self.heads_spin.setKeyboardTracking(False)
+        self.heads_spin.valueChanged.connect(lambda v: self._resize("number of heads", n_heads=v))
+        head_row.addWidget(self.heads_spin)
+        head_row.addStretch(1)
+        form.addRow("head", head_row)
+        return box
+
+    def _build_input_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        form = QFormLayout()
+        self.tokens_edit = QLineEdit()
+        self.tokens_edit.setObjectName("control.tokens")
+        self.tokens_edit.setToolTip("The tokens, separated by spaces. Press Enter to apply; X gains or loses rows.")
+        self.tokens_edit.editingFinished.connect(lambda: self._tokens_edited(False))
+        form.addRow("tokens", self.tokens_edit)
+        self.cross_box = QCheckBox("cross-attention: keys and values from a source sequence")
+        self.cross_box.setObjectName("control.cross")
+        self.cross_box.toggled.connect(lambda on: self._change(f"cross-attention {'on' if on else 'off'}",
+                                                               self.session.set_cross, on))
+        form.addRow(self.cross_box)
+        self.source_edit = QLineEdit()
+        self.source_edit.setObjectName("control.source_tokens")
+        self.source_edit.setToolTip("The source tokens of cross-attention, separated by spaces; Enter applies.")
+        self.source_edit.editingFinished.connect(lambda: self._tokens_edited(True))
+        form.addRow("source", self.source_edit)
+        self.padding_list = QListWidget()
+        self.padding_list.setObjectName("control.padding")
+        self.padding_list.setFlow(QListWidget.LeftToRight)
+        self.padding_list.setWrapping(True)
+        self.padding_list.setMaximumHeight(52)
+        self.padding_list.setToolTip("Tick a key token to mark it as padding: no query may attend to it.")
+        self.padding_list.itemChanged.connect(self._padding_edited)
+        form.addRow("padding", self.padding_list)
+        gen_row = QHBoxLayout()
+        self.gen_combo = QComboBox()
+        self.gen_combo.addItems(GENERATORS)
+        self.gen_combo.setObjectName("control.generator")
+        self.gen_target = QComboBox()
+        self.gen_target.addItems(["X", "X_kv"])
+        gen_button = QPushButton("Fill")
+        gen_button.setObjectName("control.generate")
+        gen_button.setToolTip("Fill X (or X_kv) with one-hot token and position features, sinusoidal positions, "
+                              "seeded random numbers or zeros.")
+        gen_button.clicked.connect(self._generate)
+        self.dmodel_spin = QSpinBox(minimum=1, maximum=4096)
+        self.dmodel_spin.setObjectName("control.d_model")
+        self.dmodel_spin.setKeyboardTracking(False)
+        self.dmodel_spin.valueChanged.connect(lambda v: self._resize("d_model", d_model=v))
+        gen_row.addWidget(self.gen_target)
+        gen_row.addWidget(self.gen_combo)
+        gen_row.addWidget(gen_button)
+        gen_row.addStretch(1)
+        gen_row.addWidget(QLabel("d_model"))
+        gen_row.addWidget(self.dmodel_spin)
+        form.addRow("fill", gen_row)
+        layout.addLayout(form)
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.editors["X"])
+        split.addWidget(self.editors["X_kv"])
+        layout.addWidget(split, 1)
+        return tab
+
+    def _build_weights_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        dims = QHBoxLayout()
+        self.dk_spin = QSpinBox(minimum=1, maximum=1024)
+        self.dk_spin.setObjectName("control.d_k")
+        self.dk_spin.setKeyboardTracking(False)
+        self.dk_spin.valueChanged.connect(lambda v: self._resize("d_k", d_k=v))
+        self.dv_spin = QSpinBox(minimum=1, maximum=1024)
+        self.dv_spin.setObjectName("control.d_v")
+        self.dv_spin.setKeyboardTracking(False)
+        self.dv_spin.valueChanged.connect(lambda v: self._resize("d_v", d_v=v))
+        dims.addWidget(QLabel("d_k"))
+        dims.addWidget(self.dk_spin)
+        dims.addWidget(QLabel("d_v"))
+        dims.addWidget(self.dv_spin)
+        randomize = QPushButton("Randomize all weights")
+        randomize.setObjectName("control.randomize")
+        randomize.clicked.connect(self._randomize)
+        dims.addStretch(1)
+        dims.addWidget(randomize)
+        layout.addLayout(dims)
+        split = QSplitter(Qt.Vertical)
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            split.addWidget(self.editors[name])
+        layout.addWidget(split, 1)
+        return tab
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.Quit, triggered=self.close)
+        file_menu.addAction(quit_action)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts([QKeySequence.Undo])
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.Redo])
+        edit_menu.addAction(undo)
+        edit_menu.addAction(redo)
+        self.undo_action, self.redo_action = undo, redo
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("&About qkvgui", self, triggered=self._about))
+
+    # ---- edits (each one undoable) -----------------------------------------------------------------------
+    def edit_block(self, name: str, row: int, col: int, block) -> bool:
+        """Write a block into a matrix (the selected head's slice for W_Q, W_K, W_V) as one undoable edit."""
+        head = self.session.head if name in PER_HEAD else None
+        try:
+            old = self.session.set_block(name, row, col, block, head=head)
+        except SessionError as e:
+            self.show_message(str(e))
+            return False
+        r, c = block.shape
+        where = f" (head {head + 1})" if head is not None else ""
+        text = f"edit {name}{where} [{row}, {col}]" if r * c == 1 else f"edit {r} × {c} cells of {name}{where}"
+        self.undo_stack.push(BlockEdit(self.session, name, head, row, col, block, old, text))
+        return True
+
+    def _change(self, text: str, setter, *args, **kwargs) -> bool:
+        """Apply a session change as one undoable step; a refused change shows why and leaves all as it was."""
+        if self._updating:
+            return False
+        before = self.session.state()
+        try:
+            setter(*args, **kwargs)
+        except SessionError as e:
+            self.show_message(str(e))
+            self._refresh_controls()
+            return False
+        self.undo_stack.push(StateChange(self.session, before, self.session.state(), text))
+        return True
+
+    def _resize(self, what: str, **sizes) -> None:
+        self._change(f"change {what}", self.session.resize, **sizes)
+
+    def _tokens_edited(self, source: bool) -> None:
+        edit = self.source_edit if source else self.tokens_edit
+        tokens = edit.text().split()
+        current = self.session.source_tokens if source else self.session.tokens
+        if tokens != current:
+            self._change("edit source tokens" if source else "edit tokens", self.session.set_tokens, tokens,
+                         source=source)
+
+    def _padding_edited(self, _item=None) -> None:
+        if self._updating:
+            return
+        mask = [self.padding_list.item(i).checkState() == Qt.Checked for i in range(self.padding_list.count())]
+        self._change("change padding", self.session.set_padding, mask)
+
+    def _scale_edited(self, *_):
+        mode = self.scale_combo.currentData()
+        self.scale_spin.setEnabled(mode == "custom")
+        value = self.scale_spin.value() if mode == "custom" else None
+        if mode != self.session.scale_mode or (value is not None and value != self.session.custom_scale):
+            self._change("change scale", self.session.set_scale, mode, value)
+
+    def _generate(self) -> None:
+        target, kind = self.gen_target.currentText(), self.gen_combo.currentText()
+        seed = self.undo_stack.index() + 1
+        self._change(f"fill {target} with {kind}", self.session.generate, target, kind, seed=seed)
+
+    def _randomize(self) -> None:
+        self._change("randomize weights", self.session.randomize_weights, seed=self.undo_stack.index() + 1)
+
+    def _head_selected(self, value: int) -> None:
+        if not self._updating and value - 1 != self.session.head:
+            self.session.set_head(value - 1)
+
+    # ---- following the session ---------------------------------------------------------------------------
+    def _on_session_changed(self, what: str) -> None:
+        if what in ("X", "X_kv", "W_O"):
+            self._refresh_editor(what)
+        elif what in PER_HEAD:
+            self._refresh_editor(what)
+        elif what == "head":
+            for name in PER_HEAD:
+                self._refresh_editor(name)
+            self._refresh_controls()
+            self._redraw()
+        else:  # tokens, shape, settings, all
+            self._refresh_all()
+
+    def _refresh_all(self) -> None:
+        for name in MATRICES:
+            self._refresh_editor(name)
+        self._refresh_controls()
+
+    def _refresh_editor(self, name: str) -> None:
+        s = self.session
+        m = s.matrix(name)
+        editor = self.editors[name]
+        if name == "X":
+            editor.set_matrix(m, s.tokens, dim_labels(s.d_model))
+        elif name == "X_kv":
+            editor.set_matrix(m, s.source_tokens, dim_labels(s.d_model))
+            editor.setVisible(s.cross)
+        elif name == "W_O":
+            editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), dim_labels(s.d_model))
+        else:
+            editor.set_matrix(m[s.head], dim_labels(s.d_model), dim_labels(m.shape[2]))
+            editor.set_title(f"{name} (head {s.head + 1})")
+
+    def _refresh_controls(self) -> None:
+        s = self.session
+        self._updating = True
+        try:
+            self.causal_box.setChecked(s.causal)
+            self.cross_box.setChecked(s.cross)
+            self.scale_combo.setCurrentIndex([m for _, m in SCALE_CHOICES].index(s.scale_mode))
+            self.scale_spin.setValue(s.custom_scale)
+            self.scale_spin.setEnabled(s.scale_mode == "custom")
+            self.heads_spin.setValue(s.n_heads)
+            self.head_spin.setMaximum(s.n_heads)
+            self.head_spin.setValue(s.head + 1)
+            self.dmodel_spin.setValue(s.d_model)
+            self.dk_spin.setValue(s.d_k)
+            self.dv_spin.setValue(s.d_v)
+            self.tokens_edit.setText(" ".join(s.tokens))
+            self.source_edit.setText(" ".join(s.source_tokens))
+            self.source_edit.setEnabled(s.cross)
+            self.editors["X_kv"].setVisible(s.cross)
+            self.padding_list.clear()
+            for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
+                item = QListWidgetItem(token)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if pad else Qt.Unchecked)
+                self.padding_list.addItem(item)
+        finally:
+            self._updating = False
+
+    def _on_computed(self, result: AttentionResult) -> None:
+        self.result = result
+        self._redraw()
+        ms = self.scheduler.last_compute_seconds * 1e3
+        dead = f"; query rows {list(result.dead_rows)} see no key and take nothing" if len(result.dead_rows) else ""
+        self.statusBar().showMessage(f"computed in {ms:.1f} ms{dead}", 4000)
+
+    def _redraw(self) -> None:
+        if self.result is None or self.result.n_heads != self.session.n_heads:
+            return
+        s = self.session
+        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens)
+        if self._pinned is not None:
+            kind, i, j = self._pinned
+            if kind == "row":
+                self._inspect_row(i)
+            else:
+                self._inspect_cell(kind, i, j, False)
+
+    # ---- linked inspection -------------------------------------------------------------------------------
+    def _inspect_cell(self, view: str, i: int, j: int, pin: bool) -> None:
+        r = self.result
+        if pin:
+            self._pinned = (view, i, j) if i >= 0 else None
+        if i < 0 or r is None or i >= r.weights.shape[1] or j >= r.weights.shape[2]:
+            if self._pinned is not None and not pin:
+                kind, pi, pj = self._pinned
+                if kind != "row":
+                    self._inspect_cell(kind, pi, pj, False)
+                return
+            self._clear_highlights()
+            return
+        head = self.session.head
+        for name in SCORE_VIEWS:
+            self.views[name].highlight(cell=(i, j))
+        self.views["q"].highlight(rows=[i])
+        self.views["k"].highlight(rows=[j])
+        self.views["v"].highlight()
+        self.views["head_outputs"].highlight()
+        self.inspector.setHtml(explain_score(r, head, i, j, self.session.tokens, self.session.key_tokens))
+
+    def _inspect_row(self, i: int, pin: bool = False) -> None:
+        r = self.result
+        if pin:
+            self._pinned = ("row", i, -1) if i >= 0 else None
+        if i < 0 or r is None or i >= r.weights.shape[1]:
+            return
+        head = self.session.head
+        visible_keys = [int(j) for j in (r.weights[head, i] > 0).nonzero()[0]]
+        self.views["weights"].highlight(rows=[i])
+        self.views["head_outputs"].highlight(rows=[i])
+        self.views["v"].highlight(rows=visible_keys)
+        self.inspector.setHtml(explain_output_row(r, head, i, self.session.tokens, self.session.key_tokens))
+
+    def _clear_highlights(self) -> None:
+        for view in self.views.values():
+            view.highlight()
+
+    def _on_clean_changed(self, clean: bool) -> None:
+        self.setWindowModified(not clean)
+
+    def show_editor(self, name: str) -> MatrixEditor:
+        """Bring a matrix editor into view (switching to its tab) and return it."""
+        editor = self.editors[name]
+        for i in range(self.tabs.count()):
+            if self.tabs.widget(i).isAncestorOf(editor):
+                self.tabs.setCurrentIndex(i)
+        return editor
+
+    # ---- messages, geometry, closing ---------------------------------------------------------------------
+    def show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 8000)
+        self.last_message = text
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About qkvgui", "qkvgui: edit Q, K, V and O and watch every step of attention.")
+
+    def _restore_geometry(self) -> None:
+        settings = _settings()
+        if settings is None:
+            return
+        geometry = settings.value("geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        for key, splitter in (("main_splitter", self.main_splitter), ("right_splitter", self.right_splitter)):
+            state = settings.value(key)
+            if isinstance(state, QByteArray):
+                splitter.restoreState(state)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        settings = _settings()
+        if settings is not None:
+            settings.setValue("geometry", self.saveGeometry())
+            settings.setValue("main_splitter", self.main_splitter.saveState())
+            settings.setValue("right_splitter", self.right_splitter.saveState())
+        self.scheduler.shutdown()
+        self.pipeline.close_views()  # graphics views alive at interpreter exit can crash Python 3.11
+        super().closeEvent(event)

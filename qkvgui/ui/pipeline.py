@@ -1,0 +1,137 @@
+"""The views of every step of attention, in the order of the computation, each bound to one result field by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from qkvgui.core import AttentionResult
+from qkvgui.ui.heatmap import HeatmapView
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view: which result field it shows, how to label it, and what a row or cell means."""
+
+    name: str  # the result field, and the view's objectName "view.<name>"
+    formula: str
+    per_head: bool
+    rows: str  # "query" or "key": whose tokens label the rows
+    cols: str  # "key", "d" (d0…), "concat" (head.dim) or "d_model"
+    kind: str = "diverging"
+    tip: str = ""
+
+
+VIEW_SPECS = (
+    ViewSpec("q", "Q = X·W_Q", True, "query", "d", tip="Row i: what token i is looking for (its query)."),
+    ViewSpec("k", "K = X_kv·W_K", True, "key", "d", tip="Row j: what token j offers to be found by (its key)."),
+    ViewSpec("v", "V = X_kv·W_V", True, "key", "d", tip="Row j: what token j hands over when it is attended to."),
+    ViewSpec("scores", "scores = Q·Kᵀ", True, "query", "key",
+             tip="Cell (i, j): how strongly token i's query matches token j's key, q_i·k_j."),
+    ViewSpec("scaled", "scaled = scores × scale", True, "query", "key",
+             tip="The scores times the scale (1/√d_k by default), so softmax does not saturate."),
+    ViewSpec("masked", "masked = scaled, −∞ where hidden", True, "query", "key",
+             tip="Hidden keys (causal: later tokens; padding) get −∞, so softmax gives them weight 0."),
+    ViewSpec("weights", "weights = softmax(masked)", True, "query", "key", kind="weights",
+             tip="Row i: how much token i takes from each token; every row sums to 1."),
+    ViewSpec("head_outputs", "head output = weights·V", True, "query", "d",
+             tip="Row i: the weighted sum of the value rows, with row i of the weights as the weights."),
+    ViewSpec("concat", "concat = [head 1 | head 2 | …]", False, "query", "concat",
+             tip="Every head's output side by side, head 1 first."),
+    ViewSpec("output", "output = concat·W_O", False, "query", "d_model",
+             tip="W_O mixes the heads and maps them back to the residual stream's width."),
+    ViewSpec("residual", "residual = X + output", False, "query", "d_model",
+             tip="What the layer leaves in the residual stream: the input plus what attention wrote."),
+)
+SPECS = {s.name: s for s in VIEW_SPECS}
+#: the views whose cell (i, j) is one query and one key
+SCORE_VIEWS = ("scores", "scaled", "masked", "weights")
+
+
+def dim_labels(n: int, prefix: str = "d") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def concat_labels(h: int, d_v: int) -> list[str]:
+    return [f"h{head + 1}.d{i}" for head in range(h) for i in range(d_v)]
+
+
+class PipelineView(QWidget):
+    """A grid of heatmaps, one per step, and the weights of every head side by side as small multiples."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.views: dict[str, HeatmapView] = {}
+        grid = QGridLayout()
+        grid.setSpacing(4)
+        positions = {"q": (0, 0), "k": (0, 1), "v": (0, 2), "scores": (1, 0), "scaled": (1, 1), "masked": (1, 2),
+                     "weights": (1, 3), "head_outputs": (2, 0), "concat": (2, 1), "output": (2, 2),
+                     "residual": (2, 3)}
+        for spec in VIEW_SPECS:
+            view = HeatmapView(spec.kind)
+            view.setObjectName(f"view.{spec.name}")
+            view.setToolTip(f"{spec.formula}\n{spec.tip}")
+            self.views[spec.name] = view
+            grid.addWidget(view, *positions[spec.name])
+        self.heads_box = QWidget()
+        self.heads_layout = QHBoxLayout(self.heads_box)
+        self.heads_layout.setContentsMargins(0, 0, 0, 0)
+        self.head_views: list[HeatmapView] = []
+        caption = QLabel("weights of every head")
+        caption.setWordWrap(True)
+        small = QVBoxLayout()
+        small.addWidget(caption)
+        small.addWidget(self.heads_box, 1)
+        grid.addLayout(small, 0, 3)
+        for c in range(4):
+            grid.setColumnStretch(c, 1)
+        for r in range(3):
+            grid.setRowStretch(r, 1)
+        self.setLayout(grid)
+
+    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens) -> None:
+        """Draw every view of the result for the selected head."""
+        h, _, d_k = r.q.shape
+        d_v = r.v.shape[2]
+        d_model = r.output.shape[1]
+        cols = {"key": list(k_tokens), "concat": concat_labels(h, d_v), "d_model": dim_labels(d_model)}
+        for spec in VIEW_SPECS:
+            data = getattr(r, spec.name)
+            if spec.per_head:
+                data = data[head]
+            rows = list(q_tokens) if spec.rows == "query" else list(k_tokens)
+            col_labels = cols.get(spec.cols) or dim_labels(data.shape[1])
+            view = self.views[spec.name]
+            view.set_data(data, rows, col_labels)
+            formula = spec.formula
+            if spec.name == "scaled":
+                formula = f"scaled = scores × {r.scale:.4g}"
+            where = f"  (head {head + 1})" if spec.per_head and h > 1 else ""
+            view.set_title(f"{formula}{where}   {data.shape[0]} × {data.shape[1]}")
+        self._show_heads(r, q_tokens, k_tokens)
+
+    def _show_heads(self, r: AttentionResult, q_tokens, k_tokens) -> None:
+        h = r.weights.shape[0]
+        while len(self.head_views) < h:
+            view = HeatmapView("weights")
+            view.setObjectName(f"view.weights.head{len(self.head_views) + 1}")
+            view.setMinimumSize(60, 60)
+            self.heads_layout.addWidget(view)
+            self.head_views.append(view)
+        while len(self.head_views) > h:
+            view = self.head_views.pop()
+            view.close_views()
+            view.setParent(None)
+            view.deleteLater()
+        for i, view in enumerate(self.head_views):
+            view.set_data(r.weights[i], list(q_tokens), list(k_tokens))
+            view.set_title(f"head {i + 1}")
+
+    def all_views(self) -> list[HeatmapView]:
+        return [*self.views.values(), *self.head_views]
+
+    def close_views(self) -> None:
+        for view in self.all_views():
+            view.close_views()
+

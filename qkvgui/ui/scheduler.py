@@ -1,0 +1,109 @@
+"""Recomputes attention after edits: merges the edits of one event-loop turn, keeps big layers off the GUI thread.
+
+Small layers are computed on the GUI thread at the end of the turn, so every view shows the edit in the same frame.
+A layer above ``threshold`` multiply-adds goes to one worker thread: at most one computation runs at a time, and
+a result that an edit has made stale is dropped; the newest request runs as soon as the worker is free.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from qkvgui.core import QkvError
+from qkvgui.session import Session, compute_state, layer_cost
+
+#: multiply-adds above which the computation leaves the GUI thread (a GPT-2 layer at n = 128 is ~3e8)
+DEFAULT_THRESHOLD = 2e7
+
+
+class RecomputeScheduler(QObject):
+    """Turns ``session.changed`` into ``computed(result)``, or ``failed(message)`` when the core refuses."""
+
+    computed = Signal(object)
+    failed = Signal(str)
+    busy = Signal(bool)
+
+    def __init__(self, session: Session, threshold: float = DEFAULT_THRESHOLD, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.threshold = threshold
+        self.last_compute_seconds = 0.0
+        self._generation = 0  # bumped by every request; a result carries the generation it was asked for
+        self._running: Future | None = None
+        self._pending = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-compute")
+        self._turn = QTimer(self, singleShot=True, interval=0)
+        self._turn.timeout.connect(self._start)
+        self._poll = QTimer(self, interval=5)
+        self._poll.timeout.connect(self._collect)
+        session.changed.connect(self._on_changed)
+
+    def _on_changed(self, what: str) -> None:
+        if what != "head":  # the selected head changes what is shown, not what is computed
+            self.request()
+
+    def request(self) -> None:
+        """Ask for a recomputation at the end of this event-loop turn (many requests, one computation)."""
+        self._generation += 1
+        if not self._turn.isActive():
+            self._turn.start()
+
+    def compute_now(self) -> None:
+        """Compute synchronously on the calling thread (start-up, tests)."""
+        self._generation += 1
+        self._finish(self._generation, *self._run(self.session.state()))
+
+    def _start(self) -> None:
+        state = self.session.state()
+        if layer_cost(state) <= self.threshold:
+            if self._running is None:
+                self._finish(self._generation, *self._run(state))
+            else:
+                self._pending = True  # a big job is still running; this small one follows it
+            return
+        if self._running is not None:
+            self._pending = True  # at most one at a time: run the newest when the worker is free
+            return
+        generation = self._generation
+        self._running = self._pool.submit(self._run, state)
+        self._running.generation = generation
+        self.busy.emit(True)
+        self._poll.start()
+
+    def _collect(self) -> None:
+        job = self._running
+        if job is None or not job.done():
+            return
+        self._running = None
+        self._poll.stop()
+        self.busy.emit(False)
+        self._finish(job.generation, *job.result())
+        if self._pending:
+            self._pending = False
+            self._start()
+
+    @staticmethod
+    def _run(state):
+        t0 = time.perf_counter()
+        try:
+            return compute_state(state), None, time.perf_counter() - t0
+        except QkvError as e:
+            return None, str(e), time.perf_counter() - t0
+
+    def _finish(self, generation: int, result, error, seconds: float) -> None:
+        if generation != self._generation:
+            self._pending = True  # stale: an edit came in while it ran; the newest request will follow
+            return
+        self.last_compute_seconds = seconds
+        if error is not None:
+            self.failed.emit(error)
+        else:
+            self.computed.emit(result)
+
+    def shutdown(self) -> None:
+        self._turn.stop()
+        self._poll.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,216 @@
+"""The explorer window, driven as a user drives it: typing, pasting, toggling, undoing, and what the views show."""
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+
+from qkvgui import MainWindow
+from qkvgui.core import multi_head_attention
+from qkvgui.session import Session
+from qkvgui.ui.pipeline import VIEW_SPECS
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def independent_weights(s: Session, head: int) -> np.ndarray:
+    """The weights the core gives for the session's matrices, computed here from the raw arrays."""
+    r = multi_head_attention(
+        s.matrix("X"), s.matrix("W_Q"), s.matrix("W_K"), s.matrix("W_V"), s.matrix("W_O"),
+        x_kv=s.matrix("X_kv") if s.cross else None, causal=s.causal,
+        key_padding_mask=s.key_padding if s.key_padding.any() else None, scale=s.scale(),
+    )
+    return r.weights[head]
+
+
+def type_into(qtbot, window, name, row, col, text):
+    """Select a cell of a matrix editor, type text as a user does, press Enter."""
+    table = window.show_editor(name).table
+    qtbot.waitUntil(lambda: table.isVisible() and table.viewport().width() > 0)
+    index = table.model().index(row, col)
+    table.setCurrentIndex(index)
+    table.setFocus()
+    table.edit(index)
+    line = table.indexWidget(index)
+    assert line is not None, "no cell editor opened"
+    line.selectAll()
+    qtbot.keyClicks(line, text)
+    qtbot.keyClick(line, Qt.Key_Return)
+    qtbot.waitUntil(lambda: table.state() == table.State.NoState)  # Qt commits the edit on the next turn
+
+
+def settle(qtbot, window):
+    """Let the scheduler's end-of-turn recomputation run."""
+    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None,
+                    timeout=5000)
+
+
+def test_every_editor_and_view_has_its_object_name(window):
+    for name in ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O"):
+        assert window.findChild(type(window.editors["X"]), f"editor.{name}") is window.editors[name]
+    for spec in VIEW_SPECS:
+        assert window.findChild(type(window.views["q"]), f"view.{spec.name}") is window.views[spec.name]
+
+
+def test_views_show_the_core_result_at_start(window):
+    s = window.session
+    np.testing.assert_allclose(window.views["weights"].image_array(), independent_weights(s, 0).astype(np.float32))
+    assert window.views["concat"].image_array().shape == (6, 6)
+
+
+def test_typing_into_w_q_reaches_the_weights_view(qtbot, window):
+    s = window.session
+    s.set_head(1)
+    before = window.views["weights"].image_array().copy()
+    type_into(qtbot, window, "W_Q", 3, 1, "2.5")
+    settle(qtbot, window)
+    assert s.matrix("W_Q")[1, 3, 1] == 2.5
+    after = window.views["weights"].image_array()
+    assert not np.array_equal(before, after)
+    np.testing.assert_allclose(after, independent_weights(s, 1).astype(np.float32))
+    # Undo restores the old value and the old picture.
+    window.undo_stack.undo()
+    settle(qtbot, window)
+    np.testing.assert_array_equal(window.views["weights"].image_array(), before)
+    window.undo_stack.redo()
+    settle(qtbot, window)
+    assert s.matrix("W_Q")[1, 3, 1] == 2.5
+
+
+def test_a_word_in_a_cell_is_refused_with_a_message(qtbot, window):
+    s = window.session
+    old = s.matrix("W_K").copy()
+    type_into(qtbot, window, "W_K", 0, 0, "abc")
+    settle(qtbot, window)
+    np.testing.assert_array_equal(s.matrix("W_K"), old)
+    assert "abc" in window.last_message
+    assert "abc" in window.statusBar().currentMessage()
+    assert window.undo_stack.count() == 0
+
+
+def test_pasting_a_tsv_block_edits_the_block_as_one_undo_step(qtbot, window):
+    s = window.session
+    editor = window.editors["X"]
+    editor.table.setCurrentIndex(editor.table.model().index(1, 2))
+    QApplication.clipboard().setText("1.5\t-2\n0.25\t4e-1\n")
+    editor.paste_from_clipboard()
+    settle(qtbot, window)
+    np.testing.assert_array_equal(s.matrix("X")[1:3, 2:4], [[1.5, -2.0], [0.25, 0.4]])
+    np.testing.assert_allclose(window.views["weights"].image_array(),
+                               independent_weights(s, 0).astype(np.float32))
+    assert window.undo_stack.count() == 1
+    window.undo_stack.undo()
+    assert s.matrix("X")[1, 2] == 0.0
+
+
+def test_causal_switch_zeroes_the_weights_above_the_diagonal(qtbot, window):
+    box = window.causal_box
+    box.setChecked(False)
+    settle(qtbot, window)
+    w = window.views["weights"].image_array()
+    assert np.any(np.triu(w, 1) > 0)
+    qtbot.mouseClick(box, Qt.LeftButton)
+    settle(qtbot, window)
+    assert window.session.causal
+    w = window.views["weights"].image_array()
+    assert np.all(np.triu(w, 1) == 0)
+    assert np.all(np.isneginf(window.views["masked"].data()[np.triu_indices(6, 1)]))
+
+
+def test_cross_attention_shapes_follow_the_source(qtbot, window):
+    window.cross_box.setChecked(True)
+    settle(qtbot, window)
+    assert window.editors["X_kv"].isVisible()
+    assert window.views["weights"].image_array().shape == (6, 5)
+    window.source_edit.setText("ein zwei drei")
+    window.source_edit.editingFinished.emit()
+    settle(qtbot, window)
+    assert window.session.matrix("X_kv").shape == (3, 12)
+    assert window.views["scores"].image_array().shape == (6, 3)
+    assert window.views["k"].image_array().shape == (3, 3)
+    assert window.editors["X_kv"].model.rowCount() == 3
+    window.undo_stack.undo()
+    settle(qtbot, window)
+    assert window.views["scores"].image_array().shape == (6, 5)
+
+
+def test_padding_a_key_hides_it_from_every_query(qtbot, window):
+    window.causal_box.setChecked(False)
+    item = window.padding_list.item(2)
+    item.setCheckState(Qt.Checked)
+    settle(qtbot, window)
+    assert window.session.padding.tolist() == [False, False, True, False, False, False]
+    assert np.all(window.views["weights"].image_array()[:, 2] == 0)
+
+
+def test_resizing_heads_keeps_values_and_views_follow(qtbot, window):
+    s = window.session
+    w_q = s.matrix("W_Q").copy()
+    window.heads_spin.setValue(3)
+    settle(qtbot, window)
+    assert s.n_heads == 3
+    np.testing.assert_array_equal(s.matrix("W_Q")[:2], w_q)
+    assert window.views["concat"].image_array().shape == (6, 9)
+    assert len(window.pipeline.head_views) == 3
+    window.undo_stack.undo()
+    settle(qtbot, window)
+    assert s.n_heads == 2 and window.heads_spin.value() == 2
+
+
+def test_tokens_line_edits_rows_of_x(qtbot, window):
+    window.tokens_edit.setText("the cat sat")
+    window.tokens_edit.editingFinished.emit()
+    settle(qtbot, window)
+    assert window.session.tokens == ["the", "cat", "sat"]
+    assert window.editors["X"].model.rowCount() == 3
+    assert window.views["weights"].image_array().shape == (3, 3)
+
+
+def test_hovering_a_score_explains_it_and_highlights_q_and_k_rows(qtbot, window):
+    window.views["scores"].cell_hovered.emit(4, 2)
+    html = window.inspector.toPlainText()
+    r = window.result
+    assert "Query 4" in html and "key 2" in html
+    assert f"{r.scores[0, 4, 2]:.4g}".replace("-", "−") in html
+    window.views["head_outputs"].cell_hovered.emit(3, 0)
+    assert "output for query 3" in window.inspector.toPlainText()
+
+
+def test_head_selector_switches_the_per_head_views(qtbot, window):
+    window.head_spin.setValue(2)
+    assert window.session.head == 1
+    np.testing.assert_allclose(window.views["weights"].image_array(),
+                               independent_weights(window.session, 1).astype(np.float32))
+    np.testing.assert_array_equal(window.editors["W_V"].model.matrix(), window.session.matrix("W_V")[1])
+
+
+def test_generator_fills_x_and_undo_restores(qtbot, window):
+    s = window.session
+    x = s.matrix("X").copy()
+    window.gen_combo.setCurrentText("sinusoidal")
+    window._generate()
+    settle(qtbot, window)
+    assert not np.array_equal(s.matrix("X"), x)
+    window.undo_stack.undo()
+    np.testing.assert_array_equal(s.matrix("X"), x)
+
+
+def test_big_layer_is_computed_off_the_gui_thread(qtbot):
+    from qkvgui.ui.bench_gui import _layer_state
+
+    n, h = 256, 4
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.scheduler.threshold = 1e5
+    with qtbot.waitSignal(w.scheduler.busy, timeout=5000):
+        w.session.set_state(_layer_state(w.session.state(), n, 256, h, 64))
+    qtbot.waitUntil(lambda: w.result is not None and w.result.weights.shape == (h, n, n), timeout=10000)
+    np.testing.assert_allclose(w.views["weights"].image_array(), independent_weights(w.session, 0).astype(np.float32))
+    w.close()
