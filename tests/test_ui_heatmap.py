@@ -61,6 +61,14 @@ def test_diverging_levels_are_symmetric_around_zero_from_the_largest_finite_magn
     view.set_data(np.zeros((2, 2)))  # all zero: a unit range instead of a degenerate one
     assert view.levels() == (-1.0, 1.0)
 
+    # The ends are round numbers just above the largest magnitude, and stay put while it moves below them.
+    view.set_data(np.array([[1.81, -0.2]]))
+    assert view.levels() == (-2.0, 2.0)
+    view.set_data(np.array([[1.95, -0.2]]))
+    assert view.levels() == (-2.0, 2.0)
+    view.set_data(np.array([[0.0, -0.0042]]))
+    assert view.levels() == pytest.approx((-0.005, 0.005))
+
 
 def test_weights_levels_are_fixed_to_zero_one(qtbot):
     view = make_view(qtbot, kind="weights")

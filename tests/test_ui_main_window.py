@@ -212,5 +212,23 @@ def test_big_layer_is_computed_off_the_gui_thread(qtbot):
     with qtbot.waitSignal(w.scheduler.busy, timeout=5000):
         w.session.set_state(_layer_state(w.session.state(), n, 256, h, 64))
     qtbot.waitUntil(lambda: w.result is not None and w.result.weights.shape == (h, n, n), timeout=10000)
+    qtbot.waitUntil(lambda: not w.pipeline.drawing(), timeout=10000)  # big results are drawn view by view
     np.testing.assert_allclose(w.views["weights"].image_array(), independent_weights(w.session, 0).astype(np.float32))
     w.close()
+
+
+def test_window_survives_thousands_of_drawn_edits(qtbot):
+    """PySide6 6.12.0 on Python 3.11 aborts a window of pyqtgraph views within a few hundred edits
+    (none_dealloc); this drives the real window through 2,000 drawn edits so the version pin cannot go silently."""
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    model = w.editors["W_Q"].model
+    app = QApplication.instance()
+    for k in range(2000):
+        model.setData(model.index(k % model.rowCount(), k % model.columnCount()), f"{(k % 13) / 7 - 0.9:.3f}")
+        app.processEvents()  # recompute and paint every view
+    settle(qtbot, w)
+    np.testing.assert_allclose(w.views["weights"].image_array(), independent_weights(w.session, 0).astype(np.float32))
+    assert w.undo_stack.count() == 2000

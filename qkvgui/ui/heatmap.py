@@ -92,6 +92,25 @@ def _runs(indices: tuple[int, ...]) -> list[tuple[int, int]]:
     return runs
 
 
+#: the mantissas a diverging colour bar may end on: round numbers, close enough that little contrast is lost
+NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceiling(m: float) -> float:
+    """The smallest round number ≥ m (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten).
+
+    A colour bar ending on it reads better, and it stays put while a user edits numbers below it, so the other
+    cells keep their colours instead of shifting with every change of the maximum.
+    """
+    if not m > 0 or not math.isfinite(m):
+        return 0.0
+    scale = 10.0 ** math.floor(math.log10(m))
+    for step in NICE_STEPS:
+        if step * scale >= m * (1 - 1e-12):
+            return step * scale
+    return 10.0 * scale
+
+
 class CellLabels(QGraphicsItem):
     """Every cell's number, painted by this one item (a TextItem per cell costs seconds at 64 × 64).
 
@@ -255,7 +274,8 @@ class CellHighlights(QGraphicsItem):
 class HeatmapView(QWidget):
     """A static heatmap of one matrix: cell (i, j) is centred on (x=j, y=i), row 0 at the top.
 
-    kind "diverging": signed values on CET-D1 with symmetric levels (−m, m), m = max |finite value| (1 if none).
+    kind "diverging": signed values on CET-D1 with symmetric levels (−m, m), m = max |finite value| rounded up to a
+    round number (see nice_ceiling; 1 if all are zero).
     kind "weights": values on CET-L17 with fixed levels (0, 1).
     Non-finite cells (−inf: masked scores) are drawn as hatched grey and labelled "−∞".
     """
@@ -272,7 +292,9 @@ class HeatmapView(QWidget):
         self._kind = kind
         self._cmap = pg.colormap.get(COLORMAPS[kind])
         self._lut = self._cmap.getLookupTable(nPts=256, alpha=False)  # [256, 3] uint8, as the ImageItem uses
-        self._data = np.zeros((0, 0))
+        self._dark_lut = self._lut_wants_dark_text(self._lut)  # [256] bool
+        self._data = np.zeros((0, 1))  # not the (0, 0) of the first set_data, so that one lays out
+        self._bar_levels: tuple[float, float] | None = None
         self._row_labels: list[str] = []
         self._col_labels: list[str] = []
         self._shown_ticks: tuple[list, list] = ([], [])
@@ -366,6 +388,9 @@ class HeatmapView(QWidget):
         rows = self._check_labels(row_labels, n, "row")
         cols = self._check_labels(col_labels, m, "column")
         data.flags.writeable = False
+        # Most updates are new numbers in the same frame: only relayout when the shape or labels change,
+        # since every axis change repaints the axis from scratch (the main cost of a redraw).
+        relayout = data.shape != self._data.shape or rows != self._row_labels or cols != self._col_labels
         self._data, self._row_labels, self._col_labels = data, rows, cols
 
         finite = np.isfinite(data)
@@ -375,21 +400,26 @@ class HeatmapView(QWidget):
             self._image.setImage(image, autoLevels=False, levels=(lo, hi))
         else:
             self._image.clear()
-        self._bar.setLevels((lo, hi))
-        # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
-        bar_ticks = [(v, format_cell(v)) for v in (lo, (lo + hi) / 2, hi)]
-        self._bar.axis.setTicks([bar_ticks, []])
-        fm = QFontMetricsF(self._tick_font)
-        self._bar.axis.setWidth(int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10)
+        if (lo, hi) != self._bar_levels:
+            self._bar_levels = (lo, hi)
+            self._bar.setLevels((lo, hi))
+            # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
+            bar_ticks = [(v, format_cell(v)) for v in (lo, (lo + hi) / 2, hi)]
+            self._bar.axis.setTicks([bar_ticks, []])
+            fm = QFontMetricsF(self._tick_font)
+            width = int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10
+            if width != self._bar.axis.width():
+                self._bar.axis.setWidth(width)
 
         self._masked.set_mask(~finite)
         self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
-        self._highlights.set_shape((n, m))
-        self._set_fixed_axis_space()
-        self._frame.setRect(QRectF(0.0, 0.0, m, n))
-        self._frame.setVisible(data.size > 0)
-        self._fit_range()
-        self._update_ticks()
+        if relayout:
+            self._highlights.set_shape((n, m))
+            self._set_fixed_axis_space()
+            self._frame.setRect(QRectF(0.0, 0.0, m, n))
+            self._frame.setVisible(data.size > 0)
+            self._fit_range()
+            self._update_ticks()
         if self._hover != (-1, -1) and not (self._hover[0] < n and self._hover[1] < m):
             self._hover = (-1, -1)
             self.cell_hovered.emit(-1, -1)
@@ -422,8 +452,9 @@ class HeatmapView(QWidget):
 
     def set_title(self, text: str) -> None:
         """The line above the figure, e.g. "scores = Q·Kᵀ  (head 1)  5 × 7"; elided if the view is too narrow."""
-        self._title = text
-        self._update_title()
+        if text != self._title:
+            self._title = text
+            self._update_title()
 
     def title(self) -> str:
         return self._title
@@ -539,18 +570,28 @@ class HeatmapView(QWidget):
         if self._kind == "weights":
             return 0.0, 1.0
         finite = data[np.isfinite(data)]
-        m = float(np.max(np.abs(finite))) if finite.size else 0.0
+        m = nice_ceiling(float(np.max(np.abs(finite)))) if finite.size else 0.0
         return (-m, m) if m > 0 else (-1.0, 1.0)
 
     def _dark_text(self, data: np.ndarray, finite: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        """[n, m] bool: whether black text reads better than white on each cell's colour (WCAG luminance)."""
+        """[n, m] bool: whether black text reads better than white on each cell's colour (WCAG luminance).
+
+        Only matrices small enough to carry numbers get a real answer; the rest never draw their labels.
+        """
+        if data.shape[0] > MAX_LABELLED_CELLS or data.shape[1] > MAX_LABELLED_CELLS:
+            return np.broadcast_to(False, data.shape)
         t = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
-        rgb = self._lut[np.rint(t * (len(self._lut) - 1)).astype(np.intp)] / 255.0  # [n, m, 3]
+        return self._dark_lut[np.rint(t * (len(self._lut) - 1)).astype(np.intp)] & finite
+
+    @staticmethod
+    def _lut_wants_dark_text(lut: np.ndarray) -> np.ndarray:
+        """[256] bool per colour of the look-up table: black text reads better than white on it."""
+        rgb = lut / 255.0
         linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-        luminance = linear @ np.array([0.2126, 0.7152, 0.0722])  # [n, m]
+        luminance = linear @ np.array([0.2126, 0.7152, 0.0722])
         # Black beats white in contrast above L ≈ 0.179 ((L + 0.05) / 0.05 > 1.05 / (L + 0.05)). Masked cells are
         # a tie on plain grey; their dark hatching tips it to white.
-        return (luminance > 0.179) & finite
+        return luminance > 0.179
 
     @staticmethod
     def _check_labels(labels: list[str] | None, count: int, what: str) -> list[str]:

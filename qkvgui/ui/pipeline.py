@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
@@ -47,6 +49,8 @@ VIEW_SPECS = (
 SPECS = {s.name: s for s in VIEW_SPECS}
 #: the views whose cell (i, j) is one query and one key
 SCORE_VIEWS = ("scores", "scaled", "masked", "weights")
+#: results with more attention weights than this are drawn one view per event-loop turn
+PROGRESSIVE_CELLS = 200_000
 
 
 def dim_labels(n: int, prefix: str = "d") -> list[str]:
@@ -89,30 +93,62 @@ class PipelineView(QWidget):
         for r in range(3):
             grid.setRowStretch(r, 1)
         self.setLayout(grid)
+        self._pending: list = []
+        self._step_timer = QTimer(self, singleShot=True, interval=0)
+        self._step_timer.timeout.connect(self._next_step)
 
     def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens) -> None:
-        """Draw every view of the result for the selected head."""
-        h, _, d_k = r.q.shape
+        """Draw every view of the result for the selected head.
+
+        A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
+        drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
+        the steps still pending.
+        """
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens))
+        self._pending = []
+        if r.weights.size <= PROGRESSIVE_CELLS:
+            for step in steps:
+                step()
+            return
+        self._pending = steps
+        self._step_timer.start()
+
+    def _next_step(self) -> None:
+        if self._pending:
+            self._pending.pop(0)()
+        if self._pending:
+            self._step_timer.start()
+
+    def drawing(self) -> bool:
+        """True while a big result is still being drawn view by view."""
+        return bool(self._pending)
+
+    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list) -> list:
+        h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
-        cols = {"key": list(k_tokens), "concat": concat_labels(h, d_v), "d_model": dim_labels(d_model)}
+        cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": dim_labels(d_model)}
+        steps = []
         for spec in VIEW_SPECS:
             data = getattr(r, spec.name)
             if spec.per_head:
                 data = data[head]
-            rows = list(q_tokens) if spec.rows == "query" else list(k_tokens)
-            col_labels = cols.get(spec.cols) or dim_labels(data.shape[1])
-            view = self.views[spec.name]
-            view.set_data(data, rows, col_labels)
-            formula = spec.formula
-            if spec.name == "scaled":
-                formula = f"scaled = scores × {r.scale:.4g}"
+            rows = q_tokens if spec.rows == "query" else k_tokens
+            formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
             where = f"  (head {head + 1})" if spec.per_head and h > 1 else ""
-            view.set_title(f"{formula}{where}   {data.shape[0]} × {data.shape[1]}")
-        self._show_heads(r, q_tokens, k_tokens)
+            title = f"{formula}{where}   {data.shape[0]} × {data.shape[1]}"
+            steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
+        self._ensure_head_views(h)
+        for i, view in enumerate(self.head_views):
+            steps.append(partial(self._draw, view, r.weights[i], q_tokens, k_tokens, f"head {i + 1}"))
+        return steps
 
-    def _show_heads(self, r: AttentionResult, q_tokens, k_tokens) -> None:
-        h = r.weights.shape[0]
+    @staticmethod
+    def _draw(view: HeatmapView, data, rows, cols, title: str) -> None:
+        view.set_data(data, rows, cols or dim_labels(data.shape[1]))
+        view.set_title(title)
+
+    def _ensure_head_views(self, h: int) -> None:
         while len(self.head_views) < h:
             view = HeatmapView("weights")
             view.setObjectName(f"view.weights.head{len(self.head_views) + 1}")
@@ -124,14 +160,13 @@ class PipelineView(QWidget):
             view.close_views()
             view.setParent(None)
             view.deleteLater()
-        for i, view in enumerate(self.head_views):
-            view.set_data(r.weights[i], list(q_tokens), list(k_tokens))
-            view.set_title(f"head {i + 1}")
 
     def all_views(self) -> list[HeatmapView]:
         return [*self.views.values(), *self.head_views]
 
     def close_views(self) -> None:
+        self._step_timer.stop()
+        self._pending = []
         for view in self.all_views():
             view.close_views()
 
