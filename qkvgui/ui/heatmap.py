@@ -285,8 +285,9 @@ class HeatmapView(QWidget):
     #: (i, j) of a cell clicked with the left button.
     cell_clicked = Signal(int, int)
 
-    def __init__(self, kind: str = "diverging", parent: QWidget | None = None) -> None:
+    def __init__(self, kind: str = "diverging", parent: QWidget | None = None, *, compact: bool = False) -> None:
         super().__init__(parent)
+        self._compact = compact  # a small multiple: no colour bar, no tick labels, just the picture and its title
         if kind not in COLORMAPS:
             raise ValueError(f"Unknown heatmap kind {kind!r}: use one of {', '.join(map(repr, COLORMAPS))}.")
         self._kind = kind
@@ -326,7 +327,7 @@ class HeatmapView(QWidget):
         self._plot.hideButtons()  # ... and no auto-range button
         self._plot.vb.disableAutoRange()
         # Token names left and top, no axis lines or tick marks: the image has its own outline (see _frame).
-        self._plot.showAxes((True, True, False, False), showValues=(True, True, False, False))
+        self._plot.showAxes((True, True, False, False), showValues=(not compact, not compact, False, False))
         self._tick_font = QFont(self.font())
         self._tick_font.setPointSizeF(max(7.0, self._tick_font.pointSizeF() * 0.85))
         for side in ("left", "top"):
@@ -354,7 +355,7 @@ class HeatmapView(QWidget):
         self._bar = pg.ColorBarItem(
             values=(lo, hi), colorMap=self._cmap, width=12, interactive=False, colorMapMenu=False
         )
-        self._bar.setImageItem(self._image, insert_in=self._plot)
+        self._bar.setImageItem(self._image, insert_in=None if compact else self._plot)
         for side in ("left", "top", "right", "bottom"):
             self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
         self._apply_palette()
@@ -451,7 +452,7 @@ class HeatmapView(QWidget):
         return list(self._shown_ticks[0]), list(self._shown_ticks[1])
 
     def set_title(self, text: str) -> None:
-        """The line above the figure, e.g. "scores = Q·Kᵀ  (head 1)  5 × 7"; elided if the view is too narrow."""
+        """The text above the figure, e.g. "scores = Q·Kᵀ\nhead 1 · 5 × 7"; each line elided if the view is narrow."""
         if text != self._title:
             self._title = text
             self._update_title()
@@ -647,6 +648,10 @@ class HeatmapView(QWidget):
     def _set_fixed_axis_space(self) -> None:
         # Axis sizes come from all labels, not the ones shown, so thinning ticks never resizes the view
         # (which would re-trigger the thinning: a layout feedback loop).
+        if self._compact:
+            self._plot.getAxis("left").setWidth(1)
+            self._plot.getAxis("top").setHeight(1)
+            return
         fm = QFontMetricsF(self._tick_font)
         widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._row_labels), default=0.0)
         self._plot.getAxis("left").setWidth(int(math.ceil(widest)) + 10)
@@ -678,9 +683,11 @@ class HeatmapView(QWidget):
         font = QFont(self.font())
         font.setPointSizeF(9.0)
         available = max(40, self.width() - 16)
-        text = QFontMetricsF(font).elidedText(self._title, Qt.TextElideMode.ElideRight, available)
-        # The label is HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
-        markup = html.escape(text).replace("  ", "&nbsp; ")
+        metrics = QFontMetricsF(font)
+        # One line per line of the title (formula, then head and shape), each elided on its own. The label is
+        # HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
+        lines = [metrics.elidedText(line, Qt.TextElideMode.ElideRight, available) for line in self._title.split("\n")]
+        markup = "<br>".join(html.escape(line).replace("  ", "&nbsp; ") for line in lines)
         self._title_item.setText(markup, size="9pt", color=self._fg)
 
     def _apply_palette(self) -> None:

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -98,14 +97,11 @@ class MainWindow(QMainWindow):
         self.tabs = tabs
         left_layout.addWidget(tabs, 1)
 
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.pipeline)
         right = QSplitter(Qt.Vertical)
-        right.addWidget(scroll)
+        right.addWidget(self.pipeline)
         right.addWidget(self.inspector)
-        right.setStretchFactor(0, 5)
-        right.setStretchFactor(1, 1)
+        right.setStretchFactor(0, 1)
+        right.setSizes([600, 170])  # room for a score's whole explanation
         self.main_splitter = QSplitter(Qt.Horizontal)
         self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(right)
@@ -409,7 +405,7 @@ class MainWindow(QMainWindow):
         if self.result is None or self.result.n_heads != self.session.n_heads:
             return
         s = self.session
-        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens)
+        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross)
         if self._pinned is not None:
             kind, i, j = self._pinned
             if kind == "row":

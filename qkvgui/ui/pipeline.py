@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
 from qkvgui.ui.heatmap import HeatmapView
@@ -33,13 +34,13 @@ VIEW_SPECS = (
              tip="Cell (i, j): how strongly token i's query matches token j's key, q_i·k_j."),
     ViewSpec("scaled", "scaled = scores × scale", True, "query", "key",
              tip="The scores times the scale (1/√d_k by default), so softmax does not saturate."),
-    ViewSpec("masked", "masked = scaled, −∞ where hidden", True, "query", "key",
+    ViewSpec("masked", "masked = mask(scaled)", True, "query", "key",
              tip="Hidden keys (causal: later tokens; padding) get −∞, so softmax gives them weight 0."),
     ViewSpec("weights", "weights = softmax(masked)", True, "query", "key", kind="weights",
              tip="Row i: how much token i takes from each token; every row sums to 1."),
     ViewSpec("head_outputs", "head output = weights·V", True, "query", "d",
              tip="Row i: the weighted sum of the value rows, with row i of the weights as the weights."),
-    ViewSpec("concat", "concat = [head 1 | head 2 | …]", False, "query", "concat",
+    ViewSpec("concat", "concat = [h1 | h2 | …]", False, "query", "concat",
              tip="Every head's output side by side, head 1 first."),
     ViewSpec("output", "output = concat·W_O", False, "query", "d_model",
              tip="W_O mixes the heads and maps them back to the residual stream's width."),
@@ -79,7 +80,7 @@ class PipelineView(QWidget):
             self.views[spec.name] = view
             grid.addWidget(view, *positions[spec.name])
         self.heads_box = QWidget()
-        self.heads_layout = QHBoxLayout(self.heads_box)
+        self.heads_layout = QGridLayout(self.heads_box)
         self.heads_layout.setContentsMargins(0, 0, 0, 0)
         self.head_views: list[HeatmapView] = []
         caption = QLabel("weights of every head")
@@ -97,14 +98,14 @@ class PipelineView(QWidget):
         self._step_timer = QTimer(self, singleShot=True, interval=0)
         self._step_timer.timeout.connect(self._next_step)
 
-    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens) -> None:
+    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False) -> None:
         """Draw every view of the result for the selected head.
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
         the steps still pending.
         """
-        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens))
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross)
         self._pending = []
         if r.weights.size <= PROGRESSIVE_CELLS:
             for step in steps:
@@ -123,7 +124,7 @@ class PipelineView(QWidget):
         """True while a big result is still being drawn view by view."""
         return bool(self._pending)
 
-    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list) -> list:
+    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
@@ -135,8 +136,10 @@ class PipelineView(QWidget):
                 data = data[head]
             rows = q_tokens if spec.rows == "query" else k_tokens
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
-            where = f"  (head {head + 1})" if spec.per_head and h > 1 else ""
-            title = f"{formula}{where}   {data.shape[0]} × {data.shape[1]}"
+            if not cross:
+                formula = formula.replace("X_kv", "X")
+            where = f"head {head + 1} · " if spec.per_head else ""
+            title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
         self._ensure_head_views(h)
         for i, view in enumerate(self.head_views):
@@ -150,16 +153,26 @@ class PipelineView(QWidget):
 
     def _ensure_head_views(self, h: int) -> None:
         while len(self.head_views) < h:
-            view = HeatmapView("weights")
+            view = HeatmapView("weights", compact=True)
             view.setObjectName(f"view.weights.head{len(self.head_views) + 1}")
             view.setMinimumSize(60, 60)
-            self.heads_layout.addWidget(view)
+            view.setToolTip("The weights of one head: row i is how much token i takes from each token.")
             self.head_views.append(view)
+            self._arrange_heads()
         while len(self.head_views) > h:
             view = self.head_views.pop()
             view.close_views()
             view.setParent(None)
             view.deleteLater()
+            self._arrange_heads()
+
+    def _arrange_heads(self) -> None:
+        """Lay the small multiples out in a near-square grid, head 1 top left."""
+        per_row = math.ceil(math.sqrt(len(self.head_views)))
+        for view in self.head_views:
+            self.heads_layout.removeWidget(view)
+        for i, view in enumerate(self.head_views):
+            self.heads_layout.addWidget(view, i // per_row, i % per_row)
 
     def all_views(self) -> list[HeatmapView]:
         return [*self.views.values(), *self.head_views]
