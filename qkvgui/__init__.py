@@ -1,6 +1,6 @@
 """qkvgui: a desktop attention explorer. `qkvgui.core` is the NumPy math; `qkvgui.Session` the document."""
 
-from qkvgui.session import Session, SessionError
+from qkvgui.io import Session, SessionError
 
 __all__ = ["MainWindow", "Session", "SessionError"]
 __version__ = "0.1.0"

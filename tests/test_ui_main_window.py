@@ -232,3 +232,40 @@ def test_window_survives_thousands_of_drawn_edits(qtbot):
     settle(qtbot, w)
     np.testing.assert_allclose(w.views["weights"].image_array(), independent_weights(w.session, 0).astype(np.float32))
     assert w.undo_stack.count() == 2000
+
+
+def test_circuit_views_match_the_core_and_follow_edits(qtbot, window):
+    from qkvgui.core import ov_circuit, qk_circuit
+
+    s = window.session
+    window.right_tabs.setCurrentIndex(1)
+    s.set_head(1)
+    qk = window.views["qk_circuit"].data()
+    np.testing.assert_allclose(qk, qk_circuit(s.matrix("W_Q"), s.matrix("W_K"))[1])
+    np.testing.assert_allclose(window.views["ov_circuit"].data(), ov_circuit(s.matrix("W_V"), s.matrix("W_O"))[1])
+    # the token-level QK circuit equals the scores (no biases here)
+    np.testing.assert_allclose(window.views["token_qk"].data(), window.result.scores[1], atol=1e-12)
+    assert "rank W_QK = 3" in window.circuits.rank_label.text()
+    type_into(qtbot, window, "W_K", 2, 0, "3.5")
+    settle(qtbot, window)
+    np.testing.assert_allclose(window.views["qk_circuit"].data(), qk_circuit(s.matrix("W_Q"), s.matrix("W_K"))[1])
+    assert not np.allclose(window.views["qk_circuit"].data(), qk)
+
+
+def test_a_preset_says_what_it_demonstrates(qtbot):
+    from qkvgui import Session
+
+    w = MainWindow(Session.from_preset("previous-token"))
+    qtbot.addWidget(w)
+    assert "previous-token head" in w.inspector.toPlainText().lower()
+    w.open_preset("translation")
+    settle(qtbot, w)
+    assert w.session.cross and "Cross-attention" in w.inspector.toPlainText()
+    assert w.views["weights"].image_array().shape == (4, 6)
+
+
+def test_hovering_q_explains_its_formula_with_shapes(qtbot, window):
+    window.views["q"].cell_hovered.emit(1, 2)
+    text = window.inspector.toPlainText()
+    assert "Q = X·W_Q: (6×12)·(12×3) = 6×3" in text
+    assert "row 1 ‘cat’" in text

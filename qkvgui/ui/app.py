@@ -1,18 +1,63 @@
-"""Starting the Qt application: builds the app and the main window, returns the event loop's exit code."""
+"""Starting the Qt application, and the headless figure export of `qkvgui export`."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
-def run_app(args) -> int:
-    from PySide6.QtWidgets import QApplication
+def run_app(session=None, path: Path | None = None) -> int:
+    """Build the app and the window, offer to recover autosaved work, run the event loop; returns its exit code."""
+    from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from qkvgui.ui.main_window import MainWindow
+    from qkvgui.io import Session, SessionError
+    from qkvgui.ui.main_window import MainWindow, autosave_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qkvgui")
     app.setOrganizationName("qkvgui")
-    window = MainWindow()
+    window = MainWindow(session, path)
     window.show()
+    recovered = autosave_path()
+    if session is None and recovered.exists():
+        answer = QMessageBox.question(
+            window, "Recover unsaved work?",
+            "qkvgui did not close cleanly last time. Recover the unsaved session it kept?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        if answer == QMessageBox.Yes:
+            try:
+                window.replace_session(Session.load(recovered), None)
+                window.undo_stack.resetClean()  # recovered work is unsaved work
+                window.setWindowModified(True)
+            except SessionError as e:
+                window.show_message(f"The autosaved session could not be read: {e}")
+        recovered.unlink(missing_ok=True)
     return app.exec()
+
+
+def export_figures(session, out: Path, views: list[str], formats: list[str], scale: float = 2.0) -> list[Path]:
+    """Write each view ('pipeline' for the whole figure) in each format into out; returns the paths written."""
+    from PySide6.QtWidgets import QApplication
+
+    from qkvgui.ui.figure_export import export_pipeline, export_view
+    from qkvgui.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(session)
+    window.resize(1280, 800)
+    window.show()
+    app.processEvents()
+    while window.pipeline.drawing() or window.scheduler.busy_now():
+        app.processEvents()
+    written = []
+    try:
+        for name in views:
+            for fmt in formats:
+                target = Path(out) / f"{name}.{fmt}"
+                if name == "pipeline":
+                    written.append(export_pipeline(window.pipeline, target, fmt, scale))
+                else:
+                    written.append(export_view(window.views[name], target, fmt, scale))
+    finally:
+        window.close()
+    return written

@@ -75,3 +75,36 @@ def explain_output_row(r: AttentionResult, head: int, i: int, q_tokens, k_tokens
     lines.append("&nbsp;&nbsp;= [" + ", ".join(_num(v) for v in out[:MAX_TERMS]) + (", …]" if len(out) > MAX_TERMS
                                                                                        else "]"))
     return "<br>".join(lines)
+
+
+def _dims(r: AttentionResult) -> dict:
+    h, n, d_k = r.q.shape
+    m, d_v = r.v.shape[1], r.v.shape[2]
+    return {"h": h, "n": n, "m": m, "d_k": d_k, "d_v": d_v, "d_model": r.output.shape[1]}
+
+
+def view_formula(name: str, r: AttentionResult) -> str:
+    """The view's formula with the current shapes written out, e.g. "scores = Q·Kᵀ: (5×4)·(4×7) = 5×7"."""
+    d = _dims(r)
+    n, m, d_k, d_v, h, dm = d["n"], d["m"], d["d_k"], d["d_v"], d["h"], d["d_model"]
+    formulas = {
+        "q": f"Q = X·W_Q: ({n}×{dm})·({dm}×{d_k}) = {n}×{d_k}",
+        "k": f"K = X_kv·W_K: ({m}×{dm})·({dm}×{d_k}) = {m}×{d_k}",
+        "v": f"V = X_kv·W_V: ({m}×{dm})·({dm}×{d_v}) = {m}×{d_v}",
+        "scores": f"scores = Q·Kᵀ: ({n}×{d_k})·({d_k}×{m}) = {n}×{m}",
+        "scaled": f"scaled = scores × {r.scale:.4g}: {n}×{m}",
+        "masked": f"masked = scaled, with −∞ where a key is hidden: {n}×{m}",
+        "weights": f"weights = softmax(masked), row by row: {n}×{m}, every row sums to 1",
+        "head_outputs": f"head output = weights·V: ({n}×{m})·({m}×{d_v}) = {n}×{d_v}",
+        "concat": f"concat = [head 1 | … | head {h}]: {h} × ({n}×{d_v}) side by side = {n}×{h * d_v}",
+        "output": f"output = concat·W_O: ({n}×{h * d_v})·({h * d_v}×{dm}) = {n}×{dm}",
+        "residual": f"residual = X + output: ({n}×{dm}) + ({n}×{dm}) = {n}×{dm}",
+    }
+    return formulas[name]
+
+
+def explain_cell(name: str, meaning: str, r: AttentionResult, value: float, i: int, j: int, row_label: str,
+                 col_label: str) -> str:
+    """HTML: the view's formula with shapes, what a row means, and the hovered cell's value."""
+    return (f"<b>{escape(view_formula(name, r))}</b><br>{escape(meaning)}<br>"
+            f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_num(value)}</b>")

@@ -7,13 +7,16 @@ it, the scheduler recomputes, and each view draws its field of the result.
 from __future__ import annotations
 
 import os
+from html import escape
+from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -32,11 +35,14 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core import AttentionResult
-from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session, SessionError
+from qkvgui.core.presets import make_preset, preset_names
+from qkvgui.io import Session, SessionError
+from qkvgui.session import GENERATORS, MATRICES, PER_HEAD
+from qkvgui.ui.circuits_panel import CircuitsPanel
 from qkvgui.ui.commands import BlockEdit, StateChange
-from qkvgui.ui.explain import explain_output_row, explain_score
+from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
 from qkvgui.ui.matrix_editor import MatrixEditor
-from qkvgui.ui.pipeline import SCORE_VIEWS, PipelineView, concat_labels, dim_labels
+from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS, PipelineView, concat_labels, dim_labels
 from qkvgui.ui.scheduler import RecomputeScheduler
 
 SCALE_CHOICES = (("1/√d_k", "sqrt"), ("none (1)", "none"), ("custom", "custom"))
@@ -51,8 +57,25 @@ EDITOR_TIPS = {
 }
 
 
+SESSION_FILTER = "qkvgui sessions (*.qkv)"
+MAX_RECENT = 8
+AUTOSAVE_SECONDS = 30
+
+
+def autosave_path() -> Path:
+    """Where the unsaved work of a running window is kept, for recovery after a crash."""
+    folder = os.environ.get("QKVGUI_AUTOSAVE_DIR") or QStandardPaths.writableLocation(
+        QStandardPaths.StandardLocation.AppDataLocation) or str(Path.home() / ".qkvgui")
+    return Path(folder) / "autosave.qkv"
+
+
+def _quiet() -> bool:
+    """Tests and headless runs set QKVGUI_NO_SETTINGS: no settings file, no modal dialogs."""
+    return bool(os.environ.get("QKVGUI_NO_SETTINGS"))
+
+
 def _settings() -> QSettings | None:
-    if os.environ.get("QKVGUI_NO_SETTINGS"):
+    if _quiet():
         return None
     return QSettings("qkvgui", "qkvgui")
 
@@ -60,9 +83,12 @@ def _settings() -> QSettings | None:
 class MainWindow(QMainWindow):
     """The explorer. ``session`` is the document; ``editors`` and ``views`` are keyed by matrix and field name."""
 
-    def __init__(self, session: Session | None = None, parent=None):
+    def __init__(self, session: Session | None = None, path: str | Path | None = None, parent=None):
         super().__init__(parent)
         self.session = session if session is not None else Session()
+        self.path: Path | None = Path(path) if path else None
+        #: asks what to do with unsaved changes: returns "save", "discard" or "cancel" (tests replace it)
+        self.ask_unsaved = self._ask_unsaved
         self.undo_stack = QUndoStack(self)
         self.result: AttentionResult | None = None
         self._pinned: tuple[str, int, int] | None = None
@@ -97,8 +123,14 @@ class MainWindow(QMainWindow):
         self.tabs = tabs
         left_layout.addWidget(tabs, 1)
 
+        self.circuits = CircuitsPanel()
+        self.views.update(self.circuits.views)
+        self.right_tabs = QTabWidget()
+        self.right_tabs.addTab(self.pipeline, "Attention, step by step")
+        self.right_tabs.addTab(self.circuits, "QK and OV circuits")
+        self.right_tabs.currentChanged.connect(lambda _: self._redraw_circuits())
         right = QSplitter(Qt.Vertical)
-        right.addWidget(self.pipeline)
+        right.addWidget(self.right_tabs)
         right.addWidget(self.inspector)
         right.setStretchFactor(0, 1)
         right.setSizes([600, 170])  # room for a score's whole explanation
@@ -122,12 +154,19 @@ class MainWindow(QMainWindow):
             self.views[name].cell_clicked.connect(lambda i, j, name=name: self._inspect_cell(name, i, j, True))
         self.views["head_outputs"].cell_hovered.connect(lambda i, j: self._inspect_row(i))
         self.views["head_outputs"].cell_clicked.connect(lambda i, j: self._inspect_row(i, pin=True))
+        for name in ("q", "k", "v", "concat", "output", "residual"):
+            self.views[name].cell_hovered.connect(lambda i, j, name=name: self._inspect_value(name, i, j))
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+
+        self._autosave = QTimer(self, interval=AUTOSAVE_SECONDS * 1000)
+        self._autosave.timeout.connect(self.autosave)
+        self._autosave.start()
 
         self._refresh_all()
         self.scheduler.compute_now()
         self._restore_geometry()
-        self.setWindowTitle("qkvgui[*]")
+        self._update_title()
+        self._show_description()
 
     # ---- building ----------------------------------------------------------------------------------------
     def _build_controls(self) -> QWidget:
@@ -254,6 +293,13 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(QAction("&New", self, shortcut=QKeySequence.New, triggered=self.new_session))
+        file_menu.addAction(QAction("&Open…", self, shortcut=QKeySequence.Open, triggered=self.open_dialog))
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file_menu.addAction(QAction("&Save", self, shortcut=QKeySequence.Save, triggered=self.save))
+        file_menu.addAction(QAction("Save &As…", self, shortcut=QKeySequence.SaveAs, triggered=self.save_as))
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.Quit, triggered=self.close)
         file_menu.addAction(quit_action)
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -264,6 +310,12 @@ class MainWindow(QMainWindow):
         edit_menu.addAction(undo)
         edit_menu.addAction(redo)
         self.undo_action, self.redo_action = undo, redo
+        presets_menu = self.menuBar().addMenu("&Presets")
+        for name in preset_names():
+            preset = make_preset(name)
+            action = presets_menu.addAction(f"{preset.title}  ({name})", lambda n=name: self.open_preset(n))
+            action.setToolTip(preset.description)
+        presets_menu.setToolTipsVisible(True)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About qkvgui", self, triggered=self._about))
 
@@ -406,12 +458,18 @@ class MainWindow(QMainWindow):
             return
         s = self.session
         self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross)
+        self._redraw_circuits()
         if self._pinned is not None:
             kind, i, j = self._pinned
             if kind == "row":
                 self._inspect_row(i)
             else:
                 self._inspect_cell(kind, i, j, False)
+
+    def _redraw_circuits(self) -> None:
+        """The circuits tab follows every edit, but only while it is shown."""
+        if self.right_tabs.currentWidget() is self.circuits and self.result is not None:
+            self.circuits.show_session(self.session, self.result)
 
     # ---- linked inspection -------------------------------------------------------------------------------
     def _inspect_cell(self, view: str, i: int, j: int, pin: bool) -> None:
@@ -433,7 +491,8 @@ class MainWindow(QMainWindow):
         self.views["k"].highlight(rows=[j])
         self.views["v"].highlight()
         self.views["head_outputs"].highlight()
-        self.inspector.setHtml(explain_score(r, head, i, j, self.session.tokens, self.session.key_tokens))
+        header = f"<b>{view_formula(view, r)}</b><br>{SPECS[view].tip}<br>"
+        self.inspector.setHtml(header + explain_score(r, head, i, j, self.session.tokens, self.session.key_tokens))
 
     def _inspect_row(self, i: int, pin: bool = False) -> None:
         r = self.result
@@ -448,12 +507,158 @@ class MainWindow(QMainWindow):
         self.views["v"].highlight(rows=visible_keys)
         self.inspector.setHtml(explain_output_row(r, head, i, self.session.tokens, self.session.key_tokens))
 
+    def _inspect_value(self, name: str, i: int, j: int) -> None:
+        """Hovering Q, K, V, concat, output or residual: the formula with shapes, what a row means, the value."""
+        view = self.views[name]
+        if i < 0 or self.result is None:
+            return
+        data = view.data()
+        if i >= data.shape[0] or j >= data.shape[1]:
+            return
+        rows, cols = view.row_labels(), view.col_labels()
+        self.inspector.setHtml(explain_cell(name, SPECS[name].tip, self.result, data[i, j], i, j, rows[i], cols[j]))
+
     def _clear_highlights(self) -> None:
         for view in self.views.values():
             view.highlight()
 
     def _on_clean_changed(self, clean: bool) -> None:
         self.setWindowModified(not clean)
+
+    # ---- files -------------------------------------------------------------------------------------------
+    def _update_title(self) -> None:
+        name = self.path.name if self.path else "untitled"
+        self.setWindowTitle(f"{name}[*] — qkvgui")
+        self.setWindowModified(not self.undo_stack.isClean())
+
+    def replace_session(self, new: Session, path: Path | None) -> None:
+        """Show another session in this window (New, Open): a fresh undo history, nothing modified."""
+        self.session.set_state(new.state())
+        self.path = path
+        self.undo_stack.clear()
+        self.undo_stack.setClean()
+        self._update_title()
+        self._show_description()
+
+    def _show_description(self) -> None:
+        """A preset (or a session with a title) says what it demonstrates when it is opened."""
+        if self.session.title:
+            self.inspector.setHtml(f"<h3>{escape(self.session.title)}</h3><p>{escape(self.session.description)}</p>")
+
+    def new_session(self) -> None:
+        if self.maybe_keep_changes():
+            self.replace_session(Session(), None)
+
+    def open_dialog(self) -> None:
+        if not self.maybe_keep_changes():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", str(self.path.parent if self.path else ""),
+                                              SESSION_FILTER)
+        if path:
+            self.open_path(path, ask=False)
+
+    def open_path(self, path: str | Path, ask: bool = True) -> bool:
+        """Load a session file into the window; a bad file is refused with a message and changes nothing."""
+        if ask and not self.maybe_keep_changes():
+            return False
+        try:
+            new = Session.load(path)
+        except SessionError as e:
+            self.show_message(str(e))
+            if self.isVisible() and not _quiet():
+                QMessageBox.warning(self, "Cannot open session", str(e))
+            return False
+        self.replace_session(new, Path(path))
+        self._remember_recent(Path(path))
+        self.show_message(f"opened {path}")
+        return True
+
+    def open_preset(self, name: str) -> bool:
+        if not self.maybe_keep_changes():
+            return False
+        self.replace_session(Session.from_preset(name), None)
+        return True
+
+    def save(self) -> bool:
+        if self.path is None:
+            return self.save_as()
+        return self.save_to(self.path)
+
+    def save_as(self) -> bool:
+        start = str(self.path) if self.path else "untitled.qkv"
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", start, SESSION_FILTER)
+        if not path:
+            return False
+        if not path.endswith(".qkv"):
+            path += ".qkv"
+        return self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> bool:
+        """Write the session (atomically); on failure the old file is intact and the user is told why."""
+        try:
+            self.session.save(path)
+        except (SessionError, OSError) as e:
+            self.show_message(f"Could not save {path}: {e}")
+            return False
+        self.path = Path(path)
+        self.undo_stack.setClean()
+        self._update_title()
+        self._remember_recent(self.path)
+        autosave_path().unlink(missing_ok=True)
+        self.show_message(f"saved {path}")
+        return True
+
+    def maybe_keep_changes(self) -> bool:
+        """True when it is fine to replace or close the session: nothing unsaved, saved now, or discarded."""
+        if self.undo_stack.isClean():
+            return True
+        answer = self.ask_unsaved()
+        if answer == "save":
+            return self.save()
+        return answer == "discard"
+
+    def _ask_unsaved(self) -> str:
+        if _quiet():  # tests and headless runs: never block on a dialog
+            return "discard"
+        name = self.path.name if self.path else "this session"
+        button = QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {name} before closing it?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(button, "cancel")
+
+    def autosave(self) -> Path | None:
+        """Keep unsaved work where a crashed run can be recovered from (see qkvgui.ui.app)."""
+        if self.undo_stack.isClean():
+            return None
+        target = autosave_path()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.session.save(target)
+        except (SessionError, OSError) as e:
+            self.show_message(f"Autosave failed: {e}")
+            return None
+        return target
+
+    def _remember_recent(self, path: Path) -> None:
+        settings = _settings()
+        if settings is None:
+            return
+        recent = [str(path.resolve())] + [p for p in self._recent() if p != str(path.resolve())]
+        settings.setValue("recent", recent[:MAX_RECENT])
+
+    def _recent(self) -> list[str]:
+        settings = _settings()
+        value = settings.value("recent") if settings is not None else None
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self._recent():
+            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
+        if not self.recent_menu.actions():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
 
     def show_editor(self, name: str) -> MatrixEditor:
         """Bring a matrix editor into view (switching to its tab) and return it."""
@@ -484,6 +689,11 @@ class MainWindow(QMainWindow):
                 splitter.restoreState(state)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if not self.maybe_keep_changes():
+            event.ignore()
+            return
+        autosave_path().unlink(missing_ok=True)  # saved, clean or discarded: nothing left to recover
+        self._autosave.stop()
         settings = _settings()
         if settings is not None:
             settings.setValue("geometry", self.saveGeometry())
@@ -491,4 +701,5 @@ class MainWindow(QMainWindow):
             settings.setValue("right_splitter", self.right_splitter.saveState())
         self.scheduler.shutdown()
         self.pipeline.close_views()  # graphics views alive at interpreter exit can crash Python 3.11
+        self.circuits.close_views()
         super().closeEvent(event)

@@ -103,6 +103,10 @@ class RecomputeScheduler(QObject):
         else:
             self.computed.emit(result)
 
+    def busy_now(self) -> bool:
+        """True while a computation is asked for or running."""
+        return self._turn.isActive() or self._running is not None or self._pending
+
     def shutdown(self) -> None:
         self._turn.stop()
         self._poll.stop()
