@@ -269,3 +269,22 @@ def test_hovering_q_explains_its_formula_with_shapes(qtbot, window):
     text = window.inspector.toPlainText()
     assert "Q = X·W_Q: (6×12)·(12×3) = 6×3" in text
     assert "row 1 ‘cat’" in text
+
+
+def test_import_and_export_a_matrix(qtbot, window, tmp_path):
+    from qkvgui.io.matrix_file import write_matrix
+
+    s = window.session
+    s.set_head(1)
+    assert window.export_matrix("W_V", tmp_path / "wv.csv")
+    new = np.arange(36.0).reshape(12, 3) / 7
+    write_matrix(tmp_path / "new.npy", new)
+    assert window.import_matrix("W_V", tmp_path / "new.npy")
+    np.testing.assert_array_equal(s.matrix("W_V")[1], new)
+    window.undo_stack.undo()
+    assert window.import_matrix("W_V", tmp_path / "wv.csv") is True  # the exported head reads back the same
+    write_matrix(tmp_path / "bad.npy", np.zeros((4, 4)))
+    before = s.matrix("W_V").copy()
+    assert not window.import_matrix("W_V", tmp_path / "bad.npy")
+    assert "4 × 4" in window.last_message and "12 × 3" in window.last_message
+    np.testing.assert_array_equal(s.matrix("W_V"), before)

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 from qkvgui.core import AttentionResult
 from qkvgui.core.presets import make_preset, preset_names
 from qkvgui.io import Session, SessionError
+from qkvgui.io.matrix_file import read_matrix, write_matrix
 from qkvgui.session import GENERATORS, MATRICES, PER_HEAD
 from qkvgui.ui.circuits_panel import CircuitsPanel
 from qkvgui.ui.commands import BlockEdit, StateChange
@@ -104,6 +105,9 @@ class MainWindow(QMainWindow):
             editor.setToolTip(EDITOR_TIPS[name])
             editor.edit_requested.connect(lambda r, c, block, name=name: self.edit_block(name, r, c, block))
             editor.message.connect(self.show_message)
+            editor.menu.addSeparator()
+            editor.menu.addAction("Import matrix from file…", lambda name=name: self.import_matrix_dialog(name))
+            editor.menu.addAction("Export matrix to file…", lambda name=name: self.export_matrix_dialog(name))
             self.editors[name] = editor
 
         self.pipeline = PipelineView()
@@ -383,6 +387,41 @@ class MainWindow(QMainWindow):
     def _head_selected(self, value: int) -> None:
         if not self._updating and value - 1 != self.session.head:
             self.session.set_head(value - 1)
+
+    # ---- single matrices in and out -----------------------------------------------------------------------
+    def import_matrix(self, name: str, path: str | Path) -> bool:
+        """Replace the matrix shown in an editor (one head's slice for W_Q, W_K, W_V) with a file's, undoably."""
+        target = self.editors[name].model.matrix()
+        try:
+            block = read_matrix(path)
+        except SessionError as e:
+            self.show_message(str(e))
+            return False
+        if block.shape != target.shape:
+            where = f"{name} (head {self.session.head + 1})" if name in PER_HEAD else name
+            self.show_message(f"{Path(path).name} holds {block.shape[0]} × {block.shape[1]} numbers but {where} is "
+                              f"{target.shape[0]} × {target.shape[1]}: resize one of them first.")
+            return False
+        return self.edit_block(name, 0, 0, block)
+
+    def export_matrix(self, name: str, path: str | Path) -> bool:
+        try:
+            write_matrix(path, self.editors[name].model.matrix())
+        except (SessionError, OSError) as e:
+            self.show_message(f"Could not write {path}: {e}")
+            return False
+        self.show_message(f"wrote {path}")
+        return True
+
+    def import_matrix_dialog(self, name: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Import {name}", "", "Matrices (*.npy *.csv)")
+        if path:
+            self.import_matrix(name, path)
+
+    def export_matrix_dialog(self, name: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {name}", f"{name}.npy", "Matrices (*.npy *.csv)")
+        if path:
+            self.export_matrix(name, path)
 
     # ---- following the session ---------------------------------------------------------------------------
     def _on_session_changed(self, what: str) -> None:
