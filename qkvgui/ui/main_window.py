@@ -446,15 +446,16 @@ class MainWindow(QMainWindow):
         s = self.session
         m = s.matrix(name)
         editor = self.editors[name]
+        features = s.features  # the residual stream's columns: d0, d1, … or a preset's feature names
         if name == "X":
-            editor.set_matrix(m, s.tokens, dim_labels(s.d_model))
+            editor.set_matrix(m, s.tokens, features)
         elif name == "X_kv":
-            editor.set_matrix(m, s.source_tokens, dim_labels(s.d_model))
+            editor.set_matrix(m, s.source_tokens, features)
             editor.setVisible(s.cross)
         elif name == "W_O":
-            editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), dim_labels(s.d_model))
+            editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), features)
         else:
-            editor.set_matrix(m[s.head], dim_labels(s.d_model), dim_labels(m.shape[2]))
+            editor.set_matrix(m[s.head], features, dim_labels(m.shape[2]))
             editor.set_title(f"{name} (head {s.head + 1})")
 
     def _refresh_controls(self) -> None:
@@ -496,7 +497,7 @@ class MainWindow(QMainWindow):
         if self.result is None or self.result.n_heads != self.session.n_heads:
             return
         s = self.session
-        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross)
+        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross, s.features)
         self._redraw_circuits()
         if self._pinned is not None:
             kind, i, j = self._pinned

@@ -98,14 +98,15 @@ class PipelineView(QWidget):
         self._step_timer = QTimer(self, singleShot=True, interval=0)
         self._step_timer.timeout.connect(self._next_step)
 
-    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False) -> None:
+    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False,
+                    features=None) -> None:
         """Draw every view of the result for the selected head.
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
         the steps still pending.
         """
-        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross)
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features)
         self._pending = []
         if r.weights.size <= PROGRESSIVE_CELLS:
             for step in steps:
@@ -124,11 +125,12 @@ class PipelineView(QWidget):
         """True while a big result is still being drawn view by view."""
         return bool(self._pending)
 
-    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool) -> list:
+    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool,
+                    features) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
-        cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": dim_labels(d_model)}
+        cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": list(features or dim_labels(d_model))}
         steps = []
         for spec in VIEW_SPECS:
             data = getattr(r, spec.name)
