@@ -1,0 +1,76 @@
+"""Writes tests/data/session_v<VERSION>.qkv: the golden session file of the format version qkvgui writes now.
+
+Run by hand, once per new format version: `python tests/make_golden_sessions.py`. A golden file is never rewritten
+(the script refuses unless given --force): it is the proof that files of that version keep loading. The tests
+rebuild the expected contents from `golden_state_v1()` below, so the construction is frozen too: only exact
+arithmetic (IEEE division is correctly rounded everywhere), no random generators whose streams might change.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+
+
+def _values(shape: tuple[int, ...], salt: int) -> np.ndarray:
+    """Deterministic float64 entries: tenths and thirds (not exact in binary), a -0.0 and a subnormal."""
+    idx = np.indices(shape).reshape(len(shape), -1)
+    weights = np.array([7, 3, 5][: len(shape)]).reshape(-1, 1)
+    k = ((idx * weights).sum(axis=0) + salt) % 11  # 0..10
+    a = (k - 5) / 10 + (k % 3) / 3  # e.g. -0.5, 0.1 + 1/3
+    a[0] = -0.0
+    a[-1] = 5e-324
+    return a.reshape(shape)
+
+
+def golden_state_v1():
+    """The session stored in session_v1.qkv: 4 tokens, cross-attention onto 3 source tokens, 2 heads, d_k ≠ d_v."""
+    from qkvgui.session import _State
+
+    n, m, d_model, h, d_k, d_v = 4, 3, 4, 2, 2, 3
+    return _State(
+        tokens=["the", "cat", "sat", "<pad>"],
+        source_tokens=["le", "chat", "<pad>"],
+        x=_values((n, d_model), 1),
+        x_kv=_values((m, d_model), 2),
+        w_q=_values((h, d_model, d_k), 3),
+        w_k=_values((h, d_model, d_k), 4),
+        w_v=_values((h, d_model, d_v), 5),
+        w_o=_values((h * d_v, d_model), 6),
+        padding=np.array([False, False, False, True]),
+        source_padding=np.array([False, False, True]),
+        cross=True,
+        causal=True,
+        scale_mode="custom",
+        custom_scale=0.75,
+        head=1,
+        title="golden v1",
+        description="Schlüssel → Wert: the session format's first version.",
+        features=["a", "b", "c", "d"],
+        extra={"note": "golden", "numbers": [1, 2.5]},
+    )
+
+
+def main(argv: list[str]) -> int:
+    from qkvgui.io.session_file import VERSION, write_session
+
+    builders = {1: golden_state_v1}
+    if VERSION not in builders:
+        print(f"add golden_state_v{VERSION}() for format version {VERSION} first", file=sys.stderr)
+        return 1
+    target = DATA / f"session_v{VERSION}.qkv"
+    if target.exists() and "--force" not in argv:
+        print(f"{target} exists; golden files are never rewritten (pass --force if you really mean it)",
+              file=sys.stderr)
+        return 1
+    DATA.mkdir(exist_ok=True)
+    print(write_session(builders[VERSION](), target))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
