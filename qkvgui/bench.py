@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m qkvgui.bench core` (the NumPy core) and `... gui` (edit to pixels)."""
+"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session` (the core, edit to pixels, files)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def bench_core(sizes=(128, 512), d_model=768, h=12, d_head=64, repeats=15) -> li
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui"], help="which benchmark to run")
+    parser.add_argument("what", choices=["core", "gui", "session"], help="which benchmark to run")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     if args.what == "core":
@@ -73,6 +73,13 @@ def main(argv=None) -> int:
             worst = max(worst, row["ratio"])
             print(f"{row['n']:>6} {row['core_ms']:>10.2f} {row['floor_ms']:>10.2f} {row['ratio']:>7.2f}")
         print(f"worst ratio {worst:.2f} (target <= 1.5)")
+        return 0
+    if args.what == "session":
+        from qkvgui.io.session_file import bench_gpt2_session
+
+        save, load, size = bench_gpt2_session(repeats=args.repeats)
+        print(f"session: GPT-2-size layer (X 512×768, W_Q/W_K/W_V 12×768×64, W_O 768×768), {size / 2**20:.1f} MiB, "
+              f"median of {args.repeats}: save {save * 1e3:.1f} ms, load {load * 1e3:.1f} ms (target <= 1000 each)")
         return 0
     from qkvgui.ui.bench_gui import run_gui_bench  # Qt only when asked for
 

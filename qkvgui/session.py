@@ -6,6 +6,7 @@ stack holds commands that call the setters below. Each setter validates first an
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -88,8 +89,9 @@ class Session:
     changed = Signal(str)
 
     def __init__(self, state: _State | None = None):
-        self._s = state if state is not None else _default_state()
-        self._check(self._s)
+        state = state if state is not None else _default_state()
+        self._check(state)
+        self._s = _copy_state(state)  # the session owns its state: later changes to the caller's do not leak in
         self._freeze_all()
 
     # ---- reading ------------------------------------------------------------------------------------------
@@ -244,15 +246,12 @@ class Session:
     # ---- whole states (undo, files) ----------------------------------------------------------------------
     def state(self) -> _State:
         """A snapshot of everything; its arrays are read-only and shared, so a snapshot is cheap."""
-        s = self._s
-        return _State(**{**s.__dict__, "tokens": list(s.tokens), "source_tokens": list(s.source_tokens),
-                         "features": list(s.features), "extra": dict(s.extra)})
+        return _copy_state(self._s)
 
     def set_state(self, state: _State) -> None:
         """Replace everything at once (validated first)."""
         self._check(state)
-        self._s = _State(**{**state.__dict__, "tokens": list(state.tokens),
-                            "source_tokens": list(state.source_tokens)})
+        self._s = _copy_state(state)
         self._freeze_all()
         self.changed.emit("all")
 
@@ -423,9 +422,21 @@ class Session:
     @staticmethod
     def _check(s: _State) -> None:
         """Every field present, of the right kind, and fitting together; raises SessionError otherwise."""
+        for what in ("tokens", "source_tokens", "features"):
+            value = getattr(s, what)
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise SessionError(f"The {what.replace('_', ' ')} must be a list of strings.")
         n, m = len(s.tokens), len(s.source_tokens)
         if n == 0 or m == 0:
             raise SessionError("A session needs at least one token and one source token.")
+        if max(n, m) > LIMITS["tokens"]:
+            raise SessionError(f"{max(n, m)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        for what, kind in (("cross", bool), ("causal", bool), ("head", int), ("custom_scale", (int, float)),
+                           ("title", str), ("description", str), ("extra", dict)):
+            value = getattr(s, what)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise SessionError(f"The session's {what.replace('_', ' ')} has the wrong type "
+                                   f"({type(value).__name__}).")
         for name, attr in _ARRAY_FIELDS.items():
             a = getattr(s, attr)
             if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
@@ -434,7 +445,13 @@ class Session:
         h, dm, dk = s.w_q.shape if s.w_q.ndim == 3 else (None, None, None)
         if h is None:
             raise SessionError(f"W_Q must be (heads × d_model × d_k), not {_shape(s.w_q.shape)}.")
+        for what, value, limit in (("heads", h, LIMITS["heads"]), ("d_model", dm, LIMITS["d_model"]),
+                                   ("d_k", dk, LIMITS["d_head"])):
+            if not 1 <= value <= limit:
+                raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
         dv = s.w_v.shape[2] if s.w_v.ndim == 3 else None
+        if dv is not None and not 1 <= dv <= LIMITS["d_head"]:
+            raise SessionError(f"d_v must be between 1 and {LIMITS['d_head']}, not {dv}.")
         expected = {"X": (n, dm), "X_kv": (m, dm), "W_K": (h, dm, dk), "W_V": (h, dm, dv),
                     "W_O": (h * (dv or 0), dm)}
         for name, shape in expected.items():
@@ -450,6 +467,12 @@ class Session:
             raise SessionError(f"The custom scale must be finite, not {s.custom_scale}.")
         if not 0 <= s.head < h:
             raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
+
+
+def _copy_state(s: _State) -> _State:
+    """A copy sharing the (read-only) arrays but none of the lists or dicts."""
+    return _State(**{**s.__dict__, "tokens": list(s.tokens), "source_tokens": list(s.source_tokens),
+                     "features": list(s.features), "extra": copy.deepcopy(s.extra)})
 
 
 def _scale(s: _State) -> float:

@@ -158,3 +158,28 @@ def test_from_arrays_takes_the_cores_arguments():
 def test_unknown_preset_names_the_presets():
     with pytest.raises(SessionError, match="previous-token"):
         Session.from_preset("nope")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"custom_scale": "big"}, "custom scale has the wrong type"),
+        ({"head": 1.5}, "head has the wrong type"),
+        ({"tokens": [1, 2, 3, 4, 5, 6]}, "tokens must be a list of strings"),
+        ({"w_q": np.zeros((2, 12, 0)), "w_k": np.zeros((2, 12, 0))}, "d_k must be between 1"),
+    ],
+)
+def test_states_of_the_wrong_kind_are_refused(change, message):
+    from qkvgui.session import _State
+
+    good = Session().state()
+    with pytest.raises(SessionError, match=message):
+        Session(_State(**{**good.__dict__, **change}))
+
+
+def test_a_session_owns_its_state():
+    snap = Session().state()
+    s = Session(snap)
+    snap.tokens.append("leak")
+    snap.extra["x"] = 1
+    assert "leak" not in s.tokens and "x" not in s.state().extra

@@ -288,3 +288,57 @@ def test_import_and_export_a_matrix(qtbot, window, tmp_path):
     assert not window.import_matrix("W_V", tmp_path / "bad.npy")
     assert "4 × 4" in window.last_message and "12 × 3" in window.last_message
     np.testing.assert_array_equal(s.matrix("W_V"), before)
+
+
+def test_save_quit_reopen_finds_everything_as_it_was(qtbot, tmp_path):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.cross_box.setChecked(True)
+    w.heads_spin.setValue(3)
+    w.head_spin.setValue(2)
+    w.edit_block("W_K", 1, 2, np.array([[0.125]]))
+    settle(qtbot, w)
+    assert w.isWindowModified() and "untitled" in w.windowTitle()
+    path = tmp_path / "lesson.qkv"
+    assert w.save_to(path)
+    assert not w.isWindowModified() and "lesson.qkv" in w.windowTitle()
+    saved = w.session.state()
+    weights = w.views["weights"].image_array().copy()
+    w.close()
+
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    assert w2.open_path(path)
+    settle(qtbot, w2)
+    s = w2.session
+    assert s.cross and s.n_heads == 3 and s.head == 1 and s.matrix("W_K")[1, 1, 2] == 0.125
+    for name in ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O"):
+        assert np.array_equal(s.matrix(name), getattr(saved, {"X": "x", "X_kv": "x_kv"}.get(name, name.lower())))
+    np.testing.assert_array_equal(w2.views["weights"].image_array(), weights)
+    assert w2.head_spin.value() == 2 and w2.cross_box.isChecked()
+    assert w2.undo_stack.count() == 0 and not w2.isWindowModified()
+
+
+def test_a_bad_file_is_refused_and_the_session_kept(qtbot, window, tmp_path):
+    window.edit_block("X", 0, 0, np.array([[7.0]]))
+    bad = tmp_path / "broken.qkv"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip")
+    assert not window.open_path(bad, ask=False)
+    assert window.session.matrix("X")[0, 0] == 7.0
+    assert "broken.qkv" in window.last_message or "zip" in window.last_message.lower()
+    assert window.undo_stack.count() == 1
+
+
+def test_unsaved_changes_are_asked_about_and_autosaved(qtbot, window, tmp_path):
+    from qkvgui.io import Session
+    from qkvgui.ui.main_window import autosave_path
+
+    window.edit_block("X", 0, 0, np.array([[3.0]]))
+    path = window.autosave()
+    assert path == autosave_path() and Session.load(path).matrix("X")[0, 0] == 3.0
+    window.ask_unsaved = lambda: "cancel"
+    window.new_session()
+    assert window.session.matrix("X")[0, 0] == 3.0  # cancel keeps the work
+    window.ask_unsaved = lambda: "discard"
+    window.new_session()
+    assert window.session.matrix("X")[0, 0] == 1.0 and window.undo_stack.count() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qkvgui.io.session_file import read_state, write_session
 from qkvgui.session import Session as _Document
 from qkvgui.session import SessionError
 
@@ -21,12 +22,8 @@ class Session(_Document):
     @classmethod
     def load(cls, path: str | Path) -> Session:
         """Read a session file; anything wrong with it raises SessionError saying what and where."""
-        from qkvgui.io.session_file import read_state
-
         return cls(read_state(path))
 
     def save(self, path: str | Path) -> Path:
         """Write the session atomically: the previous file survives any failure half-way."""
-        from qkvgui.io.session_file import write_session
-
         return write_session(self, path)
