@@ -288,3 +288,14 @@ def test_single_key_gets_all_the_weight():
     r = run(layer, x_kv=np.ones((1, 6)))
     assert np.all(r.weights == 1.0)
     np.testing.assert_allclose(r.head_outputs[0], np.repeat(np.ones((1, 6)) @ layer["w_v"][0], 3, axis=0))
+
+
+def test_ablated_heads_write_nothing():
+    layer, _ = random_layer(np.random.default_rng(9), h=3, d_v=2)
+    full = run(layer)
+    r = run(layer, ablate=[False, True, False])
+    np.testing.assert_array_equal(r.weights, full.weights)  # the pattern is still there to see
+    assert not r.head_outputs[1].any() and not r.concat[:, 2:4].any()
+    np.testing.assert_allclose(r.output, full.concat[:, [0, 1, 4, 5]] @ layer["w_o"][[0, 1, 4, 5]])
+    with pytest.raises(ShapeError, match="one flag per head"):
+        run(layer, ablate=[True])

@@ -47,3 +47,26 @@ def test_circuit_shape_errors():
         qk_circuit(np.zeros((2, 4, 3)), np.zeros((2, 4, 2)))
     with pytest.raises(ShapeError, match="W_O has shape"):
         ov_circuit(np.zeros((2, 4, 3)), np.zeros((5, 4)))
+
+
+def test_composition_scores_against_a_direct_loop():
+    from qkvgui.core import composition_scores
+
+    rng = np.random.default_rng(3)
+    d, h0, h1, dk, dv = 7, 2, 3, 2, 3
+    w_q1, w_k1 = rng.standard_normal((2, h1, d, dk))
+    w_v1, w_v0 = rng.standard_normal((h1, d, dv)), rng.standard_normal((h0, d, dv))
+    w_o1, w_o0 = rng.standard_normal((h1 * dv, d)), rng.standard_normal((h0 * dv, d))
+    c = composition_scores(w_q1, w_k1, w_v1, w_o1, w_v0, w_o0)
+    for h in range(h1):
+        qk = w_q1[h] @ w_k1[h].T
+        ov1 = w_v1[h] @ w_o1[h * dv:(h + 1) * dv]
+        for g in range(h0):
+            ov0 = w_v0[g] @ w_o0[g * dv:(g + 1) * dv]
+            norm = np.linalg.norm
+            assert c["Q"][h, g] == pytest.approx(norm(ov0 @ qk) / (norm(qk) * norm(ov0)))
+            assert c["K"][h, g] == pytest.approx(norm(qk @ ov0.T) / (norm(qk) * norm(ov0)))
+            assert c["V"][h, g] == pytest.approx(norm(ov0 @ ov1) / (norm(ov1) * norm(ov0)))
+            # the paper's column-vector form gives the same numbers (W_QK^T W_OV with W_OV = ov0^T)
+            assert c["Q"][h, g] == pytest.approx(norm(qk.T @ ov0.T) / (norm(qk) * norm(ov0)))
+    assert np.all((c["K"] >= 0) & (c["K"] <= 1))

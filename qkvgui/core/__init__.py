@@ -1,7 +1,7 @@
 """The attention math in pure NumPy: no Qt, no files, no globals."""
 
 from .attention import AttentionResult, attention_mask, multi_head_attention, softmax
-from .circuits import Spectrum, ov_circuit, qk_circuit, spectrum
+from .circuits import Spectrum, composition_scores, ov_circuit, qk_circuit, spectrum
 from .errors import NonFiniteError, QkvError, ShapeError
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "ShapeError",
     "Spectrum",
     "attention_mask",
+    "composition_scores",
     "multi_head_attention",
     "ov_circuit",
     "qk_circuit",

@@ -146,12 +146,14 @@ def multi_head_attention(
     causal: bool = False,
     key_padding_mask=None,
     scale: float | None = None,
+    ablate=None,
 ) -> AttentionResult:
     """One multi-head attention layer with every intermediate kept.
 
     Shapes: x_q [n_q, d_model]; x_kv [n_k, d_model] (None: self-attention, x_kv = x_q); w_q, w_k
     [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; b_q, b_k [h, d_k]; b_v [h, d_v];
-    b_o [d_model]; key_padding_mask bool [n_k] (True = padding, hidden); scale defaults to 1/√d_k.
+    b_o [d_model]; key_padding_mask bool [n_k] (True = padding, hidden); scale defaults to 1/√d_k;
+    ablate bool [h] switches heads off: their head output is zero, so they write nothing to the output.
     """
     dtype = _result_dtype((x_q, x_kv, w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o))
     x_q = _as_array("X", x_q, dtype)
@@ -204,11 +206,17 @@ def multi_head_attention(
     if not np.isfinite(scale):
         raise NonFiniteError(f"The scale is {scale}; it must be a finite number (1/√d_k = {1 / np.sqrt(d_k):.4g}).")
 
+    if ablate is not None:
+        ablate = np.asarray(ablate, dtype=bool)
+        if ablate.shape != (h,):
+            raise ShapeError(f"The ablation mask has shape {ablate.shape} but there are {h} heads: one flag per head.")
+        ablate = ablate if ablate.any() else None
+
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _check_overflow instead
-        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale))
+        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale), ablate)
 
 
-def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale) -> AttentionResult:
+def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes)."""
     h, d_v = w_q.shape[0], w_v.shape[2]
     n_q, n_k = x_q.shape[0], x_kv.shape[0]
@@ -239,6 +247,8 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
         dead_rows = np.flatnonzero(~visible.any(axis=1))
     weights = softmax(masked)  # [h, n_q, n_k]
     head_outputs = weights @ v  # [h, n_q, d_v]
+    if ablate is not None:
+        head_outputs[ablate] = 0.0  # a switched-off head writes nothing
     concat = head_outputs.transpose(1, 0, 2).reshape(n_q, h * d_v)  # [n_q, h·d_v]
     output = concat @ w_o  # [n_q, d_model]
     if biases["b_O"] is not None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["qk_circuit", "ov_circuit", "Spectrum", "spectrum"]
+__all__ = ["qk_circuit", "ov_circuit", "Spectrum", "spectrum", "composition_scores"]
 
 
 def qk_circuit(w_q, w_k) -> np.ndarray:
@@ -56,3 +56,34 @@ def spectrum(m) -> Spectrum:
     s = np.linalg.svd(m, compute_uv=False)
     tol = s.max(initial=0.0) * max(m.shape) * np.finfo(m.dtype).eps
     return Spectrum(singular_values=s, rank=int(np.count_nonzero(s > tol)))
+
+
+def composition_scores(w_q1, w_k1, w_v1, w_o1, w_v0, w_o0) -> dict[str, np.ndarray]:
+    """Q-, K- and V-composition between every head of a later layer (1) and every head of an earlier one (0).
+
+    Elhage et al. (2021), "A Mathematical Framework for Transformer Circuits": the composition of head h of
+    layer 1 with head h' of layer 0 is ‖M‖_F / (‖A‖_F ‖B‖_F) for the product M = A·B of the two circuits through
+    which h' can influence h. In our row-vector convention (score = x_q·W_QK·x_kᵀ, written = x·W_OV):
+    Q: W_OV^{0,h'}·W_QK^{1,h} (h' writes into what h's queries read);
+    K: W_QK^{1,h}·W_OV^{0,h'}ᵀ (h' writes into what h's keys read);
+    V: W_OV^{0,h'}·W_OV^{1,h} (h' writes into what h's values read).
+    Shapes: layer-1 weights as for qk_circuit/ov_circuit; returns {"Q", "K", "V"}: each [h1, h0] in [0, 1].
+    """
+    qk1 = qk_circuit(w_q1, w_k1)  # [h1, d, d]
+    ov1 = ov_circuit(w_v1, w_o1)  # [h1, d, d]
+    ov0 = ov_circuit(w_v0, w_o0)  # [h0, d, d]
+    if qk1.shape[1] != ov0.shape[1]:
+        raise ShapeError(f"The layers have d_model {qk1.shape[1]} and {ov0.shape[1]}: they must share one residual "
+                         "stream.")
+
+    def fro(m):  # [..., d, d] -> [...]
+        return np.sqrt(np.einsum("...ij,...ij->...", m, m))
+
+    def score(products, a, b):  # products [h1, h0, d, d]; a [h1, d, d]; b [h0, d, d]
+        denom = fro(a)[:, None] * fro(b)[None, :]
+        return np.divide(fro(products), denom, out=np.zeros_like(denom), where=denom > 0)
+
+    q = np.einsum("gij,hjk->hgik", ov0, qk1)  # W_OV^{0,g}·W_QK^{1,h}
+    k = np.einsum("hij,gkj->hgik", qk1, ov0)  # W_QK^{1,h}·W_OV^{0,g}ᵀ
+    v = np.einsum("gij,hjk->hgik", ov0, ov1)  # W_OV^{0,g}·W_OV^{1,h}
+    return {"Q": score(q, qk1, ov0), "K": score(k, qk1, ov0), "V": score(v, ov1, ov0)}
