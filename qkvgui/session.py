@@ -7,6 +7,7 @@ stack holds commands that call the setters below. Each setter validates first an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from qkvgui.core import AttentionResult, QkvError, ShapeError, multi_head_attent
 from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
 from qkvgui.core.presets import make_preset
 
-__all__ = ["Session", "SessionError", "compute_state", "layer_cost", "MATRICES", "PER_HEAD", "GENERATORS",
-           "SCALE_MODES"]
+__all__ = ["Session", "SessionError", "Layer", "compute_state", "layer_cost", "MATRICES", "PER_HEAD",
+           "GENERATORS", "SCALE_MODES", "BIASES"]
 
 #: every editable matrix, by the name the UI and the files use
 MATRICES = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
@@ -31,11 +32,37 @@ GENERATORS = ("one-hot", "sinusoidal", "random", "zeros")
 SCALE_MODES = ("sqrt", "none", "custom")
 
 #: the largest sizes a session may have; files and resizes beyond them are refused before allocating
-LIMITS = {"tokens": 4096, "d_model": 8192, "heads": 256, "d_head": 4096}
+LIMITS = {"tokens": 4096, "d_model": 8192, "heads": 256, "d_head": 4096, "layers": 64}
 
 
 class SessionError(QkvError):
     """A session (or a change to one) that cannot be accepted; the message says what and where."""
+
+
+@dataclass
+class Layer:
+    """One attention layer's weights. Biases default to zeros and ablation flags to all heads on."""
+
+    w_q: np.ndarray  # [h, d_model, d_k]
+    w_k: np.ndarray  # [h, d_model, d_k]
+    w_v: np.ndarray  # [h, d_model, d_v]
+    w_o: np.ndarray  # [h·d_v, d_model]
+    b_q: np.ndarray | None = None  # [h, d_k]
+    b_k: np.ndarray | None = None  # [h, d_k]
+    b_v: np.ndarray | None = None  # [h, d_v]
+    b_o: np.ndarray | None = None  # [d_model]
+    ablated: np.ndarray | None = None  # [h] bool: True = the head is switched off
+
+    def filled(self) -> Layer:
+        """A copy with every optional field present (zeros, all heads on)."""
+        h, d_model, d_k = self.w_q.shape
+        d_v = self.w_v.shape[2] if np.ndim(self.w_v) == 3 else 0
+
+        def given(a, shape, dtype=np.float64):
+            return np.zeros(shape, dtype) if a is None else a
+
+        return Layer(self.w_q, self.w_k, self.w_v, self.w_o, given(self.b_q, (h, d_k)), given(self.b_k, (h, d_k)),
+                     given(self.b_v, (h, d_v)), given(self.b_o, (d_model,)), given(self.ablated, (h,), bool))
 
 
 @dataclass
@@ -46,10 +73,7 @@ class _State:
     source_tokens: list[str]
     x: np.ndarray  # [n, d_model]
     x_kv: np.ndarray  # [m, d_model]
-    w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h, d_model, d_k]
-    w_v: np.ndarray  # [h, d_model, d_v]
-    w_o: np.ndarray  # [h·d_v, d_model]
+    layers: list[Layer]  # applied in order over one residual stream
     padding: np.ndarray  # [n] bool: which tokens are padding (keys hidden in self-attention)
     source_padding: np.ndarray  # [m] bool: which source tokens are padding (keys hidden in cross-attention)
     cross: bool = False
@@ -57,13 +81,21 @@ class _State:
     scale_mode: str = "sqrt"
     custom_scale: float = 1.0
     head: int = 0
+    layer: int = 0  # the selected layer, which the editors and views show
     title: str = ""
     description: str = ""
     features: list[str] = field(default_factory=list)  # names of X's columns (empty: d0, d1, …)
     extra: dict = field(default_factory=dict)
+    #: the residual stream entering the first layer when X is a normalised copy of it (a pre-LayerNorm model's
+    #: layer, imported from a checkpoint); None: X itself
+    x_residual: np.ndarray | None = None
 
 
-_ARRAY_FIELDS = {"X": "x", "X_kv": "x_kv", "W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+_STATE_ARRAYS = {"X": "x", "X_kv": "x_kv"}
+_LAYER_ARRAYS = {"W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+#: the biases, added after each product: b_Q, b_K [h, d_k]; b_V [h, d_v]; b_O [d_model]
+BIASES = {"b_Q": "b_q", "b_K": "b_k", "b_V": "b_v", "b_O": "b_o"}
+_ARRAY_FIELDS = {**_STATE_ARRAYS, **_LAYER_ARRAYS, **BIASES}
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -150,7 +182,7 @@ class Session:
 
     @property
     def n_heads(self) -> int:
-        return self._s.w_q.shape[0]
+        return self._s.layers[0].w_q.shape[0]
 
     @property
     def d_model(self) -> int:
@@ -158,23 +190,57 @@ class Session:
 
     @property
     def d_k(self) -> int:
-        return self._s.w_q.shape[2]
+        return self._s.layers[0].w_q.shape[2]
 
     @property
     def d_v(self) -> int:
-        return self._s.w_v.shape[2]
+        return self._s.layers[0].w_v.shape[2]
 
-    def matrix(self, name: str) -> np.ndarray:
-        """The read-only array of a matrix: X [n, d_model], X_kv [m, d_model], W_Q/W_K [h, d_model, d_k],
-        W_V [h, d_model, d_v], W_O [h·d_v, d_model]."""
-        return getattr(self._s, _ARRAY_FIELDS[_known(name)])
+    def matrix(self, name: str, layer: int | None = None) -> np.ndarray:
+        """The read-only array of a matrix: X [n, d_model], X_kv [m, d_model], and of the selected (or given)
+        layer W_Q/W_K [h, d_model, d_k], W_V [h, d_model, d_v], W_O [h·d_v, d_model], b_Q/b_K [h, d_k],
+        b_V [h, d_v], b_O [d_model]."""
+        _known(name)
+        if name in _STATE_ARRAYS:
+            return getattr(self._s, _STATE_ARRAYS[name])
+        return getattr(self._layer(layer), _ARRAY_FIELDS[name])
+
+    def _layer(self, layer: int | None) -> Layer:
+        layer = self._s.layer if layer is None else layer
+        if not 0 <= layer < len(self._s.layers):
+            raise SessionError(f"There are {len(self._s.layers)} layers; there is no layer {layer + 1}.")
+        return self._s.layers[layer]
+
+    def _put(self, name: str, value: np.ndarray, layer: int | None = None) -> None:
+        if name in _STATE_ARRAYS:
+            setattr(self._s, _STATE_ARRAYS[name], value)
+        else:
+            setattr(self._layer(layer), _ARRAY_FIELDS[name], value)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self._s.layers)
+
+    @property
+    def layer(self) -> int:
+        """The selected layer (0-based)."""
+        return self._s.layer
+
+    def ablated(self, layer: int | None = None) -> np.ndarray:
+        """[h] bool: the heads of a layer that are switched off."""
+        return self._layer(layer).ablated
 
     def scale(self) -> float:
         """The factor the scores are multiplied by."""
         return _scale(self._s)
 
-    def compute(self) -> AttentionResult:
-        """The core's result for this session."""
+    def compute(self) -> AttentionResult | list[AttentionResult]:
+        """The core's result for this session: one AttentionResult for one layer, a list (in order) for a stack."""
+        results = compute_state(self._s)
+        return results[0] if len(results) == 1 else results
+
+    def compute_layers(self) -> list[AttentionResult]:
+        """One result per layer, in order, whatever the number of layers."""
         return compute_state(self._s)
 
     @property
@@ -198,11 +264,14 @@ class Session:
         return session
 
     @classmethod
-    def from_arrays(cls, x_q, w_q, w_k, w_v, w_o, *, x_kv=None, tokens=None, source_tokens=None, causal=False,
-                    key_padding_mask=None, source_padding=None, scale=None, title="", description="") -> Session:
+    def from_arrays(cls, x_q, w_q, w_k, w_v, w_o, *, x_kv=None, b_q=None, b_k=None, b_v=None, b_o=None,
+                    tokens=None, source_tokens=None, causal=False, key_padding_mask=None, source_padding=None,
+                    scale=None, title="", description="", x_residual=None) -> Session:
         """A session from the core's arguments (same names and shapes) plus token strings.
 
-        x_q [n, d_model]; w_q, w_k [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model];
+        x_q [n, d_model]; w_q, w_k [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; biases
+        b_q, b_k [h, d_k], b_v [h, d_v], b_o [d_model]; x_residual [n, d_model]: the residual stream the layer
+        writes into when X is a normalised copy of it (pre-LayerNorm models);
         x_kv [m, d_model] makes it cross-attention; key_padding_mask [n_k] marks padded keys.
         """
         def arr(name, a):
@@ -237,10 +306,15 @@ class Session:
                                        f"{mask.shape}.")
                 target |= mask
         scale_mode, custom = ("sqrt", 1.0) if scale is None else ("custom", float(scale))
-        state = _State(tokens=tokens, source_tokens=source_tokens, x=x, x_kv=kv, w_q=arr("W_Q", w_q),
-                       w_k=arr("W_K", w_k), w_v=arr("W_V", w_v), w_o=arr("W_O", w_o), padding=pad,
+        def optional(name, a):
+            return None if a is None else arr(name, a)
+
+        layer = Layer(arr("W_Q", w_q), arr("W_K", w_k), arr("W_V", w_v), arr("W_O", w_o), optional("b_Q", b_q),
+                      optional("b_K", b_k), optional("b_V", b_v), optional("b_O", b_o))
+        state = _State(tokens=tokens, source_tokens=source_tokens, x=x, x_kv=kv, layers=[layer], padding=pad,
                        source_padding=src_pad, cross=cross, causal=bool(causal), scale_mode=scale_mode,
-                       custom_scale=custom, title=title, description=description)
+                       custom_scale=custom, title=title, description=description,
+                       x_residual=optional("the residual stream", x_residual))
         return cls(state)
 
     # ---- whole states (undo, files) ----------------------------------------------------------------------
@@ -266,7 +340,7 @@ class Session:
                 "(change the sizes first)."
             )
         _finite(name, value)
-        setattr(self._s, _ARRAY_FIELDS[name], _frozen(value))
+        self._put(name, _frozen(value))
         self.changed.emit(name)
 
     def set_block(self, name: str, row: int, col: int, block, head: int | None = None) -> np.ndarray:
@@ -295,7 +369,7 @@ class Session:
         previous = region[row:row + r, col:col + c].copy()
         region[row:row + r, col:col + c] = block
         new.flags.writeable = False
-        setattr(self._s, _ARRAY_FIELDS[name], new)
+        self._put(name, new)
         self.changed.emit(name)
         return previous
 
@@ -384,10 +458,9 @@ class Session:
 
     def randomize_weights(self, seed: int = 0) -> None:
         """Seeded random W_Q, W_K, W_V, W_O (std 1/√rows), all at once."""
-        s = self._s
-        rng_shapes = {"w_q": s.w_q.shape, "w_k": s.w_k.shape, "w_v": s.w_v.shape, "w_o": s.w_o.shape}
-        for i, (attr, shape) in enumerate(rng_shapes.items()):
-            setattr(s, attr, _frozen(seeded_random(shape, seed * 4 + i)))
+        layer = self._layer(None)
+        for i, attr in enumerate(("w_q", "w_k", "w_v", "w_o")):
+            setattr(layer, attr, _frozen(seeded_random(getattr(layer, attr).shape, seed * 4 + i)))
         self.changed.emit("all")
 
     def resize(self, *, d_model: int | None = None, n_heads: int | None = None, d_k: int | None = None,
@@ -403,21 +476,66 @@ class Session:
                                    ("d_k", dk, LIMITS["d_head"]), ("d_v", dv, LIMITS["d_head"])):
             if not 1 <= value <= limit:
                 raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
-        w_o_blocks = _fit(s.w_o.reshape(h0, dv0, dm0), (h, dv, dm))  # W_O resizes block by block
         s.x = _frozen(_fit(s.x, (len(s.tokens), dm)))
         s.x_kv = _frozen(_fit(s.x_kv, (len(s.source_tokens), dm)))
-        s.w_q = _frozen(_fit(s.w_q, (h, dm, dk)))
-        s.w_k = _frozen(_fit(s.w_k, (h, dm, dk)))
-        s.w_v = _frozen(_fit(s.w_v, (h, dm, dv)))
-        s.w_o = _frozen(w_o_blocks.reshape(h * dv, dm))
+        if s.x_residual is not None:
+            s.x_residual = _frozen(_fit(s.x_residual, (len(s.tokens), dm)))
+        for L in s.layers:
+            w_o_blocks = _fit(L.w_o.reshape(h0, dv0, dm0), (h, dv, dm))  # W_O resizes block by block
+            L.w_q = _frozen(_fit(L.w_q, (h, dm, dk)))
+            L.w_k = _frozen(_fit(L.w_k, (h, dm, dk)))
+            L.w_v = _frozen(_fit(L.w_v, (h, dm, dv)))
+            L.w_o = _frozen(w_o_blocks.reshape(h * dv, dm))
+            L.b_q, L.b_k = _frozen(_fit(L.b_q, (h, dk))), _frozen(_fit(L.b_k, (h, dk)))
+            L.b_v, L.b_o = _frozen(_fit(L.b_v, (h, dv))), _frozen(_fit(L.b_o, (dm,)))
+            L.ablated = _frozen(_fit(L.ablated, (h,)).astype(bool))
         s.head = min(s.head, h - 1)
         self.changed.emit("shape")
+
+    # ---- layers and heads --------------------------------------------------------------------------------
+    def set_layer(self, layer: int) -> None:
+        """Select the layer the editors and views show."""
+        self._layer(layer)
+        self._s.layer = int(layer)
+        self.changed.emit("layer")
+
+    def add_layer(self, seed: int = 0) -> None:
+        """Append a layer of seeded random weights with the same sizes, and select it."""
+        first = self._s.layers[0]
+        shapes = [getattr(first, a).shape for a in ("w_q", "w_k", "w_v", "w_o")]
+        weights = [_frozen(seeded_random(shape, seed * 4 + i)) for i, shape in enumerate(shapes)]
+        self._s.layers.append(_frozen_layer(Layer(*weights).filled()))
+        self._s.layer = len(self._s.layers) - 1
+        self.changed.emit("all")
+
+    def remove_layer(self, layer: int | None = None) -> None:
+        """Remove a layer (the selected one by default); the last layer cannot go."""
+        layer = self._s.layer if layer is None else layer
+        self._layer(layer)
+        if len(self._s.layers) == 1:
+            raise SessionError("A session needs at least one layer.")
+        del self._s.layers[layer]
+        self._s.layer = min(self._s.layer, len(self._s.layers) - 1)
+        self.changed.emit("all")
+
+    def set_ablated(self, head: int, off: bool, layer: int | None = None) -> None:
+        """Switch a head off (its output is zero, so it writes nothing) or back on."""
+        target = self._layer(layer)
+        if not 0 <= head < len(target.ablated):
+            raise SessionError(f"There are {len(target.ablated)} heads; there is no head {head + 1}.")
+        flags = np.array(target.ablated)
+        flags[head] = bool(off)
+        target.ablated = _frozen(flags)
+        self.changed.emit("settings")
 
     # ---- checks ------------------------------------------------------------------------------------------
     def _freeze_all(self) -> None:
         s = self._s
-        for attr in (*_ARRAY_FIELDS.values(), "padding", "source_padding"):
+        for attr in ("x", "x_kv", "padding", "source_padding"):
             setattr(s, attr, _frozen(getattr(s, attr)))
+        if s.x_residual is not None:
+            s.x_residual = _frozen(s.x_residual)
+        s.layers = [_frozen_layer(L.filled()) for L in s.layers]
 
     @staticmethod
     def _check(s: _State) -> None:
@@ -431,33 +549,52 @@ class Session:
             raise SessionError("A session needs at least one token and one source token.")
         if max(n, m) > LIMITS["tokens"]:
             raise SessionError(f"{max(n, m)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
-        for what, kind in (("cross", bool), ("causal", bool), ("head", int), ("custom_scale", (int, float)),
-                           ("title", str), ("description", str), ("extra", dict)):
+        for what, kind in (("cross", bool), ("causal", bool), ("head", int), ("layer", int),
+                           ("custom_scale", (int, float)), ("title", str), ("description", str), ("extra", dict),
+                           ("layers", list)):
             value = getattr(s, what)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise SessionError(f"The session's {what.replace('_', ' ')} has the wrong type "
                                    f"({type(value).__name__}).")
-        for name, attr in _ARRAY_FIELDS.items():
-            a = getattr(s, attr)
-            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
-                raise SessionError(f"{name} must be an array of numbers.")
-            _finite(name, a)
-        h, dm, dk = s.w_q.shape if s.w_q.ndim == 3 else (None, None, None)
-        if h is None:
-            raise SessionError(f"W_Q must be (heads × d_model × d_k), not {_shape(s.w_q.shape)}.")
+        if not 1 <= len(s.layers) <= LIMITS["layers"]:
+            raise SessionError(f"A session has 1 to {LIMITS['layers']} layers, not {len(s.layers)}.")
+        if not all(isinstance(L, Layer) for L in s.layers):
+            raise SessionError("Every layer must be a Layer of weights.")
+        for name, a in (("X", s.x), ("X_kv", s.x_kv)):
+            _numbers(name, a)
+        first = s.layers[0]
+        _numbers("W_Q", first.w_q)
+        if first.w_q.ndim != 3:
+            raise SessionError(f"W_Q must be (heads × d_model × d_k), not {_shape(first.w_q.shape)}.")
+        h, dm, dk = first.w_q.shape
+        _numbers("W_V", first.w_v)
+        dv = first.w_v.shape[2] if first.w_v.ndim == 3 else 0
         for what, value, limit in (("heads", h, LIMITS["heads"]), ("d_model", dm, LIMITS["d_model"]),
-                                   ("d_k", dk, LIMITS["d_head"])):
+                                   ("d_k", dk, LIMITS["d_head"]), ("d_v", dv, LIMITS["d_head"])):
             if not 1 <= value <= limit:
                 raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
-        dv = s.w_v.shape[2] if s.w_v.ndim == 3 else None
-        if dv is not None and not 1 <= dv <= LIMITS["d_head"]:
-            raise SessionError(f"d_v must be between 1 and {LIMITS['d_head']}, not {dv}.")
-        expected = {"X": (n, dm), "X_kv": (m, dm), "W_K": (h, dm, dk), "W_V": (h, dm, dv),
-                    "W_O": (h * (dv or 0), dm)}
+        expected = {"X": (n, dm), "X_kv": (m, dm)}
+        if s.x_residual is not None:
+            _numbers("the residual stream entering the layer", s.x_residual)
+            expected["the residual stream entering the layer"] = (n, dm)
         for name, shape in expected.items():
-            got = getattr(s, _ARRAY_FIELDS[name]).shape
+            got = {"X": s.x, "X_kv": s.x_kv}.get(name, s.x_residual).shape
             if got != shape:
                 raise SessionError(f"{name} is {_shape(got)} but it must be {_shape(shape)} to fit the other matrices.")
+        layer_shapes = {"W_Q": (h, dm, dk), "W_K": (h, dm, dk), "W_V": (h, dm, dv), "W_O": (h * dv, dm),
+                        "b_Q": (h, dk), "b_K": (h, dk), "b_V": (h, dv), "b_O": (dm,)}
+        for index, L in enumerate(s.layers):
+            where = f" of layer {index + 1}" if len(s.layers) > 1 else ""
+            for name, shape in layer_shapes.items():
+                a = getattr(L, _ARRAY_FIELDS[name])
+                if a is None and name in BIASES:
+                    continue
+                _numbers(name + where, a)
+                if a.shape != shape:
+                    raise SessionError(f"{name}{where} is {_shape(a.shape)} but it must be {_shape(shape)} to fit the "
+                                       "other matrices.")
+            if L.ablated is not None and np.shape(L.ablated) != (h,):
+                raise SessionError(f"The switched-off heads{where} need one flag per head ({h}).")
         for name, pad, length in (("padding", s.padding, n), ("source padding", s.source_padding, m)):
             if np.shape(pad) != (length,):
                 raise SessionError(f"The {name} needs one flag per token ({length}), not {np.shape(pad)}.")
@@ -467,41 +604,70 @@ class Session:
             raise SessionError(f"The custom scale must be finite, not {s.custom_scale}.")
         if not 0 <= s.head < h:
             raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
+        if not 0 <= s.layer < len(s.layers):
+            raise SessionError(f"The selected layer {s.layer + 1} does not exist: there are {len(s.layers)}.")
+
+
+def _numbers(name: str, a) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise SessionError(f"{name} must be an array of numbers.")
+    _finite(name, a)
+
+
+def _frozen_layer(L: Layer) -> Layer:
+    return Layer(*(_frozen(getattr(L, f)) for f in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o",
+                                                     "ablated")))
 
 
 def _copy_state(s: _State) -> _State:
-    """A copy sharing the (read-only) arrays but none of the lists or dicts."""
+    """A copy sharing the (read-only) arrays but none of the lists, dicts or layer objects."""
     return _State(**{**s.__dict__, "tokens": list(s.tokens), "source_tokens": list(s.source_tokens),
-                     "features": list(s.features), "extra": copy.deepcopy(s.extra)})
+                     "features": list(s.features), "extra": copy.deepcopy(s.extra),
+                     "layers": [Layer(**L.__dict__) for L in s.layers]})
 
 
 def _scale(s: _State) -> float:
     if s.scale_mode == "sqrt":
-        return 1.0 / math.sqrt(s.w_q.shape[2])
+        return 1.0 / math.sqrt(s.layers[0].w_q.shape[2])
     if s.scale_mode == "none":
         return 1.0
     return s.custom_scale
 
 
-def compute_state(s: _State) -> AttentionResult:
-    """The core's result for a state snapshot (safe on a worker thread: a snapshot's arrays never change)."""
+def compute_state(s: _State) -> list[AttentionResult]:
+    """One result per layer for a state snapshot (safe on a worker thread: a snapshot's arrays never change).
+
+    Layer ℓ reads the residual stream after layer ℓ − 1 (X for the first) and adds its output to it; in
+    cross-attention every layer's keys and values come from X_kv.
+    """
     pad = s.source_padding if s.cross else s.padding
-    return multi_head_attention(
-        s.x, s.w_q, s.w_k, s.w_v, s.w_o,
-        x_kv=s.x_kv if s.cross else None,
-        causal=s.causal,
-        key_padding_mask=pad if pad.any() else None,
-        scale=_scale(s),
-    )
+    x_in = s.x  # what the first layer's attention reads
+    stream = s.x if s.x_residual is None else s.x_residual  # the residual stream it writes into
+    results = []
+    for L in s.layers:
+        L = L.filled()
+        r = multi_head_attention(
+            x_in, L.w_q, L.w_k, L.w_v, L.w_o, x_kv=s.x_kv if s.cross else None,
+            b_q=L.b_q, b_k=L.b_k, b_v=L.b_v, b_o=L.b_o, causal=s.causal,
+            key_padding_mask=pad if pad.any() else None, scale=_scale(s), ablate=L.ablated,
+        )
+        if stream is not x_in:  # X was a normalised copy: the layer writes into the real stream
+            residual = stream + r.output
+            residual.flags.writeable = False
+            r = dataclasses.replace(r, residual=residual)
+        results.append(r)
+        stream = x_in = r.residual
+    return results
 
 
 def layer_cost(s: _State) -> float:
     """Multiply-adds of one computation of the state, to decide whether it leaves the GUI thread."""
     n = len(s.tokens)
     m = len(s.source_tokens) if s.cross else n
-    h, d_model, d_k = s.w_q.shape
-    d_v = s.w_v.shape[2]
-    return float(h * (d_model * (n * d_k + m * (d_k + d_v)) + n * m * (d_k + d_v)) + n * h * d_v * d_model)
+    h, d_model, d_k = s.layers[0].w_q.shape
+    d_v = s.layers[0].w_v.shape[2]
+    per_layer = h * (d_model * (n * d_k + m * (d_k + d_v)) + n * m * (d_k + d_v)) + n * h * d_v * d_model
+    return float(per_layer * len(s.layers))
 
 
 def _known(name: str) -> str:
@@ -534,10 +700,10 @@ def _default_state() -> _State:
         source_tokens=source,
         x=x,
         x_kv=x_kv,
-        w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
-        w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
-        w_v=seeded_random((h, d_model, d_k), seed=3) * 2,
-        w_o=seeded_random((h * d_k, d_model), seed=4),
+        layers=[Layer(w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
+                      w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
+                      w_v=seeded_random((h, d_model, d_k), seed=3) * 2,
+                      w_o=seeded_random((h * d_k, d_model), seed=4))],
         padding=np.zeros(len(tokens), bool),
         source_padding=np.array([False, False, False, False, True]),
         causal=True,

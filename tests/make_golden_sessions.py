@@ -29,7 +29,7 @@ def _values(shape: tuple[int, ...], salt: int) -> np.ndarray:
 
 def golden_state_v1():
     """The session stored in session_v1.qkv: 4 tokens, cross-attention onto 3 source tokens, 2 heads, d_k ≠ d_v."""
-    from qkvgui.session import _State
+    from qkvgui.session import Layer, _State
 
     n, m, d_model, h, d_k, d_v = 4, 3, 4, 2, 2, 3
     return _State(
@@ -37,10 +37,8 @@ def golden_state_v1():
         source_tokens=["le", "chat", "<pad>"],
         x=_values((n, d_model), 1),
         x_kv=_values((m, d_model), 2),
-        w_q=_values((h, d_model, d_k), 3),
-        w_k=_values((h, d_model, d_k), 4),
-        w_v=_values((h, d_model, d_v), 5),
-        w_o=_values((h * d_v, d_model), 6),
+        layers=[Layer(w_q=_values((h, d_model, d_k), 3), w_k=_values((h, d_model, d_k), 4),
+                      w_v=_values((h, d_model, d_v), 5), w_o=_values((h * d_v, d_model), 6))],
         padding=np.array([False, False, False, True]),
         source_padding=np.array([False, False, True]),
         cross=True,
@@ -55,10 +53,27 @@ def golden_state_v1():
     )
 
 
+def golden_state_v2():
+    """The session stored in session_v2.qkv: two layers (the second selected), biases, a switched-off head, and a
+    residual stream apart from X (as a pre-LayerNorm checkpoint layer has)."""
+    import dataclasses
+
+    from qkvgui.session import Layer
+
+    v1 = golden_state_v1()
+    n, d_model, h, d_k, d_v = 4, 4, 2, 2, 3
+    second = Layer(w_q=_values((h, d_model, d_k), 7), w_k=_values((h, d_model, d_k), 8),
+                   w_v=_values((h, d_model, d_v), 9), w_o=_values((h * d_v, d_model), 10),
+                   b_q=_values((h, d_k), 11), b_k=_values((h, d_k), 12), b_v=_values((h, d_v), 13),
+                   b_o=_values((d_model,), 14), ablated=np.array([True, False]))
+    return dataclasses.replace(v1, layers=[v1.layers[0], second], layer=1, x_residual=_values((n, d_model), 15),
+                               title="golden v2", description="Two layers over one residual stream.")
+
+
 def main(argv: list[str]) -> int:
     from qkvgui.io.session_file import VERSION, write_session
 
-    builders = {1: golden_state_v1}
+    builders = {1: golden_state_v1, 2: golden_state_v2}
     if VERSION not in builders:
         print(f"add golden_state_v{VERSION}() for format version {VERSION} first", file=sys.stderr)
         return 1

@@ -17,30 +17,43 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from make_golden_sessions import golden_state_v1
+from make_golden_sessions import golden_state_v1, golden_state_v2
 
 import qkvgui.io
 from qkvgui.io import session_file
 from qkvgui.io.session_file import _LOADERS, VERSION, read_session, read_state, write_session
-from qkvgui.session import MATRICES, Session, SessionError, _State
+from qkvgui.session import Layer, Session, SessionError, _State
 
 DATA = Path(__file__).parent / "data"
-ATTR = {"X": "x", "X_kv": "x_kv", "W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+LAYER_MATRICES = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
+MEMBERS = ["X.npy", "X_kv.npy", *(f"layers/0/{m}.npy" for m in LAYER_MATRICES), "session.json"]
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
+def _same_array(name: str, a, b) -> None:
+    if b is None:
+        assert a is None, name
+        return
+    b = np.asarray(b, dtype=np.float64)
+    assert a.dtype == np.float64, name
+    assert a.shape == b.shape, name
+    assert a.tobytes() == b.tobytes(), f"{name} is not bit-exact"
+
+
 def assert_same_state(got: _State, want: _State) -> None:
-    """Every matrix bit-exact (so -0.0 and subnormals too) and float64; every setting equal."""
-    for name, attr in ATTR.items():
-        a, b = getattr(got, attr), np.asarray(getattr(want, attr), dtype=np.float64)
-        assert a.dtype == np.float64, name
-        assert a.shape == b.shape, name
-        assert np.array_equal(a, b), name
-        assert a.tobytes() == b.tobytes(), f"{name} is not bit-exact"
+    """Every matrix bit-exact (so -0.0 and subnormals too) and float64, in every layer; every setting equal."""
+    for attr in ("x", "x_kv", "x_residual"):
+        _same_array(attr, getattr(got, attr), getattr(want, attr))
+    assert len(got.layers) == len(want.layers)
+    for i, (g, w) in enumerate(zip(got.layers, want.layers, strict=True)):
+        g, w = g.filled(), w.filled()
+        for attr in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o"):
+            _same_array(f"layer {i} {attr}", getattr(g, attr), getattr(w, attr))
+        assert np.array_equal(g.ablated, w.ablated) and g.ablated.dtype == bool
     for key in ("padding", "source_padding"):
         a, b = getattr(got, key), getattr(want, key)
         assert a.dtype == bool and np.array_equal(a, b), key
-    for key in ("tokens", "source_tokens", "cross", "causal", "scale_mode", "custom_scale", "head", "title",
+    for key in ("tokens", "source_tokens", "cross", "causal", "scale_mode", "custom_scale", "head", "layer", "title",
                 "description", "features", "extra"):
         assert getattr(got, key) == getattr(want, key), key
         assert type(getattr(got, key)) is type(getattr(want, key)), key
@@ -187,14 +200,15 @@ def test_the_file_is_a_plain_zip_with_readable_settings(good):
     """What docs/session-format.md promises: session.json plus one float64 .npy per matrix, stored uncompressed."""
     with zipfile.ZipFile(good) as zf:
         names = [i.filename for i in zf.infolist()]
-        assert names == ["session.json", *(f"{m}.npy" for m in MATRICES)]
+        assert names == ["session.json", "X.npy", "X_kv.npy", *(f"layers/0/{m}.npy" for m in LAYER_MATRICES)]
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
         text = zf.read("session.json").decode("utf-8")
         x = np.load(io.BytesIO(zf.read("X.npy")), allow_pickle=False)
-    assert text.startswith('{\n  "format": "qkvgui-session",\n  "version": 1,')
+    assert text.startswith('{\n  "format": "qkvgui-session",\n  "version": 2,')
     doc = json.loads(text)
     assert doc["tokens"] == ["the", "cat", "sat", "on", "the", "mat"]
-    assert doc["shapes"]["W_Q"] == [2, 12, 3] and doc["matrices"]["W_O"] == "W_O.npy"
+    layer = doc["layers"][0]
+    assert layer["shapes"]["W_Q"] == [2, 12, 3] and layer["matrices"]["W_O"] == "layers/0/W_O.npy"
     assert doc["scale"] == {"mode": "sqrt", "custom": 1.0}
     assert x.dtype == np.dtype("<f8") and x.shape == (6, 12)
 
@@ -231,6 +245,16 @@ def test_golden_v1_loads_with_the_values_it_was_built_from():
     assert session.matrix("X")[0, 1] == (4 - 5) / 10 + 1 / 3  # k = (1·3 + salt 1) % 11 = 4 in _values
     assert session.features == ["a", "b", "c", "d"] and session.state().extra == {"note": "golden",
                                                                                    "numbers": [1, 2.5]}
+
+
+def test_golden_v2_loads_layers_biases_and_switched_off_heads():
+    session = read_session(DATA / "session_v2.qkv")
+    want = golden_state_v2()
+    assert_same_state(session.state(), want)
+    assert session.n_layers == 2 and session.layer == 1 and session.ablated(1).tolist() == [True, False]
+    r0, r1 = session.compute()
+    assert not r1.head_outputs[0].any()  # the switched-off head writes nothing
+    np.testing.assert_array_equal(r0.residual, want.x_residual + r0.output)
 
 
 def test_every_readable_version_has_a_golden_file_and_every_golden_file_loads():
@@ -291,13 +315,13 @@ BAD_SETTINGS = {
     "source padding wrong": (_set("source_padding", [True] * 9), ["'source_padding'", "9 flags"]),
     "no shapes": (_delete("shapes"), ["'shapes'", "missing"]),
     "shape of wrong rank": (_set("shapes", "X", [6]), ["'shapes.X'", "2 whole numbers"]),
-    "shape not numbers": (_set("shapes", "W_O", [6.0, 12]), ["'shapes.W_O'", "whole numbers"]),
+    "shape not numbers": (_set("layers", 0, "shapes", "W_O", [6.0, 12]), ["'layers[0].shapes.W_O'", "whole numbers"]),
     "shape absurd": (_set("shapes", "X", [10**9, 12]), ["'shapes.X'", "tokens", "4096"]),
-    "shape zero": (_set("shapes", "W_V", [2, 12, 0]), ["'shapes.W_V'", "d_head", "between 1"]),
-    "shapes too large in all": (_set("shapes", "W_Q", [256, 8192, 4096]), ["64.0 GiB", "2.0 GiB"]),
+    "shape zero": (_set("layers", 0, "shapes", "W_V", [2, 12, 0]), ["'layers[0].shapes.W_V'", "d_head", "between 1"]),
+    "shapes too large in all": (_set("layers", 0, "shapes", "W_Q", [256, 8192, 4096]), ["64.0 GiB", "2.0 GiB"]),
     "no matrices": (_delete("matrices"), ["'matrices'", "missing"]),
-    "matrix member missing": (_set("matrices", "W_K", "gone.npy"), ["gone.npy", "W_K", "no member"]),
-    "matrix member not text": (_set("matrices", "W_K", 3), ["'matrices.W_K'", "text"]),
+    "matrix member missing": (_set("layers", 0, "matrices", "W_K", "gone.npy"), ["gone.npy", "W_K", "no member"]),
+    "matrix member not text": (_set("layers", 0, "matrices", "W_K", 3), ["'layers[0].matrices.W_K'", "text"]),
     "header disagrees": (_set("shapes", "X", [5, 12]), ["X.npy", "6 × 12", "declares 5 × 12"]),
 }
 
@@ -353,7 +377,7 @@ def test_session_json_that_is_not_a_json_object_is_refused(good, text, words):
 
 
 def test_a_missing_matrix_member_is_refused(good):
-    refused(with_member(good, "W_K.npy", None), "W_K.npy", "the matrix W_K", "incomplete")
+    refused(with_member(good, "layers/0/W_K.npy", None), "layers/0/W_K.npy", "the matrix W_K", "incomplete")
 
 
 @pytest.mark.parametrize("array, words", [
@@ -376,8 +400,8 @@ def test_a_pickled_matrix_is_never_unpickled(good, monkeypatch):
 
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
-    refused(with_member(good, "W_O.npy", npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)),
-            "W_O.npy", "Python objects")
+    refused(with_member(good, "layers/0/W_O.npy", npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)),
+            "layers/0/W_O.npy", "Python objects")
 
 
 @pytest.mark.parametrize("data, words", [
@@ -412,23 +436,24 @@ def test_a_hostile_header_is_refused_before_anything_is_allocated(good):
 def test_matrices_that_do_not_fit_together_are_refused_by_the_sessions_own_check(good):
     content = members(good)
     doc = json.loads(content["session.json"])
-    doc["shapes"]["W_K"] = [2, 12, 4]
+    doc["layers"][0]["shapes"]["W_K"] = [2, 12, 4]
     content["session.json"] = json.dumps(doc).encode()
-    content["W_K.npy"] = npy(np.ones((2, 12, 4)))
+    content["layers/0/W_K.npy"] = npy(np.ones((2, 12, 4)))
     refused(rezip(good, content), "W_K is 2 × 12 × 4", "must be 2 × 12 × 3")
 
 
 @pytest.mark.parametrize("name, value, word", [("X", np.nan, "nan"), ("W_O", np.inf, "inf"),
                                                ("W_Q", -np.inf, "-inf")])
 def test_non_finite_numbers_are_refused(good, name, value, word):
-    array = read_state(good).__dict__[ATTR[name]].copy()
+    array = Session(read_state(good)).matrix(name).copy()
     array.flat[3] = value
-    refused(with_member(good, f"{name}.npy", npy(array)), name, word, "finite")
+    member = f"{name}.npy" if name == "X" else f"layers/0/{name}.npy"
+    refused(with_member(good, member, npy(array)), name, word, "finite")
 
 
 def test_a_member_claiming_more_than_2_gib_is_refused(good):
-    patch_central(good, "W_O.npy", "<I", 24, 0xF000_0000)  # uncompressed size: 3.75 GiB
-    refused(good, "W_O.npy", "claims 3.8 GiB")
+    patch_central(good, "layers/0/W_O.npy", "<I", 24, 0xF000_0000)  # uncompressed size: 3.75 GiB
+    refused(good, "layers/0/W_O.npy", "claims 3.8 GiB")
 
 
 def test_a_zip_bomb_is_refused(good):
@@ -445,7 +470,7 @@ def test_a_large_session_json_is_refused(good):
 
 def test_an_archive_of_many_members_is_refused(good):
     content = members(good) | {f"junk{i}": b"" for i in range(1001)}
-    refused(rezip(good, content), "1008 files")
+    refused(rezip(good, content), f"{len(content)} files")
 
 
 def test_encrypted_and_unknown_compression_members_are_refused(good, tmp_path):
@@ -459,13 +484,13 @@ def test_encrypted_and_unknown_compression_members_are_refused(good, tmp_path):
 
 def test_a_flipped_byte_in_a_matrix_is_caught_by_the_checksum(good):
     with zipfile.ZipFile(good) as zf:
-        local = zf.getinfo("W_V.npy").header_offset
+        local = zf.getinfo("layers/0/W_V.npy").header_offset
     data = bytearray(good.read_bytes())
     name_len, extra_len = struct.unpack_from("<HH", data, local + 26)
     at = local + 30 + name_len + extra_len + 200  # inside the array data, past the .npy header
     data[at] ^= 0x40
     good.write_bytes(bytes(data))
-    refused(good, "W_V.npy", "damaged")
+    refused(good, "layers/0/W_V.npy", "damaged")
 
 
 def test_compressed_members_written_by_other_tools_load(good):
@@ -512,7 +537,8 @@ def test_an_invalid_state_is_refused_before_any_file_is_touched(tmp_path):
     # States a Session would refuse, built by hand as a careless script might
     long = dataclasses.replace(Session().state(), tokens=["t"] * 4097, x=np.zeros((4097, 12)),
                                padding=np.zeros(4097, bool))
-    empty_head = dataclasses.replace(Session().state(), w_q=np.ones((2, 12, 0)), w_k=np.ones((2, 12, 0)))
+    empty_head = dataclasses.replace(Session().state(), layers=[Layer(np.ones((2, 12, 0)), np.ones((2, 12, 0)),
+                                                                      np.ones((2, 12, 3)), np.ones((6, 12)))])
     cases = ((nan, "X holds nan"), (unsaveable, "extra data is not plain JSON"), (bad_tokens, "tokens must be"),
              (long, "4097 tokens is more than the 4096"), (empty_head, "d_k must be between 1"))
     for state, words in cases:
@@ -563,7 +589,7 @@ def load_or_refuse(path: Path, data: bytes) -> None:
         return
     assert isinstance(session, Session)
     Session._check(session.state())
-    for name in MATRICES:
+    for name in ("X", "X_kv", *LAYER_MATRICES):
         assert session.matrix(name).dtype == np.float64
 
 
@@ -599,8 +625,11 @@ json_values = st.recursive(
 )
 json_keys = st.sampled_from(["format", "version", "tokens", "source_tokens", "padding", "source_padding", "cross",
                              "causal", "scale", "scale.mode", "scale.custom", "head", "title", "description",
-                             "features", "extra", "shapes", *(f"shapes.{m}" for m in MATRICES), "matrices",
-                             *(f"matrices.{m}" for m in MATRICES), "unknown"])
+                             "features", "extra", "shapes", "shapes.X", "shapes.X_kv", "shapes.X_residual",
+                             "matrices", "matrices.X", "matrices.X_kv", "layer", "layers", "layers.0",
+                             "layers.0.ablated", "layers.0.shapes", "layers.0.matrices",
+                             *(f"layers.0.shapes.{m}" for m in LAYER_MATRICES),
+                             *(f"layers.0.matrices.{m}" for m in LAYER_MATRICES), "unknown"])
 dims = st.lists(st.integers(-2, 9), min_size=0, max_size=4)
 
 
@@ -613,13 +642,20 @@ def test_fuzz_rewritten_settings(base, edits):
     content = members(path)
     doc = json.loads(content["session.json"])
     for key, value in edits:
-        target, *rest = key.split(".")
+        *steps, target = (int(p) if p.isdigit() else p for p in key.split("."))
         holder = doc
-        if rest:
-            if not isinstance(doc.get(target), dict):
-                doc[target] = {}
-            holder, target = doc[target], rest[0]
-        if value == "<delete>":
+        for step in steps:  # walk into objects and lists, making an object where there is none
+            inside = holder[step] if isinstance(holder, dict) and step in holder else (
+                holder[step] if isinstance(holder, list) and isinstance(step, int) and step < len(holder) else None)
+            if not isinstance(inside, (dict, list)):
+                inside = {}
+                if isinstance(holder, dict):
+                    holder[step] = inside
+            holder = inside
+        if isinstance(holder, list):
+            if isinstance(target, int) and target < len(holder):
+                holder[target] = None if value == "<delete>" else value
+        elif value == "<delete>":
             holder.pop(target, None)
         else:
             holder[target] = value
@@ -658,7 +694,7 @@ def member_contents(draw):
 
 
 @FUZZ
-@given(replacements=st.lists(st.tuples(st.sampled_from([f"{m}.npy" for m in MATRICES] + ["session.json"]),
+@given(replacements=st.lists(st.tuples(st.sampled_from(MEMBERS),
                                        member_contents()), min_size=1, max_size=3),
        compress=st.booleans())
 def test_fuzz_replaced_members(base, replacements, compress):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from reference import reference_attention
 
-from qkvgui.session import Session, SessionError
+from qkvgui.session import Layer, Session, SessionError
 
 
 def watched():
@@ -166,7 +166,9 @@ def test_unknown_preset_names_the_presets():
         ({"custom_scale": "big"}, "custom scale has the wrong type"),
         ({"head": 1.5}, "head has the wrong type"),
         ({"tokens": [1, 2, 3, 4, 5, 6]}, "tokens must be a list of strings"),
-        ({"w_q": np.zeros((2, 12, 0)), "w_k": np.zeros((2, 12, 0))}, "d_k must be between 1"),
+        ({"layers": [Layer(np.zeros((2, 12, 0)), np.zeros((2, 12, 0)), np.ones((2, 12, 3)), np.ones((6, 12)))]},
+         "d_k must be between 1"),
+        ({"layers": []}, "1 to 64 layers"),
     ],
 )
 def test_states_of_the_wrong_kind_are_refused(change, message):
@@ -183,3 +185,51 @@ def test_a_session_owns_its_state():
     snap.tokens.append("leak")
     snap.extra["x"] = 1
     assert "leak" not in s.tokens and "x" not in s.state().extra
+
+
+def test_a_stack_of_layers_feeds_each_layer_the_stream_of_the_one_before():
+    s = Session()
+    one = s.compute()
+    s.add_layer(seed=5)
+    assert s.n_layers == 2 and s.layer == 1
+    r0, r1 = s.compute()
+    np.testing.assert_array_equal(r0.weights, one.weights)  # layer 0 is unchanged
+    w = {n: s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")}
+    w_ref, _, out_ref = reference_attention(r0.residual, w["W_Q"], w["W_K"], w["W_V"], w["W_O"], causal=True)
+    np.testing.assert_allclose(r1.weights, w_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r1.residual, r0.residual + out_ref, rtol=1e-12, atol=1e-12)
+    # an edit in layer 0 flows through layer 1
+    s.set_layer(0)
+    s.set_block("W_V", 0, 0, [[5.0]], head=0)
+    assert not np.array_equal(s.compute()[1].residual, r1.residual)
+    s.remove_layer(1)
+    assert s.n_layers == 1 and s.layer == 0
+    with pytest.raises(SessionError, match="at least one layer"):
+        s.remove_layer()
+
+
+def test_ablating_a_head_removes_what_it_writes():
+    s = Session()
+    full = s.compute()
+    s.set_ablated(1, True)
+    r = s.compute()
+    np.testing.assert_array_equal(r.weights, full.weights)
+    assert not r.head_outputs[1].any()
+    np.testing.assert_allclose(r.output, full.head_outputs[0] @ s.matrix("W_O")[:3])
+    s.set_ablated(1, False)
+    np.testing.assert_array_equal(s.compute().output, full.output)
+
+
+def test_biases_and_a_separate_residual_stream_from_arrays():
+    rng = np.random.default_rng(4)
+    x, resid = rng.standard_normal((2, 3, 4))
+    w_q, w_k, w_v = rng.standard_normal((3, 1, 4, 2))
+    w_o = rng.standard_normal((2, 4))
+    b = {"b_q": rng.standard_normal((1, 2)), "b_k": rng.standard_normal((1, 2)), "b_v": rng.standard_normal((1, 2)),
+         "b_o": rng.standard_normal(4)}
+    s = Session.from_arrays(x, w_q, w_k, w_v, w_o, x_residual=resid, **b)
+    r = s.compute()
+    _, _, out_ref = reference_attention(x, w_q, w_k, w_v, w_o, **b)
+    np.testing.assert_allclose(r.output, out_ref, rtol=1e-12)
+    np.testing.assert_allclose(r.residual, resid + out_ref, rtol=1e-12)
+    np.testing.assert_array_equal(s.matrix("b_O"), b["b_o"])

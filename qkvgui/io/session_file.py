@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from qkvgui.session import LIMITS, MATRICES, SCALE_MODES, Session, SessionError, _State
+from qkvgui.session import BIASES, LIMITS, SCALE_MODES, Layer, Session, SessionError, _State
 
 __all__ = ["FORMAT", "VERSION", "SUFFIX", "write_session", "read_state", "read_session", "bench_gpt2_session"]
 
 #: the value of session.json's "format" field: what tells a session file from any other ZIP
 FORMAT = "qkvgui-session"
 #: the version this qkvgui writes; it reads every version in _LOADERS
-VERSION = 1
+VERSION = 2
 SUFFIX = ".qkv"
 #: the metadata member of the archive
 JSON_MEMBER = "session.json"
@@ -50,10 +50,10 @@ MAX_JSON_BYTES = 16 * 1024**2
 MAX_MATRIX_BYTES = 2 * 1024**3
 #: the largest .npy header read (numpy writes a few dozen bytes; its own reader refuses more than 10000)
 MAX_NPY_HEADER = 65536
-#: the most members an archive may list (a session has seven)
+#: the most members an archive may list (a session has 3 + 8 per layer, at most 64 layers)
 MAX_MEMBERS = 1000
 #: the most bytes read from one archive, all members together (duplicate references count each time)
-MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + len(MATRICES) * MAX_NPY_HEADER
+MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + MAX_MEMBERS * MAX_NPY_HEADER
 #: a compressed member larger than this whose size is more than BOMB_RATIO times its compressed size is refused
 BOMB_MIN_BYTES = 16 * 1024**2
 BOMB_RATIO = 200
@@ -66,9 +66,19 @@ _AXES = {
     "W_K": ("heads", "d_model", "d_head"),
     "W_V": ("heads", "d_model", "d_head"),
     "W_O": ("heads·d_head", "d_model"),
+    "X_residual": ("tokens", "d_model"),
+    "b_Q": ("heads", "d_head"),
+    "b_K": ("heads", "d_head"),
+    "b_V": ("heads", "d_head"),
+    "b_O": ("d_model",),
 }
+#: the matrices of the whole session (version 1 also kept the one layer's weights at the top level)
+_V1_MATRICES = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
+#: the matrices of each layer, from version 2 on
+_LAYER_MATRICES = ("W_Q", "W_K", "W_V", "W_O", *BIASES)
 _NPY_LENGTH = {(1, 0): "<H", (2, 0): "<I"}  # the header-length field of each .npy version
-_ATTR = {"X": "x", "X_kv": "x_kv", "W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+_ATTR = {"X": "x", "X_kv": "x_kv", "X_residual": "x_residual", "W_Q": "w_q", "W_K": "w_k", "W_V": "w_v",
+         "W_O": "w_o", **BIASES}
 # Members get a fixed timestamp so that the same session always gives the same bytes (golden files regenerate).
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -91,8 +101,9 @@ def write_session(session_or_state: Session | _State, path: str | os.PathLike) -
     if not isinstance(state, _State):
         raise SessionError(f"write_session needs a Session or a session state, not {type(state).__name__}.")
     Session._check(state)  # never write a file that would not load
-    metadata = _metadata_v1(state)  # refuses an unsaveable state before a temporary file exists
-    arrays = {name: np.ascontiguousarray(getattr(state, _ATTR[name]), dtype="<f8") for name in MATRICES}
+    state = Session(state).state()  # every optional array filled in (biases, ablation flags)
+    metadata = _metadata(state)  # refuses an unsaveable state before a temporary file exists
+    arrays = {stem: np.ascontiguousarray(a, dtype="<f8") for stem, a in _arrays(state).items()}
 
     path = Path(path)
     folder = path.parent
@@ -112,8 +123,22 @@ def write_session(session_or_state: Session | _State, path: str | os.PathLike) -
     return path
 
 
-def _metadata_v1(s: _State) -> bytes:
-    """session.json of format version 1, as UTF-8 bytes (indented, for people reading it)."""
+def _session_arrays(s: _State) -> dict[str, np.ndarray]:
+    """The arrays of the session itself, by name: X, X_kv and, when there is one, X_residual."""
+    names = ("X", "X_kv") + (("X_residual",) if s.x_residual is not None else ())
+    return {name: getattr(s, _ATTR[name]) for name in names}
+
+
+def _arrays(s: _State) -> dict[str, np.ndarray]:
+    """Every array to write, by its member's name without ".npy" (layers under layers/<index>/)."""
+    out = dict(_session_arrays(s))
+    for i, layer in enumerate(s.layers):
+        out.update({f"layers/{i}/{name}": getattr(layer, _ATTR[name]) for name in _LAYER_MATRICES})
+    return out
+
+
+def _metadata(s: _State) -> bytes:
+    """session.json of the current format version (2), as UTF-8 bytes (indented, for people reading it)."""
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -127,10 +152,19 @@ def _metadata_v1(s: _State) -> bytes:
         "causal": bool(s.causal),
         "scale": {"mode": s.scale_mode, "custom": float(s.custom_scale)},
         "head": int(s.head),
+        "layer": int(s.layer),
         "features": list(s.features),
         "extra": s.extra,
-        "shapes": {name: list(getattr(s, _ATTR[name]).shape) for name in MATRICES},
-        "matrices": {name: f"{name}.npy" for name in MATRICES},
+        "shapes": {name: list(a.shape) for name, a in _session_arrays(s).items()},
+        "matrices": {name: f"{name}.npy" for name in _session_arrays(s)},
+        "layers": [
+            {
+                "ablated": [bool(f) for f in layer.ablated.tolist()],
+                "shapes": {name: list(getattr(layer, _ATTR[name]).shape) for name in _LAYER_MATRICES},
+                "matrices": {name: f"layers/{i}/{name}.npy" for name in _LAYER_MATRICES},
+            }
+            for i, layer in enumerate(s.layers)
+        ],
     }
     # The document checks shapes and numbers; the words are checked here, so every file written reads back.
     for key in ("title", "description"):
@@ -146,11 +180,12 @@ def _metadata_v1(s: _State) -> bytes:
         if len(doc[key]) > LIMITS["tokens"]:
             raise SessionError(f"{len(doc[key])} {key.replace('_', ' ')} is more than the {LIMITS['tokens']} a "
                                "session file holds.")
-    for name, dims in doc["shapes"].items():
+    all_shapes = [*doc["shapes"].items(), *((n, d) for layer in doc["layers"] for n, d in layer["shapes"].items())]
+    for name, dims in all_shapes:
         problem = _shape_problem(name, dims)
         if problem:
             raise SessionError(f"{name} cannot be saved: it {problem}")
-    total = sum(math.prod(dims) for dims in doc["shapes"].values()) * 8
+    total = sum(math.prod(dims) for _, dims in all_shapes) * 8
     if total > MAX_MATRIX_BYTES:
         raise SessionError(f"The matrices take {_bytes(total)}, more than the {_bytes(MAX_MATRIX_BYTES)} a session "
                            "file holds.")
@@ -173,6 +208,8 @@ def _pretty(doc: dict, ensure_ascii: bool) -> str:
         if isinstance(value, dict) and value and key != "extra":
             inner = ",\n".join(f"    {json.dumps(k)}: {_compact(v, ensure_ascii)}" for k, v in value.items())
             text = "{\n" + inner + "\n  }"
+        elif key == "layers" and value:  # one layer per line
+            text = "[\n" + ",\n".join(f"    {_compact(v, ensure_ascii)}" for v in value) + "\n  ]"
         else:
             text = _compact(value, ensure_ascii)
         lines.append(f"  {json.dumps(key)}: {text}" + ("," if i < len(doc) - 1 else ""))
@@ -279,7 +316,7 @@ class _Archive:
         self.zf, self.label = zf, label
         infos = zf.infolist()  # parsed when the archive was opened
         if len(infos) > MAX_MEMBERS:
-            raise self.error(f"it lists {len(infos)} files; a session has 7.")
+            raise self.error(f"it lists {len(infos)} files; a session has at most {MAX_MEMBERS}.")
         self.infos = {i.filename: i for i in infos}
         self.budget = MAX_TOTAL_BYTES  # bytes left to read, across all members
 
@@ -458,8 +495,8 @@ _JSON_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or
                dict: "an object"}
 
 
-def _load_v1(fields: _Fields, archive: _Archive) -> _State:
-    """Format version 1 (qkvgui 0.1): the layout of docs/session-format.md. Never change it; add _load_v2."""
+def _load_v1_settings(fields: _Fields) -> dict:
+    """The settings of format version 1 (everything but the matrices), as _State fields."""
     tokens = fields.strings("tokens", low=1, high=LIMITS["tokens"])
     source_tokens = fields.strings("source_tokens", low=1, high=LIMITS["tokens"])
     padding = fields.flags("padding", len(tokens), "tokens")
@@ -485,26 +522,70 @@ def _load_v1(fields: _Fields, archive: _Archive) -> _State:
     features = fields.strings("features", low=0, high=LIMITS["d_model"], default=[])
     extra = fields.get("extra", dict, default={})
 
-    shapes = _declared_shapes(fields.child("shapes"))
-    total = sum(math.prod(shape) for shape in shapes.values()) * 8
+    return dict(tokens=tokens, source_tokens=source_tokens, padding=padding, source_padding=source_padding,
+                cross=cross, causal=causal, scale_mode=mode, custom_scale=custom, head=head, title=title,
+                description=description, features=features, extra=extra)
+
+
+def _load_v1(fields: _Fields, archive: _Archive) -> _State:
+    """Format version 1 (qkvgui 0.1, one layer): the layout of docs/session-format.md. Never change it."""
+    settings = _load_v1_settings(fields)
+    shapes = _declared_shapes(fields.child("shapes"), _V1_MATRICES)
+    _check_total(archive, shapes.values())
+    members = fields.child("matrices")
+    arrays = {name: archive.read_matrix(name, members.get(name, str), shapes[name]) for name in _V1_MATRICES}
+    return _State(**settings, x=arrays["X"], x_kv=arrays["X_kv"],
+                  layers=[Layer(arrays["W_Q"], arrays["W_K"], arrays["W_V"], arrays["W_O"])])
+
+
+def _check_total(archive: _Archive, shapes) -> None:
+    total = sum(math.prod(shape) for shape in shapes) * 8
     if total > MAX_MATRIX_BYTES:
         raise archive.error(f"{JSON_MEMBER} declares matrices of {_bytes(total)} in all, more than the "
                             f"{_bytes(MAX_MATRIX_BYTES)} qkvgui loads.")
+
+
+def _load_v2(fields: _Fields, archive: _Archive) -> _State:
+    """Format version 2 (layers, biases, switched-off heads): the settings of version 1 plus "layer", the session's
+    matrices X, X_kv (and X_residual) at the top, and a "layers" list, each with its own shapes and matrices."""
+    layers_doc = fields.get("layers", list)
+    if not 1 <= len(layers_doc) <= LIMITS["layers"]:
+        raise fields.error("layers", f"has {len(layers_doc)} entries; a session has 1 to {LIMITS['layers']} layers.")
+    top = {k: v for k, v in fields.doc.items() if k not in ("shapes", "matrices", "layers")}
+    shape_fields = fields.child("shapes")
+    names = ("X", "X_kv") + (("X_residual",) if "X_residual" in shape_fields.doc else ())
+    shapes = _declared_shapes(shape_fields, names)
+    layer_fields = []
+    for i, entry in enumerate(layers_doc):
+        if not isinstance(entry, dict):
+            raise fields.error(f"layers[{i}]", f"must be an object, not {_json_kind(entry)}.")
+        lf = _Fields(entry, archive, f"layers[{i}].")
+        layer_fields.append((lf, _declared_shapes(lf.child("shapes"), _LAYER_MATRICES)))
+    _check_total(archive, [*shapes.values(), *(v for _, ls in layer_fields for v in ls.values())])
+    # The settings shared with version 1 are read by its loader's rules, on a copy without the matrices.
+    v1 = _load_v1_settings(_Fields(top, archive))
     members = fields.child("matrices")
-    arrays = {name: archive.read_matrix(name, members.get(name, str), shapes[name]) for name in MATRICES}
-    return _State(
-        tokens=tokens, source_tokens=source_tokens,
-        x=arrays["X"], x_kv=arrays["X_kv"], w_q=arrays["W_Q"], w_k=arrays["W_K"], w_v=arrays["W_V"],
-        w_o=arrays["W_O"], padding=padding, source_padding=source_padding, cross=cross, causal=causal,
-        scale_mode=mode, custom_scale=custom, head=head, title=title, description=description,
-        features=features, extra=extra,
-    )
+    arrays = {name: archive.read_matrix(name, members.get(name, str), shapes[name]) for name in names}
+    layers = []
+    for i, (lf, layer_shapes) in enumerate(layer_fields):
+        mf = lf.child("matrices")
+        got = {name: archive.read_matrix(f"{name} of layer {i + 1}", mf.get(name, str), layer_shapes[name])
+               for name in _LAYER_MATRICES}
+        h = layer_shapes["W_Q"][0]
+        ablated = lf.flags("ablated", h, "heads")
+        layers.append(Layer(*(got[n] for n in _LAYER_MATRICES), ablated=ablated))
+    layer = fields.get("layer", int)
+    if not 0 <= layer < len(layers):
+        raise fields.error("layer", f"is {layer}; a layer index runs from 0 to {len(layers) - 1}.")
+    return _State(**v1, x=arrays["X"], x_kv=arrays["X_kv"], x_residual=arrays.get("X_residual"), layers=layers,
+                  layer=layer)
 
 
-def _declared_shapes(shapes: _Fields) -> dict[str, tuple[int, ...]]:
-    """Each matrix's shape from session.json, every axis within LIMITS (checked before anything is allocated)."""
+def _declared_shapes(shapes: _Fields, names) -> dict[str, tuple[int, ...]]:
+    """Each named matrix's shape from session.json, every axis within LIMITS (checked before anything is
+    allocated)."""
     out = {}
-    for name in MATRICES:
+    for name in names:
         dims = shapes.get(name, list)
         problem = _shape_problem(name, dims)
         if problem:
@@ -526,7 +607,7 @@ def _shape_problem(name: str, dims) -> str | None:
 
 
 #: one loader per format version; a file of any version listed here loads forever
-_LOADERS: dict[int, Callable[[_Fields, _Archive], _State]] = {1: _load_v1}
+_LOADERS: dict[int, Callable[[_Fields, _Archive], _State]] = {1: _load_v1, 2: _load_v2}
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ class MainWindow(QMainWindow):
         #: asks what to do with unsaved changes: returns "save", "discard" or "cancel" (tests replace it)
         self.ask_unsaved = self._ask_unsaved
         self.undo_stack = QUndoStack(self)
-        self.result: AttentionResult | None = None
+        self.result: AttentionResult | None = None  # the selected layer's result
+        self.results: list[AttentionResult] = []  # one per layer
         self._pinned: tuple[str, int, int] | None = None
         self.last_message = ""
         self._updating = False  # True while controls are set from the session, so they do not echo back
@@ -207,8 +208,32 @@ class MainWindow(QMainWindow):
         self.heads_spin.setKeyboardTracking(False)
         self.heads_spin.valueChanged.connect(lambda v: self._resize("number of heads", n_heads=v))
         head_row.addWidget(self.heads_spin)
+        self.ablate_box = QCheckBox("switch this head off")
+        self.ablate_box.setObjectName("control.ablate")
+        self.ablate_box.setToolTip("Ablate the selected head: its output is set to zero, so it writes nothing into "
+                                   "the residual stream. The pattern stays visible.")
+        self.ablate_box.toggled.connect(self._ablate_toggled)
+        head_row.addWidget(self.ablate_box)
         head_row.addStretch(1)
         form.addRow("head", head_row)
+        layer_row = QHBoxLayout()
+        self.layer_spin = QSpinBox(minimum=1)
+        self.layer_spin.setObjectName("control.layer")
+        self.layer_spin.setToolTip("The layer shown in the editors and views. Layer ℓ reads the residual stream "
+                                   "after layer ℓ − 1.")
+        self.layer_spin.valueChanged.connect(self._layer_selected)
+        self.layers_label = QLabel()
+        add_layer = QPushButton("Add layer")
+        add_layer.setObjectName("control.add_layer")
+        add_layer.clicked.connect(lambda: self._change("add a layer", self.session.add_layer,
+                                                       seed=self.undo_stack.index() + 1))
+        remove_layer = QPushButton("Remove layer")
+        remove_layer.setObjectName("control.remove_layer")
+        remove_layer.clicked.connect(lambda: self._change("remove a layer", self.session.remove_layer))
+        for w in (self.layer_spin, self.layers_label, add_layer, remove_layer):
+            layer_row.addWidget(w)
+        layer_row.addStretch(1)
+        form.addRow("layer", layer_row)
         return box
 
     def _build_input_tab(self) -> QWidget:
@@ -384,6 +409,14 @@ class MainWindow(QMainWindow):
     def _randomize(self) -> None:
         self._change("randomize weights", self.session.randomize_weights, seed=self.undo_stack.index() + 1)
 
+    def _ablate_toggled(self, off: bool) -> None:
+        head = self.session.head
+        self._change(f"switch head {head + 1} {'off' if off else 'on'}", self.session.set_ablated, head, off)
+
+    def _layer_selected(self, value: int) -> None:
+        if not self._updating and value - 1 != self.session.layer:
+            self.session.set_layer(value - 1)
+
     def _head_selected(self, value: int) -> None:
         if not self._updating and value - 1 != self.session.head:
             self.session.set_head(value - 1)
@@ -429,10 +462,11 @@ class MainWindow(QMainWindow):
             self._refresh_editor(what)
         elif what in PER_HEAD:
             self._refresh_editor(what)
-        elif what == "head":
-            for name in PER_HEAD:
+        elif what in ("head", "layer"):
+            for name in (*PER_HEAD, "W_O"):
                 self._refresh_editor(name)
             self._refresh_controls()
+            self._pick_result()
             self._redraw()
         else:  # tokens, shape, settings, all
             self._refresh_all()
@@ -454,9 +488,11 @@ class MainWindow(QMainWindow):
             editor.setVisible(s.cross)
         elif name == "W_O":
             editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), features)
+            editor.set_title(f"W_O (layer {s.layer + 1})" if s.n_layers > 1 else "W_O")
         else:
             editor.set_matrix(m[s.head], features, dim_labels(m.shape[2]))
-            editor.set_title(f"{name} (head {s.head + 1})")
+            layer = f"layer {s.layer + 1}, " if s.n_layers > 1 else ""
+            editor.set_title(f"{name} ({layer}head {s.head + 1})")
 
     def _refresh_controls(self) -> None:
         s = self.session
@@ -470,6 +506,10 @@ class MainWindow(QMainWindow):
             self.heads_spin.setValue(s.n_heads)
             self.head_spin.setMaximum(s.n_heads)
             self.head_spin.setValue(s.head + 1)
+            self.ablate_box.setChecked(bool(s.ablated()[s.head]))
+            self.layer_spin.setMaximum(s.n_layers)
+            self.layer_spin.setValue(s.layer + 1)
+            self.layers_label.setText(f"of {s.n_layers}")
             self.dmodel_spin.setValue(s.d_model)
             self.dk_spin.setValue(s.d_k)
             self.dv_spin.setValue(s.d_v)
@@ -486,18 +526,27 @@ class MainWindow(QMainWindow):
         finally:
             self._updating = False
 
-    def _on_computed(self, result: AttentionResult) -> None:
-        self.result = result
+    def _on_computed(self, results: list[AttentionResult]) -> None:
+        self.results = results
+        self._pick_result()
         self._redraw()
+        result = self.result
         ms = self.scheduler.last_compute_seconds * 1e3
         dead = f"; query rows {list(result.dead_rows)} see no key and take nothing" if len(result.dead_rows) else ""
         self.statusBar().showMessage(f"computed in {ms:.1f} ms{dead}", 4000)
+
+    def _pick_result(self) -> None:
+        """The selected layer's result, when the results on hand are for this many layers."""
+        layer = self.session.layer
+        self.result = self.results[layer] if layer < len(self.results) else None
 
     def _redraw(self) -> None:
         if self.result is None or self.result.n_heads != self.session.n_heads:
             return
         s = self.session
-        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross, s.features)
+        self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross, s.features,
+                                  layer=s.layer if s.n_layers > 1 else None)
+        self.pipeline.show_residuals(self.results, s.tokens, s.features)
         self._redraw_circuits()
         if self._pinned is not None:
             kind, i, j = self._pinned

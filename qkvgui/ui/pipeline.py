@@ -88,6 +88,16 @@ class PipelineView(QWidget):
         small = QVBoxLayout()
         small.addWidget(caption)
         small.addWidget(self.heads_box, 1)
+        # With several layers: the residual stream after each of them, side by side.
+        self.residuals_caption = QLabel("residual stream after each layer")
+        self.residuals_box = QWidget()
+        self.residuals_layout = QGridLayout(self.residuals_box)
+        self.residuals_layout.setContentsMargins(0, 0, 0, 0)
+        self.residual_views: list[HeatmapView] = []
+        small.addWidget(self.residuals_caption)
+        small.addWidget(self.residuals_box, 1)
+        self.residuals_caption.hide()
+        self.residuals_box.hide()
         grid.addLayout(small, 0, 3)
         for c in range(4):
             grid.setColumnStretch(c, 1)
@@ -99,14 +109,14 @@ class PipelineView(QWidget):
         self._step_timer.timeout.connect(self._next_step)
 
     def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False,
-                    features=None) -> None:
+                    features=None, layer: int | None = None) -> None:
         """Draw every view of the result for the selected head.
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
         the steps still pending.
         """
-        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features)
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer)
         self._pending = []
         if r.weights.size <= PROGRESSIVE_CELLS:
             for step in steps:
@@ -126,7 +136,7 @@ class PipelineView(QWidget):
         return bool(self._pending)
 
     def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool,
-                    features) -> list:
+                    features, layer: int | None) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
@@ -140,7 +150,8 @@ class PipelineView(QWidget):
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
             if not cross:
                 formula = formula.replace("X_kv", "X")
-            where = f"head {head + 1} · " if spec.per_head else ""
+            where = (f"layer {layer + 1} · " if layer is not None else "") + (
+                f"head {head + 1} · " if spec.per_head else "")
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
         self._ensure_head_views(h)
@@ -176,8 +187,31 @@ class PipelineView(QWidget):
         for i, view in enumerate(self.head_views):
             self.heads_layout.addWidget(view, i // per_row, i % per_row)
 
+    def show_residuals(self, results: list[AttentionResult], tokens, features) -> None:
+        """With several layers, the residual stream after each one as a small heatmap (hidden for one layer)."""
+        many = len(results) > 1
+        self.residuals_caption.setVisible(many)
+        self.residuals_box.setVisible(many)
+        if not many:
+            return
+        while len(self.residual_views) < len(results):
+            view = HeatmapView("diverging", compact=True)
+            view.setObjectName(f"view.residual.layer{len(self.residual_views) + 1}")
+            view.setMinimumSize(60, 60)
+            view.setToolTip("The residual stream after this layer: what the next layer reads.")
+            self.residuals_layout.addWidget(view, 0, len(self.residual_views))
+            self.residual_views.append(view)
+        while len(self.residual_views) > len(results):
+            view = self.residual_views.pop()
+            view.close_views()
+            view.setParent(None)
+            view.deleteLater()
+        for i, (view, r) in enumerate(zip(self.residual_views, results, strict=True)):
+            view.set_data(r.residual, list(tokens), list(features))
+            view.set_title(f"after layer {i + 1}")
+
     def all_views(self) -> list[HeatmapView]:
-        return [*self.views.values(), *self.head_views]
+        return [*self.views.values(), *self.head_views, *self.residual_views]
 
     def close_views(self) -> None:
         self._step_timer.stop()
