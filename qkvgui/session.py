@@ -261,6 +261,9 @@ class Session:
                                   source_tokens=p.source_tokens, causal=p.causal, scale=p.scale,
                                   source_padding=p.source_padding, title=p.title, description=p.description)
         session._s.features = list(p.features)
+        for w_q, w_k, w_v, w_o in p.more_layers:
+            session._s.layers.append(_frozen_layer(Layer(w_q, w_k, w_v, w_o).filled()))
+        cls._check(session._s)
         return session
 
     @classmethod

@@ -13,8 +13,8 @@ from qkvgui.session import Session
 def test_every_preset_opens_with_a_title_and_an_explanation(name):
     s = Session.from_preset(name)
     assert s.title and len(s.description.split(". ")) >= 2
-    r = s.compute()
-    assert np.isfinite(r.residual).all()
+    for r in s.compute_layers():
+        assert np.isfinite(r.residual).all()
     assert len(s.features) == s.d_model
 
 
@@ -87,3 +87,32 @@ def test_bilinear_scores_are_symmetric_only_when_w_q_equals_w_k():
     for h in range(2):
         np.testing.assert_allclose(x @ qk[h] @ x.T, r.scores[h], atol=1e-12)  # the bilinear form
         assert spectrum(qk[h]).rank <= s.d_k < s.d_model
+
+
+def test_induction_head_predicts_what_came_next_last_time():
+    s = Session.from_preset("induction")
+    assert s.n_layers == 2 and "in-context" in s.description
+    r0, r1 = s.compute()
+    toks = s.tokens
+    n = len(toks)
+    ids, vocab = token_ids(toks)
+    v = len(vocab)
+    half = n // 2 + 1  # "<s> A B C D E | A B C D E"
+    for i in range(half, n):
+        earlier = toks.index(toks[i])  # the first occurrence
+        assert r1.weights[0, i, earlier + 1] >= 0.8, (i, toks[i])
+        predicted = r1.residual[i, -v:]  # the prediction block
+        assert vocab[int(np.argmax(predicted))] == toks[earlier + 1]
+        np.testing.assert_allclose(predicted, np.eye(v)[ids[earlier + 1]], atol=0.2)
+    # layer 1 is the previous-token head the induction head composes with
+    assert all(r0.weights[0, i, i - 1] >= 0.9 for i in range(1, n))
+
+
+def test_induction_is_k_composition():
+    from qkvgui.core import composition_scores
+
+    s = Session.from_preset("induction")
+    c = composition_scores(*(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
+                           s.matrix("W_V", layer=0), s.matrix("W_O", layer=0))
+    assert c["K"][0, 0] > 0.3
+    assert c["K"][0, 0] > 10 * max(c["Q"][0, 0], c["V"][0, 0])

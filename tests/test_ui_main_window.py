@@ -379,3 +379,34 @@ def test_switching_a_head_off_removes_its_output(qtbot, window):
     window.undo_stack.undo()
     settle(qtbot, window)
     assert window.result.head_outputs[1].any() and not window.ablate_box.isChecked()
+
+
+def test_the_induction_preset_and_its_composition_view(qtbot):
+    from qkvgui import Session
+    from qkvgui.core import composition_scores
+
+    w = MainWindow(Session.from_preset("induction"))
+    qtbot.addWidget(w)
+    w.show()
+    w.right_tabs.setCurrentIndex(1)
+    w.layer_spin.setValue(2)
+    settle(qtbot, w)
+    s = w.session
+    c = composition_scores(*(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
+                           s.matrix("W_V", layer=0), s.matrix("W_O", layer=0))
+    np.testing.assert_allclose(w.views["composition"].data(), np.concatenate([c["Q"], c["K"], c["V"]]))
+    assert w.views["composition"].row_labels()[1] == "K: L2h1"
+    # the weights view of layer 2 shows the induction pattern
+    weights = w.views["weights"].image_array()
+    assert weights[6, 2] > 0.8 and weights[10, 6] > 0.8
+
+
+def test_token_qk_circuit_of_a_later_layer_reads_the_residual_stream(qtbot):
+    from qkvgui import Session
+
+    w = MainWindow(Session.from_preset("induction"))
+    qtbot.addWidget(w)
+    w.right_tabs.setCurrentIndex(1)
+    w.layer_spin.setValue(2)
+    settle(qtbot, w)
+    np.testing.assert_allclose(w.views["token_qk"].data(), w.results[1].scores[0], atol=1e-9)

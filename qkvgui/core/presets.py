@@ -32,18 +32,21 @@ class Preset:
     x_kv: np.ndarray | None = None  # [m, d_model]
     source_padding: np.ndarray | None = None  # [m] bool
     features: list[str] = field(default_factory=list)  # a name for each column of X, for the axis labels
+    #: further layers over the same residual stream, each (w_q, w_k, w_v, w_o) with the first layer's shapes
+    more_layers: tuple = ()
 
 
-def _previous_token_layer(tokens: list[str], sharpness: float = 12.0):
+def _previous_token_layer(tokens: list[str], sharpness: float = 12.0, extra: int = 0):
     """A residual stream [token one-hot | position one-hot | previous-token block], and a head that fills the
     previous-token block: W_Q reads position p and asks for p − 1, W_K offers each token's own position,
     W_V reads the token, W_O writes it into the previous-token block.
 
-    Returns (x [n, d_model], w_q, w_k [1, d_model, n], w_v [1, d_model, V], w_o [V, d_model], vocab).
+    Returns (x [n, d_model], w_q, w_k [1, d_model, n], w_v [1, d_model, V], w_o [V, d_model], vocab), with
+    `extra` more (zero) feature columns at the end of the residual stream for later layers to write into.
     """
     ids, vocab = token_ids(tokens)
     n, v = len(tokens), len(vocab)
-    d_model = 2 * v + n
+    d_model = 2 * v + n + extra
     x = np.zeros((n, d_model))
     x[:, : v + n] = one_hot_features(tokens, v + n)
     pos = v + np.arange(n)  # the rows of W that read position p
@@ -225,6 +228,40 @@ def bilinear() -> Preset:
     )
 
 
+def induction() -> Preset:
+    # The residual stream: [token | position | previous token | predicted next token]. Layer 1 is the
+    # previous-token head; layer 2 an induction head whose keys read the previous-token block (K-composition).
+    tokens = "<s> A B C D E A B C D E".split()
+    ids, vocab = token_ids(tokens)
+    n, v = len(tokens), len(vocab)
+    x, w_q0, w_k0, w_v0, w_o0, _ = _previous_token_layer(tokens, extra=v)
+    d_model, d_k, d_v = x.shape[1], n, v
+    prev, pred = v + n, 2 * v + n  # where the previous-token and prediction blocks start
+    c = np.sqrt(12.0 * np.sqrt(d_k))  # score c² (× 1/√d_k = 12) where the key's previous token is the query's token
+    w_q1 = np.zeros((1, d_model, d_k))
+    w_q1[0, np.arange(v), np.arange(v)] = c  # the query: "who came right after a copy of me?"
+    w_k1 = np.zeros((1, d_model, d_k))
+    w_k1[0, prev + np.arange(v), np.arange(v)] = c  # the key: "the token before me was ..."
+    w_v1 = np.zeros((1, d_model, d_v))
+    w_v1[0, np.arange(v), np.arange(v)] = 1.0  # the value: my own token
+    w_o1 = np.zeros((d_v, d_model))
+    w_o1[np.arange(v), pred + np.arange(v)] = 1.0  # written into the prediction block
+    return Preset(
+        name="induction",
+        title="An induction head, built by hand from two layers",
+        description=(
+            "Layer 1 is a previous-token head: it writes into every token's residual stream which token came "
+            "before it. Layer 2 is an induction head: its queries read the current token, and its keys read those "
+            "previous-token features (K-composition). So on a repeated sequence each token in the second half "
+            "attends to the token that followed its earlier occurrence, and copies that token into the prediction "
+            "block: the model predicts what came next last time. This is the circuit behind in-context learning."
+        ),
+        tokens=tokens, x=x, w_q=w_q0, w_k=w_k0, w_v=w_v0, w_o=w_o0, causal=True,
+        features=_feature_names(vocab, n, [f"prev:{t}" for t in vocab] + [f"next:{t}" for t in vocab]),
+        more_layers=((w_q1, w_k1, w_v1, w_o1),),
+    )
+
+
 PRESETS: dict[str, Callable[[], Preset]] = {
     "previous-token": previous_token,
     "search-engine": search_engine,
@@ -232,6 +269,7 @@ PRESETS: dict[str, Callable[[], Preset]] = {
     "two-heads": two_heads,
     "causal-gpt": causal_gpt,
     "bilinear": bilinear,
+    "induction": induction,
 }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from qkvgui.core import ov_circuit, qk_circuit, spectrum
+from qkvgui.core import composition_scores, ov_circuit, qk_circuit, spectrum
 from qkvgui.ui.heatmap import HeatmapView
 
 #: above this d_model the singular values are not computed live (an SVD of 1024 × 1024 takes ~0.3 s)
@@ -53,15 +53,25 @@ class CircuitsPanel(QWidget):
         self.rank_label.setObjectName("circuit.ranks")
         self.rank_label.setWordWrap(True)
         grid.addWidget(self.rank_label, 1, 0, 1, 2)
-        grid.addWidget(self.spectra, 4, 0, 1, 2)
+        self.composition = HeatmapView("weights")
+        self.composition.setObjectName("view.composition")
+        self.composition.setToolTip(
+            "Q-, K- and V-composition (Elhage et al. 2021) between each head of a layer and each head of the layer "
+            "before: ‖W_QKᵀ·W_OV‖_F / (‖W_QK‖_F ‖W_OV‖_F) and likewise. High K-composition: the later head's keys "
+            "read what the earlier head wrote (an induction head reading a previous-token head).")
+        self.views["composition"] = self.composition
+        grid.addWidget(self.spectra, 4, 0)
+        grid.addWidget(self.composition, 4, 1)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(2, 3)
         grid.setRowStretch(4, 2)
         self.qk: np.ndarray | None = None
         self.ov: np.ndarray | None = None
 
-    def show_session(self, session, result) -> None:
-        """Draw the circuits of the session's selected head; result gives the scores to compare with."""
+    def show_session(self, session, result, x_in=None) -> None:
+        """Draw the circuits of the session's selected head and layer; result gives the scores to compare with,
+        x_in what the layer reads (X for the first layer, the residual stream after the one before otherwise)."""
+        self.show_composition(session)
         head = session.head
         w_q, w_k, w_v, w_o = (session.matrix(n) for n in ("W_Q", "W_K", "W_V", "W_O"))
         self.qk = qk_circuit(w_q[head:head + 1], w_k[head:head + 1])[0]  # [d_model, d_model]
@@ -73,7 +83,7 @@ class CircuitsPanel(QWidget):
         self.views["qk_circuit"].set_title(f"W_QK = W_Q·W_Kᵀ\nhead {head + 1} · {session.d_model} × {session.d_model}")
         self.views["ov_circuit"].set_data(self.ov, features, features)
         self.views["ov_circuit"].set_title(f"W_OV = W_V·W_O\nhead {head + 1} · {session.d_model} × {session.d_model}")
-        x = session.matrix("X")
+        x = session.matrix("X") if x_in is None else x_in
         x_kv = session.matrix("X_kv") if session.cross else x
         token_qk = x @ self.qk @ x_kv.T  # [n_q, n_k]
         q_tokens, k_tokens = session.tokens, session.key_tokens
@@ -98,6 +108,22 @@ class CircuitsPanel(QWidget):
             self._ov_bars.setData([], [])
             self.rank_label.setText(f"d_model = {session.d_model}: singular values are not computed live above "
                                     f"{MAX_SVD}.")
+
+    def show_composition(self, session) -> None:
+        """Composition of the selected layer's heads with the layer before (layers 1 and 2 when the first is
+        selected); hidden for a single layer."""
+        self.composition.setVisible(session.n_layers > 1)
+        if session.n_layers < 2:
+            return
+        later = max(session.layer, 1)
+        c = composition_scores(*(session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O")),
+                               session.matrix("W_V", layer=later - 1), session.matrix("W_O", layer=later - 1))
+        h = session.n_heads
+        data = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
+        rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]
+        cols = [f"L{later}h{j + 1}" for j in range(h)]
+        self.composition.set_data(data, rows, cols)
+        self.composition.set_title(f"Q/K/V-composition\nlayer {later + 1} heads × layer {later} heads")
 
     def close_views(self) -> None:
         """Close the graphics views (idempotent): views alive at interpreter exit can crash Python 3.11."""

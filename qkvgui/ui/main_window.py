@@ -558,7 +558,9 @@ class MainWindow(QMainWindow):
     def _redraw_circuits(self) -> None:
         """The circuits tab follows every edit, but only while it is shown."""
         if self.right_tabs.currentWidget() is self.circuits and self.result is not None:
-            self.circuits.show_session(self.session, self.result)
+            layer = self.session.layer
+            x_in = self.results[layer - 1].residual if 0 < layer <= len(self.results) else None
+            self.circuits.show_session(self.session, self.result, x_in)
 
     # ---- linked inspection -------------------------------------------------------------------------------
     def _inspect_cell(self, view: str, i: int, j: int, pin: bool) -> None:
