@@ -410,3 +410,16 @@ def test_token_qk_circuit_of_a_later_layer_reads_the_residual_stream(qtbot):
     w.layer_spin.setValue(2)
     settle(qtbot, w)
     np.testing.assert_allclose(w.views["token_qk"].data(), w.results[1].scores[0], atol=1e-9)
+
+
+def test_export_figures_from_the_window(qtbot, window, tmp_path):
+    from PySide6.QtGui import QImage
+
+    assert window.export_figure("weights", tmp_path / "w.png", scale=2)
+    image = QImage(str(tmp_path / "w.png"))
+    view = window.views["weights"].graphics_widget().viewport()
+    assert image.width() == 2 * view.width() and image.height() == 2 * view.height()
+    assert window.export_figure("pipeline", tmp_path / "all.pdf")
+    assert (tmp_path / "all.pdf").read_bytes()[:4] == b"%PDF"
+    assert not window.export_figure("weights", tmp_path / "w.gif")
+    assert "png" in window.last_message and "svg" in window.last_message

@@ -10,15 +10,17 @@ import os
 from html import escape
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QSizeF, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -37,11 +39,13 @@ from PySide6.QtWidgets import (
 from qkvgui.core import AttentionResult
 from qkvgui.core.presets import make_preset, preset_names
 from qkvgui.io import Session, SessionError
+from qkvgui.io.figures import figure_to_image
 from qkvgui.io.matrix_file import read_matrix, write_matrix
 from qkvgui.session import GENERATORS, MATRICES, PER_HEAD
 from qkvgui.ui.circuits_panel import CircuitsPanel
 from qkvgui.ui.commands import BlockEdit, StateChange
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
+from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, export_view, pipeline_panels
 from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS, PipelineView, concat_labels, dim_labels
 from qkvgui.ui.scheduler import RecomputeScheduler
@@ -329,6 +333,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(QAction("&Save", self, shortcut=QKeySequence.Save, triggered=self.save))
         file_menu.addAction(QAction("Save &As…", self, shortcut=QKeySequence.SaveAs, triggered=self.save_as))
         file_menu.addSeparator()
+        file_menu.addAction(QAction("&Export figure…", self, shortcut=QKeySequence("Ctrl+E"),
+                                    triggered=self.export_figure_dialog))
+        file_menu.addAction(QAction("&Copy figure to clipboard…", self, shortcut=QKeySequence("Ctrl+Shift+C"),
+                                    triggered=self.copy_figure_dialog))
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.Quit, triggered=self.close)
         file_menu.addAction(quit_action)
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -420,6 +429,48 @@ class MainWindow(QMainWindow):
     def _head_selected(self, value: int) -> None:
         if not self._updating and value - 1 != self.session.head:
             self.session.set_head(value - 1)
+
+    # ---- figures -------------------------------------------------------------------------------------------
+    def figure_names(self) -> list[str]:
+        """What can be exported: the whole pipeline, then every view by its name."""
+        return ["pipeline", *self.views]
+
+    def export_figure(self, name: str, path: str | Path, scale: float = 2.0) -> bool:
+        """Write a view (or 'pipeline', the whole figure) as PNG, SVG or PDF, chosen by the file's suffix."""
+        try:
+            if name == "pipeline":
+                written = export_pipeline(self.pipeline, path, None, scale)
+            else:
+                written = export_view(self.views[name], path, None, scale)
+        except (ValueError, OSError) as e:
+            self.show_message(f"Could not export {name}: {e}")
+            return False
+        self.show_message(f"wrote {written}")
+        return True
+
+    def _pick_figure(self, verb: str) -> str | None:
+        name, ok = QInputDialog.getItem(self, f"{verb} figure", "Which figure?", self.figure_names(), 0, False)
+        return name if ok else None
+
+    def export_figure_dialog(self) -> None:
+        name = self._pick_figure("Export")
+        if name is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {name}", f"{name}.png",
+                                              "PNG image (*.png);;SVG vector (*.svg);;PDF document (*.pdf)")
+        if path:
+            self.export_figure(name, path)
+
+    def copy_figure_dialog(self) -> None:
+        name = self._pick_figure("Copy")
+        if name is None:
+            return
+        if name == "pipeline":
+            QApplication.clipboard().setImage(figure_to_image(pipeline_panels(self.pipeline),
+                                                              QSizeF(self.pipeline.size()), 2.0))
+        else:
+            copy_view_to_clipboard(self.views[name])
+        self.show_message(f"copied the {name} figure")
 
     # ---- single matrices in and out -----------------------------------------------------------------------
     def import_matrix(self, name: str, path: str | Path) -> bool:
