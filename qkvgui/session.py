@@ -244,6 +244,15 @@ class Session:
         return compute_state(self._s)
 
     @property
+    def extra(self) -> dict:
+        """Free-form, JSON-plain data kept with the session (e.g. which view the window showed)."""
+        return copy.deepcopy(self._s.extra)
+
+    def set_extra(self, key: str, value) -> None:
+        """Keep a JSON-plain value with the session; it is saved and loaded with it (no change is announced)."""
+        self._s.extra[str(key)] = copy.deepcopy(value)
+
+    @property
     def features(self) -> list[str]:
         """A name for each column of X (d0, d1, … unless a preset named them)."""
         f = self._s.features

@@ -300,6 +300,7 @@ def test_save_quit_reopen_finds_everything_as_it_was(qtbot, tmp_path):
     settle(qtbot, w)
     assert w.isWindowModified() and "untitled" in w.windowTitle()
     path = tmp_path / "lesson.qkv"
+    w.right_tabs.setCurrentIndex(1)  # the circuits view is selected when saving
     assert w.save_to(path)
     assert not w.isWindowModified() and "lesson.qkv" in w.windowTitle()
     saved = w.session.state()
@@ -318,6 +319,7 @@ def test_save_quit_reopen_finds_everything_as_it_was(qtbot, tmp_path):
         assert np.array_equal(s.matrix(name), getattr(saved.layers[0], name.lower()))
     np.testing.assert_array_equal(w2.views["weights"].image_array(), weights)
     assert w2.head_spin.value() == 2 and w2.cross_box.isChecked()
+    assert w2.right_tabs.currentWidget() is w2.circuits
     assert w2.undo_stack.count() == 0 and not w2.isWindowModified()
 
 

@@ -176,6 +176,7 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self._update_title()
         self._show_description()
+        self._show_saved_view()
 
     # ---- building ----------------------------------------------------------------------------------------
     def _build_controls(self) -> QWidget:
@@ -681,6 +682,12 @@ class MainWindow(QMainWindow):
         self.undo_stack.setClean()
         self._update_title()
         self._show_description()
+        self._show_saved_view()
+
+    def _show_saved_view(self) -> None:
+        """Bring back the tab (step-by-step views or circuits) the session was saved with."""
+        saved = self.session.extra.get("view")
+        self.right_tabs.setCurrentWidget(self.circuits if saved == "circuits" else self.pipeline)
 
     def _show_description(self) -> None:
         """A preset (or a session with a title) says what it demonstrates when it is opened."""
@@ -737,6 +744,7 @@ class MainWindow(QMainWindow):
 
     def save_to(self, path: Path) -> bool:
         """Write the session (atomically); on failure the old file is intact and the user is told why."""
+        self.session.set_extra("view", "circuits" if self.right_tabs.currentWidget() is self.circuits else "pipeline")
         try:
             self.session.save(path)
         except (SessionError, OSError) as e:
