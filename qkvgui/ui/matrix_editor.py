@@ -40,6 +40,8 @@ _POSITIVE = np.array([244.0, 165.0, 130.0])  # light red
 _TEXT = QColor(0, 0, 0)
 
 COLUMN_WIDTH = 64  # px: fits "−0.1234"
+MAX_COLUMN_WIDTH = 140  # px: the widest a named column grows
+MAX_FITTED_COLUMNS = 256  # above this many columns every column keeps COLUMN_WIDTH
 ROW_HEIGHT = 22  # px
 #: The fills of the selection, with their context-menu text.
 FILL_ACTIONS = {
@@ -310,6 +312,7 @@ class MatrixEditor(QWidget):
     def __init__(self, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.seed = 0  # the next "random" fill uses default_rng(seed), then seed += 1: reproducible sessions
+        self._col_labels: list[str] | None = None  # the column names last shown (to refit widths only on change)
         self.model = MatrixTableModel(name, self)
         self.title = QLabel()
         self.table = _SheetView(self)
@@ -371,8 +374,27 @@ class MatrixEditor(QWidget):
     ) -> None:
         """Show ``array`` (rows, cols) with its labels (see ``MatrixTableModel.set_matrix``) and its shape in the
         title."""
+        labels_before = self._col_labels
         self.model.set_matrix(array, row_labels, col_labels)
+        self._col_labels = list(col_labels) if col_labels is not None else None
+        if self._col_labels != labels_before:
+            self._fit_named_columns()
         self._update_title()
+
+    def _fit_named_columns(self) -> None:
+        """Widen columns whose names (a preset's features, 'tok:cat') do not fit the default width.
+
+        Only for a few hundred columns: measuring labels is cheap, but a wide matrix keeps its fixed width (never
+        resizeColumnsToContents, which takes minutes at thousands of columns).
+        """
+        header = self.table.horizontalHeader()
+        labels = self._col_labels or []
+        if not labels or len(labels) > MAX_FITTED_COLUMNS:
+            header.setDefaultSectionSize(COLUMN_WIDTH)
+            return
+        metrics = header.fontMetrics()
+        for i, label in enumerate(labels):
+            header.resizeSection(i, min(MAX_COLUMN_WIDTH, max(COLUMN_WIDTH, metrics.horizontalAdvance(label) + 14)))
 
     def set_title(self, name: str) -> None:
         """Rename the matrix (title and messages); the shape is appended: ``W_Q (head 1)  5 × 4``."""
