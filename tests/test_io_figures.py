@@ -352,7 +352,9 @@ def test_failed_write_leaves_the_old_file_untouched(qtbot, tmp_path, monkeypatch
     def no_space(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(figures.os, "replace", no_space)
+    from qkvgui.io import atomic
+
+    monkeypatch.setattr(atomic.os, "replace", no_space)
     with pytest.raises(OSError, match="No space"):
         write_figure(path, [simple_panel(qtbot)], QSizeF(100, 80))
     assert path.read_bytes() == b"old"

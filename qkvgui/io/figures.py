@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from copy import deepcopy
@@ -24,6 +22,8 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, QS
 from PySide6.QtGui import QColor, QImage, QPageLayout, QPageSize, QPainter, QPdfWriter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import QGraphicsScene
+
+from qkvgui.io.atomic import atomic_write
 
 __all__ = ["DPI", "FORMATS", "Panel", "figure_format", "figure_to_image", "render_figure", "write_figure"]
 
@@ -313,23 +313,6 @@ def _to_bytes(paint: Callable[[QBuffer], bool], what: str) -> bytes:
     return bytes(data.data())
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write beside `path`, then move into place: an existing file survives any failure. The temporary file is
-    created with the usual permissions (0o666 less the umask), as a figure is meant to be shared."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_figure(path: str | Path, panels: Sequence[Panel], size: QSizeF, fmt: str | None = None,
                  scale: float = 2.0, title: str = "", *, background: QColor | None = None) -> Path:
     """Write the panels as one figure of `size` figure pixels (96 dpi) to `path`, atomically; return the path.
@@ -352,4 +335,4 @@ def write_figure(path: str | Path, panels: Sequence[Panel], size: QSizeF, fmt: s
         data = _svg_bytes(panels, size, background, title)
     else:
         data = _pdf_bytes(panels, size, background, title)
-    return _atomic_write(path, data)
+    return atomic_write(path, lambda f: f.write(data))

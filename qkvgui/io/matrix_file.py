@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from qkvgui.io.atomic import atomic_write
 from qkvgui.session import SessionError
 
-__all__ = ["MATRIX_SUFFIXES", "read_matrix", "write_matrix", "atomic_write_bytes"]
+__all__ = ["MATRIX_SUFFIXES", "read_matrix", "write_matrix"]
 
 MATRIX_SUFFIXES = (".npy", ".csv")
 #: the largest matrix a file may hold (cells), checked before reading any data
 MAX_CELLS = 64_000_000
-
-
-def atomic_write_bytes(path: str | Path, write) -> Path:
-    """Call write(file) on a temporary file beside path, then move it into place: a failure leaves path as it was."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_matrix(path: str | Path) -> np.ndarray:
@@ -79,8 +62,8 @@ def write_matrix(path: str | Path, matrix) -> Path:
     a = np.asarray(matrix, dtype=np.float64)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return atomic_write_bytes(path, lambda f: np.lib.format.write_array(f, a, allow_pickle=False))
+        return atomic_write(path, lambda f: np.lib.format.write_array(f, a, allow_pickle=False))
     if suffix == ".csv":
         text = "\n".join(",".join(repr(float(v)) for v in row) for row in a) + "\n"
-        return atomic_write_bytes(path, lambda f: f.write(text.encode()))
+        return atomic_write(path, lambda f: f.write(text.encode()))
     raise SessionError(f"{path.name}: matrices are written to {' or '.join(MATRIX_SUFFIXES)} files.")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qkvgui.io.atomic import atomic_write
 from qkvgui.session import BIASES, LIMITS, SCALE_MODES, Layer, Session, SessionError, _State
 
 __all__ = ["FORMAT", "VERSION", "SUFFIX", "write_session", "read_state", "read_session", "bench_gpt2_session"]
@@ -105,22 +106,7 @@ def write_session(session_or_state: Session | _State, path: str | os.PathLike) -
     metadata = _metadata(state)  # refuses an unsaveable state before a temporary file exists
     arrays = {stem: np.ascontiguousarray(a, dtype="<f8") for stem, a in _arrays(state).items()}
 
-    path = Path(path)
-    folder = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_archive(f, metadata, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(folder)
-    return path
+    return atomic_write(path, lambda f: _write_archive(f, metadata, arrays))
 
 
 def _session_arrays(s: _State) -> dict[str, np.ndarray]:
@@ -239,30 +225,6 @@ def _member(name: str) -> zipfile.ZipInfo:
     info.compress_type = zipfile.ZIP_STORED
     info.external_attr = 0o644 << 16
     return info
-
-
-def _file_mode(path: Path) -> int:
-    """The permissions of the file being replaced, or those a new file gets (mkstemp's 0600 would hide it)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0o077)  # reading the umask means setting it; restrictive for the instant it is wrong
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
