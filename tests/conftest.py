@@ -3,7 +3,22 @@
 import os
 import tempfile
 
+import pytest
+
 # Set before anything imports Qt, so no test ever needs a screen.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")  # no settings file, no modal dialogs
 os.environ.setdefault("QKVGUI_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="qkvgui-autosave-"))  # never the user's
+
+
+@pytest.fixture
+def window(qtbot):
+    """The main window with the default session, shown (offscreen) and laid out, as a user first sees it."""
+    from qkvgui.ui.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.wait(50)  # let the views' layouts settle
+    return w

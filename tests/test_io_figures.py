@@ -18,19 +18,8 @@ from qkvgui.io import figures
 from qkvgui.io.figures import FORMATS, Panel, figure_to_image, write_figure
 from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, export_view, panel_for_view
 from qkvgui.ui.heatmap import HeatmapView
-from qkvgui.ui.main_window import MainWindow
 
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    qtbot.wait(50)  # let the views' layouts settle
-    return w
 
 
 def pixels(image: QImage) -> np.ndarray:

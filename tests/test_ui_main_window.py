@@ -1,7 +1,6 @@
 """The explorer window, driven as a user drives it: typing, pasting, toggling, undoing, and what the views show."""
 
 import numpy as np
-import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QPushButton
 
@@ -9,15 +8,6 @@ from qkvgui import MainWindow
 from qkvgui.core import multi_head_attention
 from qkvgui.session import Session
 from qkvgui.ui.pipeline import VIEW_SPECS
-
-
-@pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
 
 
 def independent_weights(s: Session, head: int) -> np.ndarray:
