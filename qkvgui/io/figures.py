@@ -187,6 +187,8 @@ def _portable_svg(data: bytes, size: QSizeF) -> bytes:
         if group.get("stroke") == "none" and min(sx, sy) > 1.5:
             group.set("shape-rendering", "crispEdges")  # cells filled side by side: no hairline seams between
         for child in group:
+            if child.get("vector-effect") == "none":  # the default: says nothing, and some viewers mind it
+                del child.attrib["vector-effect"]
             # (A stretched group cannot have a uniform 1 px stroke: leave it to the viewers that can.)
             if child.get("vector-effect") == "non-scaling-stroke" and sx > 0 and math.isclose(sx, sy, rel_tol=1e-3):
                 del child.attrib["vector-effect"]

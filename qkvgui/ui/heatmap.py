@@ -696,7 +696,8 @@ class HeatmapView(QWidget):
         self._fg = palette.color(QPalette.ColorRole.WindowText)
         self._glw.setBackground(palette.color(QPalette.ColorRole.Window))
         for side in ("left", "top"):
-            self._plot.getAxis(side).setPen(None)  # no axis line, no tick marks
+            # No axis line, no tick marks: no pen at all (setPen(None) would fall back to the default grey).
+            self._plot.getAxis(side).setPen(QPen(Qt.PenStyle.NoPen))
             self._plot.getAxis(side).setTextPen(self._fg)
         for side in ("left", "top", "right", "bottom"):
             self._bar.getAxis(side).setPen(self._fg)
