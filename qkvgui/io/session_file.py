@@ -11,7 +11,7 @@ loading forever: a new version adds a loader to ``_LOADERS``, it never changes a
 
 Reading trusts nothing in the file: sizes are checked against ``LIMITS`` and a byte budget from the JSON and from
 each ``.npy`` header before any array is allocated, pickles are never loaded, and every problem is reported as a
-``SessionError`` naming the member and field. ``python -m qkvgui.io.session_file --bench`` times a GPT-2-size session.
+``SessionError`` naming the member and field. ``python -m qkvgui.bench session`` times a GPT-2-size session.
 """
 
 from __future__ import annotations
@@ -624,24 +624,3 @@ def bench_gpt2_session(repeats: int = 5, folder: str | os.PathLike | None = None
         assert np.array_equal(loaded.matrix("W_O"), session.matrix("W_O"))
         size = path.stat().st_size
     return statistics.median(saves), statistics.median(loads), size
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m qkvgui.io.session_file", description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", action="store_true", help="time saving and loading a GPT-2-size session")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dir", default=None, help="where to write the benchmark file (default: the temp folder)")
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.print_help()
-        return 0
-    save, load, size = bench_gpt2_session(args.repeats, args.dir)
-    print(f"GPT-2-size session ({size / 1024**2:.1f} MiB), median of {args.repeats}: "
-          f"save {save * 1000:.1f} ms, load {load * 1000:.1f} ms")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
