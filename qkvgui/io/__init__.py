@@ -27,3 +27,21 @@ class Session(_Document):
     def save(self, path: str | Path) -> Path:
         """Write the session atomically: the previous file survives any failure half-way."""
         return write_session(self, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, layer: int, text: str) -> Session:
+        """Attention layer `layer` (0-based) of a local BERT or GPT-2 model folder (config.json,
+        model.safetensors, tokenizer.json) reading `text`: X is what the layer reads, the weights and biases are
+        the model's, the tokens the model's own. Needs the `models` extra (safetensors, tokenizers)."""
+        from qkvgui.io.checkpoint import read_checkpoint_layer
+
+        c = read_checkpoint_layer(path, layer, text)
+        L = c.layer
+        session = cls.from_arrays(
+            L.x, L.w_q, L.w_k, L.w_v, L.w_o, b_q=L.b_q, b_k=L.b_k, b_v=L.b_v, b_o=L.b_o, tokens=c.tokens,
+            causal=L.causal, title=c.title, description=c.description,
+            x_residual=None if L.residual is L.x else L.residual,
+        )
+        session.set_extra("checkpoint", c.source)
+        return session
+

