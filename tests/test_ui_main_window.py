@@ -1,6 +1,7 @@
 """The explorer window, driven as a user drives it: typing, pasting, toggling, undoing, and what the views show."""
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QPushButton
 
@@ -415,3 +416,51 @@ def test_export_figures_from_the_window(qtbot, window, tmp_path):
     assert (tmp_path / "all.pdf").read_bytes()[:4] == b"%PDF"
     assert not window.export_figure("weights", tmp_path / "w.gif")
     assert "png" in window.last_message and "svg" in window.last_message
+
+
+def test_import_a_model_layer_edit_it_and_reset(qtbot, window, tmp_path):
+    pytest.importorskip("safetensors")
+    from tiny_gpt2 import write_tiny_gpt2
+
+    from qkvgui.ui.import_dialog import ImportLayerDialog
+
+    folder = write_tiny_gpt2(tmp_path / "tiny-gpt2")
+    dialog = ImportLayerDialog(window)
+    qtbot.addWidget(dialog)
+    dialog.folder_edit.setText(str(folder))
+    dialog._folder_changed()
+    assert dialog.layer_spin.maximum() == 3 and "GPT-2, 3 layers" in dialog.info.text()
+    dialog.text_edit.setText("the cat sat on the mat")
+    dialog.layer_spin.setValue(2)
+    dialog.imported.connect(window.show_imported)
+    dialog.start()
+    assert dialog.busy() and dialog.progress.isVisibleTo(dialog)
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=10000)
+    settle(qtbot, window)
+    s = window.session
+    assert s.tokens == ["the", "cat", "sat", "on", "the", "mat"] and s.n_heads == 4 and s.causal
+    model = s.matrix("W_Q").copy()
+    imported = window.result.weights.copy()
+    window.edit_block("W_Q", 0, 0, np.array([[9.0]]))
+    window.ablate_box.setChecked(True)
+    settle(qtbot, window)
+    assert not np.array_equal(window.result.weights, imported)
+    assert window.reset_to_model()
+    settle(qtbot, window)
+    np.testing.assert_array_equal(s.matrix("W_Q"), model)
+    np.testing.assert_array_equal(window.result.weights, imported)
+    window.undo_stack.undo()  # the reset is one undo step
+    assert s.matrix("W_Q")[0, 0, 0] == 9.0
+
+
+def test_import_refusals_are_shown_in_the_dialog(qtbot, window, tmp_path):
+    from qkvgui.ui.import_dialog import ImportLayerDialog
+
+    dialog = ImportLayerDialog(window)
+    qtbot.addWidget(dialog)
+    dialog.folder_edit.setText(str(tmp_path))
+    dialog.start()
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=10000)
+    assert "needs config.json" in dialog.info.text()
+    assert window.session.title == "the cat sat on the mat"  # the session is untouched
+    assert not window.reset_to_model() and "not imported" in window.last_message

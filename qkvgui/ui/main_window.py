@@ -46,6 +46,7 @@ from qkvgui.ui.circuits_panel import CircuitsPanel
 from qkvgui.ui.commands import BlockEdit, StateChange
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
 from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, export_view, pipeline_panels
+from qkvgui.ui.import_dialog import ImportLayerDialog
 from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS, PipelineView, concat_labels, dim_labels
 from qkvgui.ui.scheduler import RecomputeScheduler
@@ -334,6 +335,12 @@ class MainWindow(QMainWindow):
         file_menu.addAction(QAction("&Save", self, shortcut=QKeySequence.Save, triggered=self.save))
         file_menu.addAction(QAction("Save &As…", self, shortcut=QKeySequence.SaveAs, triggered=self.save_as))
         file_menu.addSeparator()
+        file_menu.addAction(QAction("&Import model layer…", self, shortcut=QKeySequence("Ctrl+I"),
+                                    triggered=self.import_layer_dialog))
+        self.reset_action = QAction("Reset to &model weights", self, triggered=self.reset_to_model)
+        self.reset_action.setObjectName("action.reset_to_model")
+        file_menu.addAction(self.reset_action)
+        file_menu.addSeparator()
         file_menu.addAction(QAction("&Export figure…", self, shortcut=QKeySequence("Ctrl+E"),
                                     triggered=self.export_figure_dialog))
         file_menu.addAction(QAction("&Copy figure to clipboard…", self, shortcut=QKeySequence("Ctrl+Shift+C"),
@@ -430,6 +437,37 @@ class MainWindow(QMainWindow):
     def _head_selected(self, value: int) -> None:
         if not self._updating and value - 1 != self.session.head:
             self.session.set_head(value - 1)
+
+    # ---- real model layers -------------------------------------------------------------------------------
+    def import_layer_dialog(self) -> None:
+        if not self.maybe_keep_changes():
+            return
+        source = self.session.extra.get("checkpoint") or {}
+        dialog = ImportLayerDialog(self, source.get("path", ""), source.get("text", ""), source.get("layer", 0))
+        dialog.imported.connect(self.show_imported)
+        dialog.exec()
+
+    def show_imported(self, session: Session) -> None:
+        """Open an imported model layer as a fresh, unsaved session."""
+        self.replace_session(session, None)
+        self.undo_stack.resetClean()  # an import is new work, not a saved file
+        self.setWindowModified(True)
+
+    def reset_to_model(self) -> bool:
+        """Bring the imported layer's matrices back to the checkpoint's (one undo step)."""
+        source = self.session.extra.get("checkpoint")
+        if not source:
+            self.show_message("This session was not imported from a model: there are no model weights to reset to.")
+            return False
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            fresh = Session.from_checkpoint(source["path"], source["layer"], source["text"])
+        except (SessionError, ImportError, KeyError) as e:
+            self.show_message(f"Could not reload the model: {e}")
+            return False
+        finally:
+            QApplication.restoreOverrideCursor()
+        return self._change("reset to model weights", self.session.set_state, fresh.state())
 
     # ---- figures -------------------------------------------------------------------------------------------
     def figure_names(self) -> list[str]:
