@@ -93,6 +93,8 @@ def _runs(indices: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 #: the mantissas a diverging colour bar may end on: round numbers, close enough that little contrast is lost
+#: a matrix more elongated than this gets stretched cells that fill the view rather than square hairlines
+MAX_SQUARE_ASPECT = 2.0
 NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
@@ -604,7 +606,8 @@ class HeatmapView(QWidget):
         return labels
 
     def _fit_range(self, *_args) -> None:
-        """Show the whole matrix with square cells, and shrink the plot so its view box is exactly the image.
+        """Show the whole matrix with square cells (stretched ones for a matrix more than MAX_SQUARE_ASPECT times
+        wider than tall, or taller than wide), and shrink the plot so its view box is exactly the image.
 
         ViewBox.setAspectLocked would letterbox the image inside the view box, leaving gaps between the cells and
         their tick labels or the colour bar. Capping the plot's maximum size instead makes it hug the image, and
@@ -623,13 +626,19 @@ class HeatmapView(QWidget):
         fixed_h = plot.height() - self._plot.getAxis("left").geometry().height()
         width = ci.geometry().width() - left - right - fixed_w
         height = ci.geometry().height() - bottom - plot.top() - fixed_h
+        # A long thin matrix (13 × 384) would be a hairline with square cells: let its cells stretch instead.
+        stretch = max(m / n, n / m) > MAX_SQUARE_ASPECT
         if width >= 1 and height >= 1:
             cell = min(width / m, height / n)  # pixels per cell
-            size = QSizeF(fixed_w + cell * m, fixed_h + cell * n)
+            cell_w, cell_h = (width / m, height / n) if stretch else (cell, cell)
+            size = QSizeF(fixed_w + cell_w * m, fixed_h + cell_h * n)
             current = self._plot.maximumSize()
             if abs(size.width() - current.width()) > 0.5 or abs(size.height() - current.height()) > 0.5:
                 self._plot.setMaximumSize(size)
         if vb.width() < 1 or vb.height() < 1:  # not laid out yet
+            vb.setRange(QRectF(-0.5, -0.5, m, n), padding=0.0)
+            return
+        if stretch:
             vb.setRange(QRectF(-0.5, -0.5, m, n), padding=0.0)
             return
         # Anchored top-left, so cells are square even while the layout is still settling.
@@ -661,9 +670,10 @@ class HeatmapView(QWidget):
         if self._closed:
             return
         fm = QFontMetricsF(self._tick_font)
-        cell_px = self._cell_px()
+        px, py = self._plot.vb.viewPixelSize()  # view units per screen pixel, per axis (cells may be stretched)
+        cell_w, cell_h = (1.0 / px if px > 0 else 0.0), (1.0 / py if py > 0 else 0.0)
 
-        def ticks(labels: list[str], space_px: float) -> list[tuple[int, str]]:
+        def ticks(labels: list[str], space_px: float, cell_px: float) -> list[tuple[int, str]]:
             n = len(labels)
             stride = math.ceil(n / MAX_TICKS) if n > MAX_TICKS else 1
             if cell_px > 0:  # and thin further until neighbouring labels stop overlapping
@@ -671,7 +681,7 @@ class HeatmapView(QWidget):
             return [(k, self._elide(labels[k])) for k in range(0, n, max(stride, 1))]
 
         widest_col = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
-        shown = (ticks(self._row_labels, fm.height()), ticks(self._col_labels, widest_col + 6))
+        shown = (ticks(self._row_labels, fm.height(), cell_h), ticks(self._col_labels, widest_col + 6, cell_w))
         if shown != self._shown_ticks:
             self._shown_ticks = shown
             self._plot.getAxis("left").setTicks([shown[0], []])
