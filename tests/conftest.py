@@ -1,6 +1,8 @@
 """Test configuration: every test runs without a display."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -8,7 +10,9 @@ import pytest
 # Set before anything imports Qt, so no test ever needs a screen.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")  # no settings file, no modal dialogs
-os.environ.setdefault("QKVGUI_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="qkvgui-autosave-"))  # never the user's
+if "QKVGUI_AUTOSAVE_DIR" not in os.environ:  # never the user's autosave; removed when the tests end
+    os.environ["QKVGUI_AUTOSAVE_DIR"] = tempfile.mkdtemp(prefix="qkvgui-autosave-")
+    atexit.register(shutil.rmtree, os.environ["QKVGUI_AUTOSAVE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
