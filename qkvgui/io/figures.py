@@ -189,11 +189,12 @@ def _portable_svg(data: bytes, size: QSizeF) -> bytes:
         for child in group:
             if child.get("vector-effect") == "none":  # the default: says nothing, and some viewers mind it
                 del child.attrib["vector-effect"]
-            # (A stretched group cannot have a uniform 1 px stroke: leave it to the viewers that can.)
-            if child.get("vector-effect") == "non-scaling-stroke" and sx > 0 and math.isclose(sx, sy, rel_tol=1e-3):
+            # A stretched group (a heatmap with non-square cells) cannot have a uniform 1 px stroke: scale by the
+            # larger factor, so the line is 1 px one way and thinner the other, rather than a cell wide.
+            if child.get("vector-effect") == "non-scaling-stroke" and min(sx, sy) > 0:
                 del child.attrib["vector-effect"]
                 width = float(child.get("stroke-width", group.get("stroke-width", "1")) or 1)
-                child.set("stroke-width", f"{width / sx:.6g}")
+                child.set("stroke-width", f"{width / max(sx, sy):.6g}")
             if child.tag == f"{{{SVG_NS}}}image":
                 _sharpen_image(child, sx, sy)
     _unscale_patterns(root)
