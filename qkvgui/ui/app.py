@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built at start-up (Qt wrappers, pyqtgraph, NumPy) out of the garbage collector's view.
+
+    A full collection otherwise walks all of it and stalls the GUI thread for ~20 ms at unpredictable moments,
+    on top of whatever is being drawn then; the objects made later (results, edits) are still collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_app(session=None, path: Path | None = None) -> int:
@@ -18,6 +29,7 @@ def run_app(session=None, path: Path | None = None) -> int:
     app.setOrganizationName("qkvgui")
     window = MainWindow(session, path)
     window.show()
+    freeze_startup_objects()
     recovered = autosave_path()
     if session is None and recovered.exists():
         answer = QMessageBox.question(

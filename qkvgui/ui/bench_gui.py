@@ -76,6 +76,7 @@ def run_gui_bench(repeats: int = 15) -> int:
     os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")
     from PySide6.QtWidgets import QApplication
 
+    from qkvgui.ui.app import freeze_startup_objects
     from qkvgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
@@ -83,6 +84,7 @@ def run_gui_bench(repeats: int = 15) -> int:
     window.resize(1280, 800)
     window.show()
     app.processEvents()
+    freeze_startup_objects()  # as the app does after start-up
 
     print(f"gui: edit-to-pixels latency (median of {repeats} W_Q edits, weights view repainted)")
     small = _edit_latency(app, window, repeats)

@@ -187,10 +187,15 @@ class MaskedCells(QGraphicsItem):
         self._runs = np.zeros((0, 3), dtype=np.int64)  # [k, (row, first col, end col)]: one rect per masked run
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemStacksBehindParent)
 
-    def set_mask(self, masked: np.ndarray) -> None:
-        """masked (n, m) bool. Runs of masked cells along a row become one rectangle (a causal mask: one per row)."""
+    def set_mask(self, masked: np.ndarray | None, shape: tuple[int, int]) -> None:
+        """masked (n, m) bool, or None when no cell is masked. Runs of masked cells along a row become one
+        rectangle (a causal mask: one per row)."""
         self.prepareGeometryChange()
-        self._shape = masked.shape
+        self._shape = shape
+        if masked is None:
+            self._runs = np.zeros((0, 3), dtype=np.int64)
+            self.update()
+            return
         padded = np.zeros((masked.shape[0], masked.shape[1] + 2), dtype=np.int8)
         padded[:, 1:-1] = masked
         edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
@@ -384,7 +389,9 @@ class HeatmapView(QWidget):
         """
         if self._closed:
             return
-        data = np.array(array2d, dtype=np.float64)  # a copy: the caller may keep mutating theirs
+        data = np.asarray(array2d, dtype=np.float64)
+        if data.flags.writeable or data.base is not None and data.base.flags.writeable:
+            data = data.copy()  # the caller may keep mutating theirs (a read-only result is kept as it is)
         if data.ndim != 2:
             raise ValueError(f"A heatmap shows a 2-D matrix, but got an array of shape {data.shape}.")
         n, m = data.shape
@@ -394,11 +401,16 @@ class HeatmapView(QWidget):
         # Most updates are new numbers in the same frame: only relayout when the shape or labels change,
         # since every axis change repaints the axis from scratch (the main cost of a redraw).
         relayout = data.shape != self._data.shape or rows != self._row_labels or cols != self._col_labels
+        if not relayout and data.size and np.array_equal(data, self._data, equal_nan=True):
+            return  # the same picture (K and V when W_Q changed, say): no redraw, no repaint
         self._data, self._row_labels, self._col_labels = data, rows, cols
 
         finite = np.isfinite(data)
-        image = np.where(finite, data, np.nan).astype(np.float32)  # [n, m] NaN is painted transparent
-        lo, hi = self._fixed_levels(data)
+        all_finite = bool(finite.all())
+        image = data.astype(np.float32)  # [n, m]
+        if not all_finite:
+            image[~finite] = np.nan  # NaN is painted transparent, over the masked-cell hatching
+        lo, hi = self._fixed_levels(data if all_finite else data[finite])
         if data.size:
             self._image.setImage(image, autoLevels=False, levels=(lo, hi))
         else:
@@ -414,7 +426,7 @@ class HeatmapView(QWidget):
             if width != self._bar.axis.width():
                 self._bar.axis.setWidth(width)
 
-        self._masked.set_mask(~finite)
+        self._masked.set_mask(None if all_finite else ~finite, (n, m))
         self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
         if relayout:
             self._highlights.set_shape((n, m))
@@ -572,8 +584,8 @@ class HeatmapView(QWidget):
     def _fixed_levels(self, data: np.ndarray) -> tuple[float, float]:
         if self._kind == "weights":
             return 0.0, 1.0
-        finite = data[np.isfinite(data)]
-        m = nice_ceiling(float(np.max(np.abs(finite)))) if finite.size else 0.0
+        # data: the finite values only (any shape)
+        m = nice_ceiling(float(max(data.max(initial=0.0), -data.min(initial=0.0)))) if data.size else 0.0
         return (-m, m) if m > 0 else (-1.0, 1.0)
 
     def _dark_text(self, data: np.ndarray, finite: np.ndarray, lo: float, hi: float) -> np.ndarray:
