@@ -340,8 +340,6 @@ def test_unsaved_changes_are_asked_about_and_autosaved(qtbot, window, tmp_path):
 
 
 def test_layers_edits_in_layer_one_flow_through_layer_two(qtbot, window):
-    from qkvgui.core import composition_scores  # noqa: F401  (the composition view is checked below)
-
     s = window.session
     window.findChild(QPushButton, "control.add_layer").click()
     settle(qtbot, window)
@@ -354,7 +352,7 @@ def test_layers_edits_in_layer_one_flow_through_layer_two(qtbot, window):
     type_into(qtbot, window, "W_V", 0, 0, "4")
     settle(qtbot, window)
     assert not np.array_equal(window.results[1].residual, second)  # live through layer 2
-    ref = Session.compute_layers(window.session)
+    ref = window.session.compute_layers()
     np.testing.assert_array_equal(window.pipeline.residual_views[1].data(), ref[1].residual)
     window.undo_stack.undo()
     window.undo_stack.undo()
