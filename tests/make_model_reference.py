@@ -43,27 +43,26 @@ def token_ids(folder: Path, text: str) -> list[int]:
     return tok.encode(text).ids
 
 
+def write_reference(path: Path, model_cls, folder: Path, sentences: list[str]) -> None:
+    """Each sentence's token ids and the model's attentions, as "<i>/ids" and "<i>/attentions"."""
+    arrays = {}
+    for i, text in enumerate(sentences):
+        ids = token_ids(folder, text)
+        arrays[f"{i}/ids"] = np.array(ids)
+        arrays[f"{i}/attentions"] = hf_attentions(model_cls, folder, ids)
+    np.savez_compressed(path, **arrays)
+
+
 def main() -> None:
     from tiny_gpt2 import write_tiny_gpt2
     from transformers import BertModel, GPT2Model
 
     out = HERE / "data" / "models"
     out.mkdir(parents=True, exist_ok=True)
-    folder = minilm_folder()
-    arrays = {}
-    for i, text in enumerate(SENTENCES):
-        ids = token_ids(folder, text)
-        arrays[f"{i}/ids"] = np.array(ids)
-        arrays[f"{i}/attentions"] = hf_attentions(BertModel, folder, ids)
-    np.savez_compressed(out / "minilm_reference.npz", **arrays)
+    write_reference(out / "minilm_reference.npz", BertModel, minilm_folder(), SENTENCES)
     with tempfile.TemporaryDirectory() as tmp:
         gpt2 = write_tiny_gpt2(Path(tmp) / "tiny-gpt2")
-        arrays = {}
-        for i, text in enumerate(GPT2_SENTENCES):
-            ids = token_ids(gpt2, text)
-            arrays[f"{i}/ids"] = np.array(ids)
-            arrays[f"{i}/attentions"] = hf_attentions(GPT2Model, gpt2, ids)
-        np.savez_compressed(out / "tiny_gpt2_reference.npz", **arrays)
+        write_reference(out / "tiny_gpt2_reference.npz", GPT2Model, gpt2, GPT2_SENTENCES)
     print("wrote", sorted(p.name for p in out.iterdir()))
 
 

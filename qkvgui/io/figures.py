@@ -130,6 +130,18 @@ def _png_bytes(panels, size, scale, background, title: str) -> bytes:
     return _to_bytes(lambda buffer: image.save(buffer, "PNG"), "PNG")
 
 
+def _paint_on(device, panels, size, background) -> bool:
+    """Render the figure onto a paint device (an SVG generator, a PDF writer); False if it cannot be painted."""
+    painter = QPainter()
+    if not painter.begin(device):
+        return False
+    try:
+        render_figure(painter, panels, size, background)
+    finally:
+        painter.end()
+    return True
+
+
 def _svg_bytes(panels, size, background, title: str) -> bytes:
     def paint(buffer: QBuffer) -> bool:
         generator = QSvgGenerator()
@@ -139,14 +151,7 @@ def _svg_bytes(panels, size, background, title: str) -> bytes:
         generator.setViewBox(QRectF(0.0, 0.0, size.width(), size.height()))
         generator.setTitle(title or "qkvgui figure")
         generator.setDescription("Made with qkvgui, the attention explorer.")
-        painter = QPainter()
-        if not painter.begin(generator):
-            return False
-        try:
-            render_figure(painter, panels, size, background)
-        finally:
-            painter.end()
-        return True
+        return _paint_on(generator, panels, size, background)
 
     return _portable_svg(_to_bytes(paint, "SVG"), size)
 
@@ -293,14 +298,7 @@ def _pdf_bytes(panels, size, background, title: str) -> bytes:
                                          QPageLayout.Unit.Point))
         writer.setTitle(title or "qkvgui figure")
         writer.setCreator("qkvgui")
-        painter = QPainter()
-        if not painter.begin(writer):
-            return False
-        try:
-            render_figure(painter, panels, size, background)
-        finally:
-            painter.end()
-        return True
+        return _paint_on(writer, panels, size, background)
 
     return _to_bytes(paint, "PDF")
 

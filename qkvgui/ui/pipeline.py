@@ -165,27 +165,9 @@ class PipelineView(QWidget):
         view.set_title(title)
 
     def _ensure_head_views(self, h: int) -> None:
-        while len(self.head_views) < h:
-            view = HeatmapView("weights", compact=True)
-            view.setObjectName(f"view.weights.head{len(self.head_views) + 1}")
-            view.setMinimumSize(60, 60)
-            view.setToolTip("The weights of one head: row i is how much token i takes from each token.")
-            self.head_views.append(view)
-            self._arrange_heads()
-        while len(self.head_views) > h:
-            view = self.head_views.pop()
-            view.close_views()
-            view.setParent(None)
-            view.deleteLater()
-            self._arrange_heads()
-
-    def _arrange_heads(self) -> None:
-        """Lay the small multiples out in a near-square grid, head 1 top left."""
-        per_row = math.ceil(math.sqrt(len(self.head_views)))
-        for view in self.head_views:
-            self.heads_layout.removeWidget(view)
-        for i, view in enumerate(self.head_views):
-            self.heads_layout.addWidget(view, i // per_row, i % per_row)
+        _fit_count(self.head_views, h, self.heads_layout, lambda i: _small_view(
+            "weights", f"view.weights.head{i + 1}",
+            "The weights of one head: row i is how much token i takes from each token."))
 
     def show_residuals(self, results: list[AttentionResult], tokens, features) -> None:
         """With several layers, the residual stream after each one as a small heatmap (hidden for one layer)."""
@@ -194,18 +176,9 @@ class PipelineView(QWidget):
         self.residuals_box.setVisible(many)
         if not many:
             return
-        while len(self.residual_views) < len(results):
-            view = HeatmapView("diverging", compact=True)
-            view.setObjectName(f"view.residual.layer{len(self.residual_views) + 1}")
-            view.setMinimumSize(60, 60)
-            view.setToolTip("The residual stream after this layer: what the next layer reads.")
-            self.residuals_layout.addWidget(view, 0, len(self.residual_views))
-            self.residual_views.append(view)
-        while len(self.residual_views) > len(results):
-            view = self.residual_views.pop()
-            view.close_views()
-            view.setParent(None)
-            view.deleteLater()
+        _fit_count(self.residual_views, len(results), self.residuals_layout, lambda i: _small_view(
+            "diverging", f"view.residual.layer{i + 1}", "The residual stream after this layer: what the next layer "
+            "reads."), per_row=len(results))
         for i, (view, r) in enumerate(zip(self.residual_views, results, strict=True)):
             view.set_data(r.residual, list(tokens), list(features))
             view.set_title(f"after layer {i + 1}")
@@ -218,4 +191,32 @@ class PipelineView(QWidget):
         self._pending = []
         for view in self.all_views():
             view.close_views()
+
+
+def _small_view(kind: str, name: str, tip: str) -> HeatmapView:
+    """One of the small multiples: a compact heatmap (no colour bar, no ticks)."""
+    view = HeatmapView(kind, compact=True)
+    view.setObjectName(name)
+    view.setMinimumSize(60, 60)
+    view.setToolTip(tip)
+    return view
+
+
+def _fit_count(views: list[HeatmapView], count: int, layout: QGridLayout, make, per_row: int | None = None) -> None:
+    """Grow or shrink a list of small multiples to count views (made by make(index)), laid out in a grid of
+    per_row columns (near-square by default), the first top left."""
+    if len(views) == count:
+        return
+    while len(views) < count:
+        views.append(make(len(views)))
+    while len(views) > count:
+        view = views.pop()
+        view.close_views()
+        view.setParent(None)
+        view.deleteLater()
+    per_row = per_row or math.ceil(math.sqrt(len(views)))
+    for view in views:
+        layout.removeWidget(view)
+    for i, view in enumerate(views):
+        layout.addWidget(view, i // per_row, i % per_row)
 
