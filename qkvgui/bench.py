@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session` (the core, edit to pixels, files)."""
+"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn`."""
 
 from __future__ import annotations
 
@@ -80,9 +80,34 @@ def bench_checkpoint(repeats: int) -> int:
     return 0
 
 
+def bench_learn(repeats: int) -> int:
+    """fit_pattern: 2,000 Adam steps toward the previous-token target, 8 one-hot tokens, d_model 16, d_k 8."""
+    from qkvgui.core import fit_pattern, target_preset
+    from qkvgui.core.embeddings import one_hot_features
+
+    x = one_hot_features("the cat sat on a red mat now".split(), 16)
+    rng = np.random.default_rng(0)
+    w_q, w_k = rng.standard_normal((16, 8)) * 0.3, rng.standard_normal((16, 8)) * 0.3
+    target = target_preset("previous-token", 8, 8, causal=True)
+    result = {}
+
+    def run():
+        result["fit"] = fit_pattern(x, None, target, w_q, w_k, causal=True, steps=2000, lr=0.05)
+
+    t = _median_time(run, max(1, min(repeats, 5)))
+    losses = result["fit"][2]
+    print(f"learn: fit_pattern, 8 tokens, d_model 16, d_k 8, previous-token, 2000 Adam steps: {t * 1e3:.0f} ms "
+          f"(target <= 1000), loss {losses[0]:.3f} -> {losses[-1]:.2e} ({t / 2000 * 1e6:.0f} us per step)")
+    try:
+        from qkvgui.ui.learn_panel import run_learn_bench  # Qt only when the tab exists
+    except ImportError:
+        return 0
+    return run_learn_bench()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint"], help="which benchmark to run")
+    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn"], help="which benchmark")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     if args.what == "core":
@@ -97,6 +122,8 @@ def main(argv=None) -> int:
         return 0
     if args.what == "checkpoint":
         return bench_checkpoint(args.repeats)
+    if args.what == "learn":
+        return bench_learn(args.repeats)
     if args.what == "session":
         from qkvgui.io.session_file import bench_gpt2_session
 
