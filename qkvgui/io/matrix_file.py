@@ -2,58 +2,102 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from qkvgui.io.atomic import atomic_write
-from qkvgui.session import SessionError
+from qkvgui.io.files import file_boundary, label_of, open_regular, reason
+from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
+from qkvgui.session import SessionError as MatrixError
 
-__all__ = ["MATRIX_SUFFIXES", "read_matrix", "write_matrix"]
+__all__ = ["MATRIX_SUFFIXES", "MAX_CELLS", "MAX_CSV_BYTES", "read_matrix", "write_matrix"]
 
 MATRIX_SUFFIXES = (".npy", ".csv")
-#: the largest matrix a file may hold (cells), checked before reading any data
-MAX_CELLS = 64_000_000
+#: the largest matrix a file may hold (cells), checked before reading any data: the largest X a session holds
+MAX_CELLS = 4096 * 8192
+#: the largest .csv read (a full-precision number takes about 20 characters: larger matrices travel as .npy)
+MAX_CSV_BYTES = 256 * 1024**2
+_WHAT = "matrix file"
 
 
-def read_matrix(path: str | Path) -> np.ndarray:
-    """A 2-D float64 matrix from .npy or .csv; a file that is not one raises SessionError saying why."""
+def read_matrix(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A 2-D float64 matrix from .npy or .csv; a file that is not one raises an error saying why.
+
+    Only regular files are opened (never a pipe or a device), their size is checked before anything is read,
+    and a .npy's header before any data. With ``shape`` (rows, cols), a matrix of another shape is refused before
+    its numbers are read (a .npy by its header, a .csv by its count of lines and of the first line's entries).
+    """
     path = Path(path)
+    label = label_of(path)
     suffix = path.suffix.lower()
     if suffix not in MATRIX_SUFFIXES:
-        raise SessionError(f"{path.name}: matrices are read from {' or '.join(MATRIX_SUFFIXES)} files.")
-    try:
+        raise MatrixError(f"{label}: matrices are read from {' or '.join(MATRIX_SUFFIXES)} files.")
+    with file_boundary(path, MatrixError, "read as a matrix"):
         if suffix == ".npy":
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)  # the header only: check the size before reading any data
-                if dtype.kind not in "fiub" or dtype.hasobject:
-                    raise SessionError(f"{path.name} holds {dtype} values, not numbers.")
-                if len(shape) != 2:
-                    raise SessionError(f"{path.name} holds a {len(shape)}-D array {shape}; a matrix is 2-D.")
-                if int(np.prod(shape)) > MAX_CELLS:
-                    raise SessionError(f"{path.name} holds {shape[0]} × {shape[1]} numbers: too many to edit.")
-                f.seek(0)
-                a = np.load(f, allow_pickle=False)
+            a = _read_npy(path, label, shape)
         else:
-            if path.stat().st_size > MAX_CELLS * 8:
-                raise SessionError(f"{path.name} is too large to be a matrix qkvgui can edit.")
-            text = path.read_text(encoding="utf-8-sig")
-            delimiter = "," if "," in text else ("\t" if "\t" in text else None)
-            a = np.loadtxt(text.splitlines(), delimiter=delimiter, ndmin=2, dtype=np.float64)
-    except SessionError:
-        raise
-    except (OSError, ValueError, EOFError) as e:
-        raise SessionError(f"{path.name} could not be read as a matrix: {e}") from None
-    a = np.asarray(a, dtype=np.float64)
+            a = _read_csv(path, label, shape)
     if a.ndim != 2 or a.size == 0:
-        raise SessionError(f"{path.name} holds an array of shape {a.shape}; a matrix needs rows and columns.")
+        raise MatrixError(f"{label} holds an array of shape {a.shape}; a matrix needs rows and columns.")
     if not np.isfinite(a).all():
         i, j = np.argwhere(~np.isfinite(a))[0]
-        raise SessionError(f"{path.name} holds {a[i, j]} at row {i}, column {j}: every entry must be finite.")
+        raise MatrixError(f"{label} holds {a[i, j]} at row {i}, column {j}: every entry must be finite.")
     return a
+
+
+def _wrong_shape(label: str, got: tuple[int, ...], shape: tuple[int, int]) -> MatrixError:
+    return MatrixError(f"{label} holds {' × '.join(map(str, got))} numbers but {shape[0]} × {shape[1]} are needed: "
+                       "resize one of them first.")
+
+
+def _read_npy(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarray:
+    with open_regular(path, what=_WHAT, error=MatrixError,
+                      max_bytes=MAX_CELLS * 8 + MAX_NPY_HEADER + 16) as f:
+        header = read_npy_header(f, label, MatrixError)
+        if len(header.shape) != 2:
+            raise MatrixError(f"{label} holds a {len(header.shape)}-D array {header.shape}; a matrix is 2-D.")
+        rows, cols = header.shape
+        if rows * cols > MAX_CELLS:
+            raise MatrixError(f"{label} holds {rows} × {cols} numbers: too many to edit (at most {MAX_CELLS:,}).")
+        if shape is not None and header.shape != tuple(shape):
+            raise _wrong_shape(label, header.shape, shape)
+        size = os.fstat(f.fileno()).st_size
+        if size != header.offset + header.data_bytes:
+            state = "truncated" if size < header.offset + header.data_bytes else "followed by stray bytes"
+            raise MatrixError(f"{label} is {state}: a {rows} × {cols} {header.dtype} array needs "
+                              f"{header.offset + header.data_bytes} bytes, the file has {size}.")
+        data = f.read(header.data_bytes)
+    if len(data) != header.data_bytes:
+        raise MatrixError(f"{label} changed while it was read (it is shorter than its header says).")
+    flat = np.frombuffer(data, dtype=header.dtype)
+    a = flat.reshape(header.shape[::-1]).T if header.fortran_order else flat.reshape(header.shape)
+    return np.array(a, dtype=np.float64, order="C")
+
+
+def _read_csv(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarray:
+    with open_regular(path, what=_WHAT, error=MatrixError, max_bytes=MAX_CSV_BYTES) as f:
+        raw = f.read(MAX_CSV_BYTES + 1)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MatrixError(f"{label} is not UTF-8 text (byte {e.start}); a .csv matrix is text.") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise MatrixError(f"{label} is empty: a .csv matrix has one line of numbers per row.")
+    delimiter = "," if "," in lines[0] else ("\t" if "\t" in lines[0] else None)
+    cols = len(lines[0].split(delimiter))
+    if len(lines) * cols > MAX_CELLS:
+        raise MatrixError(f"{label} holds {len(lines)} × {cols} numbers: too many to edit (at most {MAX_CELLS:,}).")
+    if shape is not None and (len(lines), cols) != tuple(shape):
+        raise _wrong_shape(label, (len(lines), cols), shape)
+    try:
+        return np.loadtxt(lines, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except ValueError as e:
+        raise MatrixError(f"{label} could not be read as a matrix: {reason(e)}") from None
 
 
 def write_matrix(path: str | Path, matrix) -> Path:
@@ -66,4 +110,4 @@ def write_matrix(path: str | Path, matrix) -> Path:
     if suffix == ".csv":
         text = "\n".join(",".join(repr(float(v)) for v in row) for row in a) + "\n"
         return atomic_write(path, lambda f: f.write(text.encode()))
-    raise SessionError(f"{path.name}: matrices are written to {' or '.join(MATRIX_SUFFIXES)} files.")
+    raise MatrixError(f"{path.name}: matrices are written to {' or '.join(MATRIX_SUFFIXES)} files.")
