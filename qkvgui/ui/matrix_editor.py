@@ -30,7 +30,10 @@ from qkvgui.core.errors import ShapeError
 
 MINUS = "\u2212"  # a real minus sign, as the heatmaps draw it: the same width as the digits
 #: A number in the C locale: an optional sign, ASCII digits with at most one ".", an optional exponent. No "," or "_".
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Written so that no two parts can match the same digits: matching is linear in the length of the text.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: the longest text read as one number (a float64 needs at most 24 characters; exact decimals run to ~770)
+MAX_NUMBER_CHARS = 1024
 _NON_FINITE_WORDS = {"nan", "inf", "infinity"}
 
 #: Cell shading: white at 0, fading to these light ends at ±max|value|, so black text stays readable on every cell.
@@ -57,8 +60,11 @@ RANDOM_SCALE = 0.5  # random fills draw standard normals times this, small enoug
 def parse_number(text: str) -> float:
     """The finite float ``text`` spells in the C locale (``'0.5'``, ``'-1e-3'``, ``' 2 '``).
 
-    Raises ValueError whose message is a predicate to put after the quoted text: ``"is not a number"``.
+    Raises ValueError whose message is a predicate to put after the quoted text: ``"is not a number"``. Linear in
+    the length of the text, and text longer than ``MAX_NUMBER_CHARS`` is refused without being read.
     """
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"is too long to be a number (more than {MAX_NUMBER_CHARS} characters)")
     s = text.strip().replace(MINUS, "-")
     if not _NUMBER.fullmatch(s):
         if s.lstrip("+-").lower() in _NON_FINITE_WORDS:
@@ -70,39 +76,71 @@ def parse_number(text: str) -> float:
     return value
 
 
-def _is_number(text: str) -> bool:
-    try:
-        parse_number(text)
-    except ValueError:
-        return False
-    return True
+def _rows_end(text: str) -> int:
+    """The length of ``text`` without the blank lines and spaces a spreadsheet puts after a copied block."""
+    end = len(text)
+    while end and text[end - 1] in "\r\n \t":
+        end -= 1
+    return end
 
 
-def parse_block(text: str) -> np.ndarray:
+def block_shape(text: str) -> tuple[int, int]:
+    """(rows, columns) of pasted text, from its line count and its first line only: cheap, before parsing."""
+    end = _rows_end(text)
+    if end == 0:
+        return 0, 0
+    newline = "\n" if "\n" in text else "\r"
+    rows = text.count(newline, 0, end) + 1
+    first_end = text.find(newline, 0, end)
+    first = text[: first_end if first_end >= 0 else end].rstrip("\r")
+    return rows, len(_split_line(first, "\t" in text))
+
+
+def _split_line(line: str, tabs: bool) -> list[str]:
+    return line.split("\t") if tabs else re.split(r"\s*,\s*|\s+", line.strip())
+
+
+class PasteError(ValueError):
+    """Pasted text that is not a block of numbers, or does not fit; the message says which and where."""
+
+
+def parse_block(text: str, fits: tuple[int, int] | None = None, progress=None) -> np.ndarray:
     """The (rows, cols) float64 block in pasted text: one line per row, entries separated by tabs (as spreadsheets
-    copy them) or, when there is no tab, by commas or runs of spaces. Raises ValueError naming the first bad entry."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():  # spreadsheets end the copied block with a newline
-        lines.pop()
-    if not lines:
-        raise ValueError("There are no numbers to paste")
-    if "\t" in text:
-        rows = [line.split("\t") for line in lines]
-    else:
-        rows = [re.split(r"\s*,\s*|\s+", line.strip()) for line in lines]
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(rows[0]):
-            raise ValueError(
-                f"Row {i} of the pasted text has {len(row)} entries but row 1 has {len(rows[0])}: "
+    copy them) or, when there is no tab, by commas or runs of spaces. Raises ValueError naming the first bad entry.
+
+    With ``fits`` (rows, cols), a larger block is refused before any number is parsed (its shape comes from the
+    line count and the first line), and so is text too long to hold that many entries of at most
+    ``MAX_NUMBER_CHARS`` characters. ``progress(done_rows, rows)`` is called now and then while parsing; when it
+    returns False the parse stops with ``PasteError("cancelled")``.
+    """
+    rows_count, cols_count = block_shape(text)
+    if rows_count == 0:
+        raise PasteError("There are no numbers to paste")
+    if fits is not None:
+        if rows_count > fits[0] or cols_count > fits[1]:
+            raise PasteError(f"The pasted block is {rows_count} × {cols_count} but only {fits[0]} × {fits[1]} cells "
+                             "fit")
+        if len(text) > rows_count * cols_count * (MAX_NUMBER_CHARS + 2) + 2 * rows_count + 1024:
+            raise PasteError(f"The pasted text is too long for {rows_count} × {cols_count} numbers: an entry is "
+                             f"longer than {MAX_NUMBER_CHARS} characters")
+    lines = text[: _rows_end(text)].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    tabs = "\t" in text
+    block = np.empty((len(lines), cols_count))  # [rows, cols]
+    for i, line in enumerate(lines):
+        row = _split_line(line, tabs)
+        if len(row) != cols_count:
+            raise PasteError(
+                f"Row {i + 1} of the pasted text has {len(row)} entries but row 1 has {cols_count}: "
                 "paste a rectangular block"
             )
-    block = np.empty((len(rows), len(rows[0])))  # [rows, cols]
-    for i, row in enumerate(rows):
         for j, entry in enumerate(row):
             try:
                 block[i, j] = parse_number(entry)
             except ValueError as e:
-                raise ValueError(f"Row {i + 1}, column {j + 1} of the pasted text, {entry.strip()!r}, {e}") from None
+                shown = entry.strip() if len(entry) <= 40 else entry.strip()[:37] + "..."
+                raise PasteError(f"Row {i + 1}, column {j + 1} of the pasted text, {shown!r}, {e}") from None
+        if progress is not None and i % 256 == 255 and progress(i + 1, len(lines)) is False:
+            raise PasteError("cancelled")
     return block
 
 
@@ -134,6 +172,7 @@ class MatrixTableModel(QAbstractTableModel):
         self._row_labels: list[str] = []
         self._col_labels: list[str] = []
         self._max_abs = 0.0  # of the finite values; scales the cell shading
+        self.last_edit_refused = False  # whether the last typed text was refused (the view keeps the cursor there)
 
     # -- the data -------------------------------------------------------------------------------------------------
 
@@ -245,8 +284,11 @@ class MatrixTableModel(QAbstractTableModel):
             number = parse_number(text)
         except ValueError as e:
             old = format_value(float(self._array[row, col]))
-            self.message.emit(f"{text.strip()!r} {e}: {self.name} ({self.where(row, col)}) keeps {old}")
+            shown = text.strip() if len(text) <= 40 else text.strip()[:37] + "..."
+            self.message.emit(f"{shown!r} {e}: {self.name} ({self.where(row, col)}) keeps {old}")
+            self.last_edit_refused = True
             return False
+        self.last_edit_refused = False
         self.request_block(row, col, np.array([[number]]))
         return True
 
@@ -283,7 +325,8 @@ class _SheetView(QTableView):
         if step is None:
             super().closeEditor(editor, hint)
             return
-        refused = isinstance(editor, QLineEdit) and not _is_number(editor.text())
+        model = self.model()
+        refused = isinstance(editor, QLineEdit) and getattr(model, "last_edit_refused", False)  # parsed once
         super().closeEditor(editor, hint if hint == hints.SubmitModelCache else hints.NoHint)
         if not refused:
             self._step(*step)
@@ -482,18 +525,18 @@ class MatrixEditor(QWidget):
             self.message.emit(f"Select the cell of {self.model.name} where the pasted block should start")
             return False
         top, left = bounds[:2]
-        try:
-            block = parse_block(text)
-        except ValueError as e:
-            self.message.emit(f"{e}; nothing was pasted into {self.model.name}")
-            return False
         n_rows, n_cols = self.model.matrix().shape
-        height, width = block.shape
-        if top + height > n_rows or left + width > n_cols:
+        height, width = block_shape(text)  # the shape first: a block that cannot fit is never parsed
+        if height and (top + height > n_rows or left + width > n_cols):
             self.message.emit(
                 f"The pasted block is {height} × {width} but only {n_rows - top} × {n_cols - left} cells fit below "
                 f"and right of ({self.model.where(top, left)}) in {self.model.name}"
             )
+            return False
+        try:
+            block = parse_block(text, fits=(n_rows - top, n_cols - left))
+        except ValueError as e:
+            self.message.emit(f"{e}; nothing was pasted into {self.model.name}")
             return False
         self.model.request_block(top, left, block)
         return True
