@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_USAGE = 0, 2
+#: PNG pixels per screen pixel: below, a figure is a smudge; above, a 1280 × 800 window makes a 300 MB image
+MIN_SCALE, MAX_SCALE = 0.25, 8.0
 
 
 class UsageError(Exception):
@@ -91,8 +93,11 @@ def cmd_export(argv: list[str]) -> int:
 
     formats = _split(args.format, FORMATS, "format")
     views = _split(args.views, ["pipeline", *(s.name for s in VIEW_SPECS)], "view")
-    if not args.scale > 0:
-        raise UsageError(f"--scale must be positive, not {args.scale}")
+    if not MIN_SCALE <= args.scale <= MAX_SCALE:  # also refuses nan and inf
+        raise UsageError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g} (PNG pixels per screen pixel), "
+                         f"not {args.scale:g}")
+    if not args.out.strip():
+        raise UsageError("--out needs the folder to write into; it was empty")
     session = _load(args.session, args.preset)
     if args.head is not None:
         if not 1 <= args.head <= session.n_heads:
@@ -135,5 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(argv[1:])
         return cmd_open(argv)
     except UsageError as e:
-        print(f"qkvgui: error: {e}", file=sys.stderr)
+        message = str(e).encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate prints too
+        print(f"qkvgui: error: {message}", file=sys.stderr)
         return EXIT_USAGE
