@@ -107,7 +107,8 @@ def bench_learn(repeats: int) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn"], help="which benchmark")
+    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures"],
+                        help="which benchmark")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     if args.what == "core":
@@ -124,6 +125,10 @@ def main(argv=None) -> int:
         return bench_checkpoint(args.repeats)
     if args.what == "learn":
         return bench_learn(args.repeats)
+    if args.what == "figures":
+        from qkvgui.io.figure_bench import run_figures_bench
+
+        return run_figures_bench(min(args.repeats, 5))
     if args.what == "session":
         from qkvgui.io.session_file import bench_gpt2_session
 

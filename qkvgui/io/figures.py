@@ -269,6 +269,12 @@ def _sharpen_image(element: ET.Element, sx: float, sy: float) -> None:
     image = QImage.fromData(base64.b64decode(href[len(prefix):]), "PNG")
     if image.isNull():
         return
+    # An image drawn into a rectangle (drawImage(rect, image)) is stretched by its width/height attributes too.
+    try:
+        sx *= float(element.get("width", image.width())) / image.width()
+        sy *= float(element.get("height", image.height())) / image.height()
+    except ValueError:
+        pass
     kx = max(1, math.ceil(sx * IMAGE_OVERSAMPLING))
     ky = max(1, math.ceil(sy * IMAGE_OVERSAMPLING))
     too_big = image.width() * kx * image.height() * ky / MAX_SVG_IMAGE_PIXELS
