@@ -7,29 +7,66 @@ concatenated (head 0 first) and projected by ``W_O``; the residual stream receiv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import NonFiniteError, ShapeError
 
-__all__ = ["AttentionResult", "multi_head_attention", "attention_mask", "softmax"]
+__all__ = ["AttentionResult", "HeadResult", "multi_head_attention", "attention_mask", "softmax", "block_max"]
+
+
+#: the softmax of a head works on about this many entries at a time (2 MB in float64), so they stay in cache
+BLOCK_ENTRIES = 1 << 18
+#: the overview of every head's weights (weights_pooled) is at most this many cells along a side
+OVERVIEW_CELLS = 256
+#: result.head(h) keeps recently viewed heads while they fit in this many bytes (always at least the newest)
+HEAD_CACHE_BYTES = 600 * 2**20
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class HeadResult:
+    """The (n_q × n_k) steps of one head. All arrays are read-only."""
+
+    head: int
+    scores: np.ndarray  # [n_q, n_k]  Q·Kᵀ
+    scaled: np.ndarray  # [n_q, n_k]  scores · scale
+    masked: np.ndarray  # [n_q, n_k]  scaled, −inf where a key is hidden (the same array as scaled without a mask)
+    weights: np.ndarray  # [n_q, n_k]  softmax(masked) row-wise; a row with no visible key is all 0
+
+    @property
+    def nbytes(self) -> int:
+        arrays = {id(a): a for a in (self.scores, self.scaled, self.masked, self.weights)}
+        return sum(a.nbytes for a in arrays.values())
+
+
+class _Cache:
+    """The mutable part of a frozen result: recently viewed heads and full fields asked for, behind one lock."""
+
+    __slots__ = ("lock", "heads", "fields")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.heads: OrderedDict[int, HeadResult] = OrderedDict()  # most recently viewed last
+        self.fields: dict[str, np.ndarray] = {}
+
+
+@dataclass(frozen=True, eq=False)  # no slots: the lazy fields are properties (and slots break their setter)
 class AttentionResult:
     """Every step of one multi-head attention layer. All arrays are read-only.
 
-    h heads, n_q queries, n_k keys, d_k query/key width, d_v value width.
+    h heads, n_q queries, n_k keys, d_k query/key width, d_v value width. The result keeps what grows like n
+    (Q, K, V, the outputs); the (n_q × n_k) steps of a head are computed when asked for: ``result.head(h)``
+    gives one head's scores, scaled, masked and weights (recently viewed heads are kept), and ``result.weights``
+    (likewise ``scores``, ``scaled``, ``masked``) gives every head's at once, [h, n_q, n_k], for scripts and
+    small layers. ``weights_pooled`` is every head's weights at a glance, max-pooled so no sharp line is lost.
     """
 
     q: np.ndarray  # [h, n_q, d_k]
-    k: np.ndarray  # [h, n_k, d_k]
-    v: np.ndarray  # [h, n_k, d_v]
-    scores: np.ndarray  # [h, n_q, n_k]  Q·Kᵀ
-    scaled: np.ndarray  # [h, n_q, n_k]  scores · scale
-    masked: np.ndarray  # [h, n_q, n_k]  scaled, −inf where a key is hidden
-    weights: np.ndarray  # [h, n_q, n_k]  softmax(masked) row-wise; a row with no visible key is all 0
+    k: np.ndarray  # [h_kv, n_k, d_k]  (h_kv = h, or fewer when heads share keys and values)
+    v: np.ndarray  # [h_kv, n_k, d_v]
     head_outputs: np.ndarray  # [h, n_q, d_v]  weights·V
     concat: np.ndarray  # [n_q, h·d_v]  the heads side by side, head 0 first
     output: np.ndarray  # [n_q, d_model]  concat·W_O + b_O
@@ -37,10 +74,101 @@ class AttentionResult:
     visible: np.ndarray  # [n_q, n_k] bool: True where query i may look at key j
     dead_rows: np.ndarray  # [m] int: the query rows that can see no key at all (their weights are 0)
     scale: float  # the factor the scores were multiplied by
+    weights_pooled: np.ndarray  # [h, ⌈n_q/pool⌉, ⌈n_k/pool⌉]  max of the weights over pool × pool blocks
+    pool: int  # 1 when weights_pooled is the weights themselves (n ≤ OVERVIEW_CELLS)
+    masked_keys: bool = True  # False when every query sees every key (then masked is scaled)
+    _cache: _Cache = field(default_factory=_Cache, init=False, repr=False, compare=False)
 
     @property
     def n_heads(self) -> int:
         return self.q.shape[0]
+
+    @property
+    def n_q(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def n_k(self) -> int:
+        return self.k.shape[1]
+
+    def kv_head(self, h: int) -> int:
+        """The index into k and v that head h reads (h itself unless heads share keys and values)."""
+        return h * self.k.shape[0] // self.q.shape[0]
+
+    def head(self, h: int) -> HeadResult:
+        """Head h's scores, scaled, masked and weights, [n_q, n_k] each: computed on first use, then kept while
+        it is among the recently viewed heads (HEAD_CACHE_BYTES). Safe to call from any thread."""
+        if not -self.n_heads <= h < self.n_heads:
+            raise IndexError(f"head {h} is out of range: the layer has {self.n_heads} heads")
+        h = int(h) % self.n_heads
+        cache = self._cache
+        with cache.lock:
+            if h in cache.heads:
+                cache.heads.move_to_end(h)
+                return cache.heads[h]
+            # Make room first, so the new head and the old ones are never all in memory at once.
+            need = self.head_nbytes()
+            while cache.heads and sum(r.nbytes for r in cache.heads.values()) + need > HEAD_CACHE_BYTES:
+                cache.heads.popitem(last=False)
+            result = self._compute_head(h)
+            cache.heads[h] = result
+            return result
+
+    def head_ready(self, h: int) -> bool:
+        """True when head(h) returns at once (it is small or kept), so the GUI thread may ask for it."""
+        with self._cache.lock:
+            return h in self._cache.heads or self.head_nbytes() <= 4 * 2**20
+
+    def head_nbytes(self) -> int:
+        """The memory one head(h) takes."""
+        return (3 + self.masked_keys) * self.n_q * self.n_k * self.q.dtype.itemsize
+
+    def _compute_head(self, h: int) -> HeadResult:
+        kv = self.kv_head(h)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.q[h] @ self.k[kv].T  # [n_q, n_k]
+            scaled = scores * self.q.dtype.type(self.scale)  # [n_q, n_k]
+            masked = np.where(self.visible, scaled, self.q.dtype.type(-np.inf)) if self.masked_keys else scaled
+            weights = softmax(masked)  # [n_q, n_k]
+        _freeze(scores, scaled, masked, weights)
+        return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
+
+    def _all_heads(self, name: str) -> np.ndarray:
+        """Field name of every head, [h, n_q, n_k], computed once on first use."""
+        cache = self._cache
+        with cache.lock:
+            if name not in cache.fields:
+                if name == "masked" and not self.masked_keys:
+                    cache.fields[name] = self._all_heads("scaled")
+                else:
+                    out = np.empty((self.n_heads, self.n_q, self.n_k), dtype=self.q.dtype)
+                    for h in range(self.n_heads):
+                        kept = cache.heads.get(h)
+                        out[h] = getattr(kept if kept is not None else self._compute_head(h), name)
+                    _freeze(out)
+                    cache.fields[name] = out
+            return cache.fields[name]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """[h, n_q, n_k]  Q·Kᵀ of every head (computed on first use: h·n_q·n_k numbers)."""
+        return self._all_heads("scores")
+
+    @property
+    def scaled(self) -> np.ndarray:
+        """[h, n_q, n_k]  scores · scale of every head (computed on first use)."""
+        return self._all_heads("scaled")
+
+    @property
+    def masked(self) -> np.ndarray:
+        """[h, n_q, n_k]  scaled with −inf where a key is hidden, every head (computed on first use)."""
+        return self._all_heads("masked")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """[h, n_q, n_k]  softmax(masked) row-wise, every head (computed on first use); rows with no visible
+        key are all 0."""
+        return self._all_heads("weights")
 
 
 def attention_mask(n_q: int, n_k: int, *, causal: bool = False, key_padding_mask=None) -> np.ndarray | None:
@@ -68,7 +196,8 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax; a slice that is entirely −inf becomes all zeros instead of NaN."""
     peak = np.max(logits, axis=axis, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0.0)  # all-hidden rows: exp(−inf − 0) = 0, no NaN
-    e = np.exp(logits - peak)
+    e = logits - peak
+    np.exp(e, out=e)
     total = np.sum(e, axis=axis, keepdims=True)
     np.divide(e, total, out=e, where=total > 0)
     return e
@@ -148,7 +277,7 @@ def multi_head_attention(
     scale: float | None = None,
     ablate=None,
 ) -> AttentionResult:
-    """One multi-head attention layer with every intermediate kept.
+    """One multi-head attention layer; every intermediate is in the result (a head's n_q × n_k ones on demand).
 
     Shapes: x_q [n_q, d_model]; x_kv [n_k, d_model] (None: self-attention, x_kv = x_q); w_q, w_k
     [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; b_q, b_k [h, d_k]; b_v [h, d_v];
@@ -217,13 +346,18 @@ def multi_head_attention(
 
 
 def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate) -> AttentionResult:
-    """The math of multi_head_attention on validated inputs (see there for shapes)."""
+    """The math of multi_head_attention on validated inputs (see there for shapes).
+
+    Q, K, V and the outputs are kept; the heads are done one at a time in one reused (n_q × n_k) buffer, so
+    memory grows like n² once, not like h·n² four times. The two products of a head run whole, exactly as the
+    formulas write them (BLAS rounds a row of a product differently when it is computed in a smaller block);
+    the softmax between them runs a block of query rows at a time, so each block stays in cache.
+    """
     h, d_v = w_q.shape[0], w_v.shape[2]
     n_q, n_k = x_q.shape[0], x_kv.shape[0]
     dtype = x_q.dtype
     # Projections as batched products over heads: x [n, d_model] broadcasts against W [h, d_model, d],
-    # giving [h, n, d] directly, with no copy of the weights (fusing them into one [d_model, 3·h·d]
-    # matrix costs more in copying than one GEMM saves at these sizes).
+    # giving [h, n, d] directly, with no copy of the weights.
     q = x_q @ w_q  # [h, n_q, d_k]
     k = x_kv @ w_k  # [h, n_k, d_k]
     v = x_kv @ w_v  # [h, n_k, d_v]
@@ -233,20 +367,31 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
         k += biases["b_K"][:, None, :]
     if biases["b_V"] is not None:
         v += biases["b_V"][:, None, :]
-
-    scores = q @ k.transpose(0, 2, 1)  # [h, n_q, n_k]
-    scaled = scores * scale  # [h, n_q, n_k]
-    _check_overflow("The scaled scores Q·Kᵀ·scale", scaled)
     visible = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
+    masked_keys = visible is not None
     if visible is None:
-        masked = scaled
         visible = np.ones((n_q, n_k), dtype=bool)
         dead_rows = np.zeros(0, dtype=np.intp)
     else:
-        masked = np.where(visible, scaled, dtype.type(-np.inf))  # [h, n_q, n_k]
+        visible = np.ascontiguousarray(visible)
         dead_rows = np.flatnonzero(~visible.any(axis=1))
-    weights = softmax(masked)  # [h, n_q, n_k]
-    head_outputs = weights @ v  # [h, n_q, d_v]
+    _freeze(q, k, v, visible, dead_rows)
+
+    pool = max(1, -(-max(n_q, n_k) // OVERVIEW_CELLS))
+    blocks = _row_blocks(n_q, n_k, pool)
+    spans = [_visible_span(visible[a:b]) for a, b in blocks] if masked_keys else [(0, n_k)] * len(blocks)
+    check = _may_overflow(q, k, scale)
+    head_outputs = np.empty((h, n_q, d_v), dtype=dtype)  # [h, n_q, d_v]
+    weights_pooled = np.empty((h, -(-n_q // pool), -(-n_k // pool)), dtype=dtype)
+    w = np.empty((n_q, n_k), dtype=dtype)  # one head's steps at a time, overwritten in place
+    for head in range(h):
+        kv = head * k.shape[0] // h
+        np.matmul(q[head], k[kv].T, out=w)  # scores [n_q, n_k]
+        for (a, b), span in zip(blocks, spans, strict=True):
+            _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
+            weights_pooled[head, a // pool : -(-b // pool)] = block_max(w[a:b], pool, pool)
+        np.matmul(w, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
+    del w
     if ablate is not None:
         head_outputs[ablate] = 0.0  # a switched-off head writes nothing
     concat = head_outputs.transpose(1, 0, 2).reshape(n_q, h * d_v)  # [n_q, h·d_v]
@@ -256,10 +401,71 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     residual = x_q + output  # [n_q, d_model]
     _check_overflow("The residual X + output", residual)
 
-    visible = np.ascontiguousarray(visible)
-    _freeze(q, k, v, scores, scaled, masked, weights, head_outputs, concat, output, residual, visible, dead_rows)
+    _freeze(head_outputs, concat, output, residual, weights_pooled)
     return AttentionResult(
-        q=q, k=k, v=v, scores=scores, scaled=scaled, masked=masked, weights=weights,
-        head_outputs=head_outputs, concat=concat, output=output, residual=residual,
-        visible=visible, dead_rows=dead_rows, scale=float(scale),
+        q=q, k=k, v=v, head_outputs=head_outputs, concat=concat, output=output, residual=residual,
+        visible=visible, dead_rows=dead_rows, scale=float(scale), weights_pooled=weights_pooled, pool=pool,
+        masked_keys=masked_keys,
     )
+
+
+def _row_blocks(n_q: int, n_k: int, pool: int) -> list[tuple[int, int]]:
+    """Query-row blocks [a, b) of about BLOCK_ENTRIES entries each, starting at multiples of pool."""
+    rows = max(pool, BLOCK_ENTRIES // max(n_k, 1) // pool * pool)
+    return [(a, min(a + rows, n_q)) for a in range(0, n_q, rows)]
+
+
+def _visible_span(visible: np.ndarray) -> tuple[int, int]:
+    """[lo, hi): the columns where any of these rows sees a key (lo = hi when none does)."""
+    cols = np.flatnonzero(visible.any(axis=0))
+    return (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
+
+
+def _may_overflow(q: np.ndarray, k: np.ndarray, scale) -> bool:
+    """False when no scaled score can overflow (|q·k| ≤ ‖q‖·‖k‖), so the blocks need no finiteness check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        q_norm = float(np.sqrt(np.max(np.einsum("hnd,hnd->hn", q, q)))) if q.size else 0.0
+        k_norm = float(np.sqrt(np.max(np.einsum("hnd,hnd->hn", k, k)))) if k.size else 0.0
+        bound = q_norm * k_norm * abs(float(scale))
+    return not (np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
+
+
+def _softmax_rows(w: np.ndarray, visible: np.ndarray | None, span: tuple[int, int], scale, check: bool) -> None:
+    """Scores → weights, in place, for a block of query rows w [rows, n_k] (visible: its rows of the mask).
+
+    The same operations as HeadResult's steps, row for row: times scale, −inf where hidden, the same maximum,
+    exp(x − peak), the same pairwise sum over the whole row, the same division; so the same numbers, bit for bit.
+    Keys that no row of the block sees (the future, in causal attention) are set to 0 without exp.
+    """
+    w *= scale  # scaled
+    if check:
+        _check_overflow("The scaled scores Q·Kᵀ·scale", w)
+    lo, hi = span
+    if visible is not None:
+        w[:, :lo] = 0.0
+        w[:, hi:] = 0.0
+        part = w[:, lo:hi]
+        np.copyto(part, -np.inf, where=~visible[:, lo:hi])  # masked
+    else:
+        part = w
+    if hi > lo:
+        peak = np.max(part, axis=-1, keepdims=True)
+        peak = np.where(np.isfinite(peak), peak, 0.0)  # all-hidden rows: exp(−inf − 0) = 0
+        np.subtract(part, peak, out=part)
+        np.exp(part, out=part)
+        total = np.sum(w, axis=-1, keepdims=True)  # over the whole row, zeros included: the same sum
+        np.divide(part, total, out=part, where=total > 0)
+
+
+def block_max(a: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """The maximum over each fy × fx block of a 2-D array, [⌈rows/fy⌉, ⌈cols/fx⌉] (ragged edge blocks too)."""
+    if fy == 1 and fx == 1:
+        return a
+    rows, cols = a.shape
+    ry, rx = -(-rows // fy), -(-cols // fx)
+    if rows % fy:
+        a = np.concatenate([a, np.full((ry * fy - rows, cols), -np.inf, dtype=a.dtype)])
+    out = a.reshape(ry, fy, cols).max(axis=1)  # [ry, cols]
+    if cols % fx:
+        out = np.concatenate([out, np.full((ry, rx * fx - cols), -np.inf, dtype=a.dtype)], axis=1)
+    return out.reshape(ry, rx, fx).max(axis=2)
