@@ -76,6 +76,14 @@ def _vec(row: np.ndarray, limit: int = 4) -> str:
     return "[" + ", ".join(parts) + (", …]" if len(row) > limit else "]")
 
 
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def _sub(i: int) -> str:
+    """An index as subscript digits: v₄."""
+    return str(i).translate(_SUB)
+
+
 def _tok(tokens: list[str], i: int) -> str:
     return f"“{tokens[i]}” ({i})"
 
@@ -109,7 +117,7 @@ def narrate(step: Step, d: FigureData) -> str:
         s = r.scores[h, i]
         hi, lo = int(np.argmax(s)), int(np.argmin(s))
         return (
-            f"Score (i, j) is the dot product q_i·k_j: how well token i's query matches token j's key. Row "
+            f"Score (i, j) is the dot product qᵢ·kⱼ: how well token i's query matches token j's key. Row "
             f"{name} ranges from {_n(s[lo])} with {_tok(keys, lo)} to {_n(s[hi])} with {_tok(keys, hi)}. "
             f"A {n} × {m} table per head."
         )
@@ -145,7 +153,7 @@ def narrate(step: Step, d: FigureData) -> str:
     if step.name == "head_outputs":
         w = r.weights[h, i]
         order = [int(j) for j in np.argsort(-w, kind="stable")[:2] if w[j] > 0]
-        terms = " + ".join(f"{_n(w[j])} × v_{j}" for j in order)
+        terms = " + ".join(f"{_n(w[j])} × v{_sub(j)}" for j in order)
         return (
             f"Each token's head output is the weighted sum of the value rows, with its row of weights: for "
             f"{name}, {terms}{' + …' if m > 2 else ''} = {_vec(r.head_outputs[h, i])}. The head has moved "
