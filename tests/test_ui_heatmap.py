@@ -31,8 +31,10 @@ def image_items(view):
 
 
 def settle(qtbot):
-    """Let the layout pass that fits the margins to the image run."""
-    qtbot.wait(20)
+    """Let the layout passes that fit the margins to the image run (several event-loop turns: under load one
+    turn of 20 ms was not always enough and the test failed at random)."""
+    for _ in range(5):
+        qtbot.wait(20)
 
 
 def test_image_holds_the_data_as_float32_with_masked_cells_as_nan(qtbot):
