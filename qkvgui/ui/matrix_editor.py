@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core.errors import ShapeError
+from qkvgui.ui.text import short_label
 
 MINUS = "\u2212"  # a real minus sign, as the heatmaps draw it: the same width as the digits
 #: A number in the C locale: an optional sign, ASCII digits with at most one ".", an optional exponent. No "," or "_".
@@ -215,7 +216,7 @@ class MatrixTableModel(QAbstractTableModel):
 
     def where(self, row: int, col: int) -> str:
         """A cell named by its headers, as the user sees them: ``"row 3, d1"``."""
-        return f"row {self._row_labels[row]}, {self._col_labels[col]}"
+        return f"row {short_label(self._row_labels[row])}, {short_label(self._col_labels[col])}"
 
     def request_block(self, row: int, col: int, block: np.ndarray) -> None:
         """Ask the owner to write ``block`` (h, w) with its top-left cell at (row, col); nothing changes here."""
@@ -267,7 +268,7 @@ class MatrixTableModel(QAbstractTableModel):
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         labels = self._col_labels if orientation == Qt.Orientation.Horizontal else self._row_labels
-        return labels[section] if 0 <= section < len(labels) else None
+        return short_label(labels[section]) if 0 <= section < len(labels) else None  # a 15 MiB token stays short
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         if not index.isValid():
@@ -437,7 +438,8 @@ class MatrixEditor(QWidget):
             return
         metrics = header.fontMetrics()
         for i, label in enumerate(labels):
-            header.resizeSection(i, min(MAX_COLUMN_WIDTH, max(COLUMN_WIDTH, metrics.horizontalAdvance(label) + 14)))
+            width = metrics.horizontalAdvance(short_label(label)) + 14
+            header.resizeSection(i, min(MAX_COLUMN_WIDTH, max(COLUMN_WIDTH, width)))
 
     def set_title(self, name: str) -> None:
         """Rename the matrix (title and messages); the shape is appended: ``W_Q (head 1)  5 × 4``."""

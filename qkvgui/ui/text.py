@@ -1,0 +1,60 @@
+"""Text from files, shown safely: capped in length and breakable, so a 15 MiB one-word description cannot stall
+the window (Qt lays out an unbreakable word in time quadratic in its length: 300 KB took 30 s).
+
+    display_text(description)   for paragraphs: at most MAX_DISPLAY_CHARS, a break opportunity every 80 characters
+    short_label(token)          for headers, ticks and list items: one line, at most MAX_LABEL_CHARS
+    one_line(message)           for the status bar: the first line, capped
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MAX_DISPLAY_CHARS", "MAX_LABEL_CHARS", "display_text", "one_line", "short_label"]
+
+#: the longest text shown as a paragraph (a description); the rest is summarised
+MAX_DISPLAY_CHARS = 4000
+#: the longest label (a token in a header or on an axis)
+MAX_LABEL_CHARS = 48
+#: the longest status-bar message
+MAX_MESSAGE_CHARS = 400
+_ZERO_WIDTH_SPACE = "\u200b"
+_LONG_WORD = re.compile(r"\S{80}")  # linear: a fixed-length run, no nested repetition
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """Lone surrogates (valid in Python strings, not in Qt's UTF-16) become U+FFFD; control characters go."""
+    return _CONTROL.sub("", text.encode("utf-8", "replace").decode("utf-8"))
+
+
+def _more(n: int) -> str:
+    return f"… ({n:,} more characters)"
+
+
+def display_text(text: str, limit: int = MAX_DISPLAY_CHARS) -> str:
+    """``text`` capped at ``limit`` characters (saying how many more there are), with a zero-width break after
+    every 80 characters without a space, so that word wrap can always break it."""
+    text = str(text)
+    extra = len(text) - limit
+    shown = _printable(text[:limit] if extra > 0 else text)
+    shown = _LONG_WORD.sub(lambda m: m.group(0) + _ZERO_WIDTH_SPACE, shown)
+    return shown + (_more(extra) if extra > 0 else "")
+
+
+def short_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """One line of at most ``limit`` characters (an ellipsis marks a cut): for headers, ticks and list items."""
+    text = str(text)
+    head = text[: limit + 1]
+    if "\n" in head or "\r" in head:
+        head = head.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    head = _printable(head)
+    return head if len(text) <= limit else head[: limit - 1] + "…"
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The first line of a message, capped: what fits a status bar."""
+    message = str(message)
+    first = message[: limit + 1].split("\n", 1)[0]
+    first = _printable(first)
+    return first if len(first) <= limit and len(message) <= limit else first[: limit - 1] + "…"
