@@ -102,17 +102,23 @@ class AttentionResult:
             raise IndexError(f"head {h} is out of range: the layer has {self.n_heads} heads")
         h = int(h) % self.n_heads
         cache = self._cache
-        with cache.lock:
+        with cache.lock:  # held only to look up and store, never while computing (head_ready must not wait)
             if h in cache.heads:
                 cache.heads.move_to_end(h)
                 return cache.heads[h]
-            # Make room first, so the new head and the old ones are never all in memory at once.
-            need = self.head_nbytes()
-            while cache.heads and sum(r.nbytes for r in cache.heads.values()) + need > HEAD_CACHE_BYTES:
-                cache.heads.popitem(last=False)
-            result = self._compute_head(h)
-            cache.heads[h] = result
+            self._make_room(self.head_nbytes())  # first, so the new head and the old ones are not all in memory
+        result = self._compute_head(h)
+        with cache.lock:
+            result = cache.heads.setdefault(h, result)  # another thread may have stored it meanwhile
+            cache.heads.move_to_end(h)
+            self._make_room(0)
             return result
+
+    def _make_room(self, need: int) -> None:
+        """Forget the least recently viewed heads until need more bytes fit (the newest is always kept)."""
+        heads = self._cache.heads
+        while len(heads) > (0 if need else 1) and sum(r.nbytes for r in heads.values()) + need > HEAD_CACHE_BYTES:
+            heads.popitem(last=False)
 
     def head_ready(self, h: int) -> bool:
         """True when head(h) returns at once (it is small or kept), so the GUI thread may ask for it."""

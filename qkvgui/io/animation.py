@@ -114,7 +114,7 @@ def narrate(step: Step, d: FigureData) -> str:
     visible = np.asarray(r.visible) if r.visible is not None else np.ones((n, m), bool)
     row_visible = visible[i] if visible.ndim == 2 else np.ones(m, bool)
     if step.name == "scores":
-        s = r.scores[h, i]
+        s = r.head(h).scores[i]
         hi, lo = int(np.argmax(s)), int(np.argmin(s))
         return (
             f"Score (i, j) is the dot product qᵢ·kⱼ: how well token i's query matches token j's key. Row "
@@ -122,12 +122,12 @@ def narrate(step: Step, d: FigureData) -> str:
             f"A {n} × {m} table per head."
         )
     if step.name == "scaled":
-        s = r.scores[h, i]
+        s = r.head(h).scores[i]
         hi = int(np.argmax(s))
         why = f"1/√d_k = 1/√{d_k} = {r.scale:.3f}" if math.isclose(r.scale, 1 / math.sqrt(d_k)) else f"{r.scale:.3g}"
         return (
             f"The scores are multiplied by {why}, so that they do not grow with d_k and softmax does not "
-            f"saturate: {name}'s largest score {_n(s[hi])} becomes {_n(r.scaled[h, i, hi])}."
+            f"saturate: {name}'s largest score {_n(s[hi])} becomes {_n(r.head(h).scaled[i, hi])}."
         )
     if step.name == "masked":
         hidden = int((~visible).sum()) if visible.ndim == 2 else 0
@@ -141,7 +141,7 @@ def narrate(step: Step, d: FigureData) -> str:
             f"will give them weight 0. {name} sees {int(row_visible.sum())} of {m} keys."
         )
     if step.name == "weights":
-        w = r.weights[h, i]
+        w = r.head(h).weights[i]
         order = [int(j) for j in np.argsort(-w, kind="stable")[:3] if w[j] > 0]
         parts = ", ".join(f"{_n(w[j])} to {_tok(keys, j)}" for j in order)
         return (
@@ -151,7 +151,7 @@ def narrate(step: Step, d: FigureData) -> str:
             + " Hidden keys get exactly 0."
         )
     if step.name == "head_outputs":
-        w = r.weights[h, i]
+        w = r.head(h).weights[i]
         order = [int(j) for j in np.argsort(-w, kind="stable")[:2] if w[j] > 0]
         terms = " + ".join(f"{_n(w[j])} × v{_sub(j)}" for j in order)
         return (

@@ -255,6 +255,8 @@ class FigureData:
                 raise FigureError("Composition needs two or more layers: this session has one.")
             c = self.composition
             return np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
+        if name in ("scores", "scaled", "masked", "weights"):
+            return getattr(r.head(head), name)  # one head's n × n, not every head's
         value = getattr(r, name)
         return value[head] if VIEWS[name].per_head else value
 

@@ -91,7 +91,7 @@ class CircuitsPanel(QWidget):
         self.views["token_qk"].set_title(f"X·W_QK·X{'_kv' if session.cross else ''}ᵀ\n"
                                          f"head {head + 1} · {token_qk.shape[0]} × {token_qk.shape[1]}")
         if result is not None and result.n_heads == h:
-            self.views["circuit_scores"].set_data(result.scores[head], q_tokens, k_tokens)
+            self.views["circuit_scores"].set_data(result.head(head).scores, q_tokens, k_tokens)
             self.views["circuit_scores"].set_title(f"scores = Q·Kᵀ\nhead {head + 1} · {token_qk.shape[0]} × "
                                                    f"{token_qk.shape[1]}")
         if session.d_model <= MAX_SVD:

@@ -31,20 +31,21 @@ def _products(a, b) -> str:
 
 def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tokens) -> str:
     """HTML: how scores, scaled, masked and weights at (head, i, j) were made from row i of Q and row j of K."""
-    qi, kj = r.q[head, i], r.k[head, j]
+    qi, kj = r.q[head, i], r.k[r.kv_head(head), j]
+    one = r.head(head)
     qt, kt = escape(str(q_tokens[i])), escape(str(k_tokens[j]))
     lines = [
         f"<b>Query {i} ‘{qt}’ · key {j} ‘{kt}’</b> (head {head + 1})",
         f"score = q<sub>{i}</sub>·k<sub>{j}</sub> = Σ<sub>c</sub> q<sub>{i}</sub>[c]·k<sub>{j}</sub>[c]",
         "&nbsp;&nbsp;= " + _products(qi, kj),
-        f"&nbsp;&nbsp;= <b>{_num(r.scores[head, i, j])}</b>",
-        f"scaled = {_num(r.scores[head, i, j])} × {_num(r.scale)} = <b>{_num(r.scaled[head, i, j])}</b>",
+        f"&nbsp;&nbsp;= <b>{_num(one.scores[i, j])}</b>",
+        f"scaled = {_num(one.scores[i, j])} × {_num(r.scale)} = <b>{_num(one.scaled[i, j])}</b>",
     ]
     if r.visible[i, j]:
         lines.append("mask: key visible, the scaled score passes unchanged")
     else:
         lines.append("mask: key <b>hidden</b> (causal: it comes after the query, or it is padding) → −∞")
-    row = r.masked[head, i]
+    row = one.masked[i]
     if i in r.dead_rows:
         lines.append(f"softmax: query {i} sees no key at all, so its weights are all 0 and it takes nothing")
     else:
@@ -53,16 +54,16 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
         lines.append(
             f"weight = exp({_num(row[j])} − {_num(top)}) / Σ<sub>j'</sub> exp(masked[{i}, j'] − {_num(top)}) "
             f"= {_num(np.exp(row[j] - top) if np.isfinite(row[j]) else 0.0)} / {_num(denom)} "
-            f"= <b>{_num(r.weights[head, i, j])}</b>"
+            f"= <b>{_num(one.weights[i, j])}</b>"
         )
-        shown = ", ".join(f"{escape(str(k_tokens[c]))} {r.weights[head, i, c]:.2f}" for c in range(len(row))[:16])
+        shown = ", ".join(f"{escape(str(k_tokens[c]))} {one.weights[i, c]:.2f}" for c in range(len(row))[:16])
         lines.append(f"row {i}’s weights: {shown}{' …' if len(row) > 16 else ''}")
     return "<br>".join(lines)
 
 
 def explain_output_row(r: AttentionResult, head: int, i: int, q_tokens, k_tokens) -> str:
     """HTML: head output row i as the weighted sum of the rows of V."""
-    w = r.weights[head, i]
+    w = r.head(head).weights[i]
     order = np.argsort(-w, kind="stable")
     qt = escape(str(q_tokens[i]))
     lines = [f"<b>Head {head + 1} output for query {i} ‘{qt}’</b> = Σ<sub>j</sub> w<sub>{i}j</sub> · v<sub>j</sub>"]

@@ -634,6 +634,9 @@ class MainWindow(QMainWindow):
         if self.result is None or self.result.n_heads != self.session.n_heads:
             return
         s = self.session
+        if not self.scheduler.prepare_head(self.results, s.layer, s.head):
+            self.statusBar().showMessage(f"computing head {s.head + 1}…")
+            return  # drawn when the worker has it (computed is emitted again)
         self.pipeline.show_result(self.result, s.head, s.tokens, s.key_tokens, s.cross, s.features,
                                   layer=s.layer if s.n_layers > 1 else None)
         self.pipeline.show_residuals(self.results, s.tokens, s.features)
@@ -657,7 +660,7 @@ class MainWindow(QMainWindow):
         r = self.result
         if pin:
             self._pinned = (view, i, j) if i >= 0 else None
-        if i < 0 or r is None or i >= r.weights.shape[1] or j >= r.weights.shape[2]:
+        if i < 0 or r is None or i >= r.n_q or j >= r.n_k or not r.head_ready(self.session.head):
             if self._pinned is not None and not pin:
                 kind, pi, pj = self._pinned
                 if kind != "row":
@@ -679,10 +682,10 @@ class MainWindow(QMainWindow):
         r = self.result
         if pin:
             self._pinned = ("row", i, -1) if i >= 0 else None
-        if i < 0 or r is None or i >= r.weights.shape[1]:
+        if i < 0 or r is None or i >= r.n_q or not r.head_ready(self.session.head):
             return
         head = self.session.head
-        visible_keys = [int(j) for j in (r.weights[head, i] > 0).nonzero()[0]]
+        visible_keys = [int(j) for j in (r.head(head).weights[i] > 0).nonzero()[0]]
         self.views["weights"].highlight(rows=[i])
         self.views["head_outputs"].highlight(rows=[i])
         self.views["v"].highlight(rows=visible_keys)

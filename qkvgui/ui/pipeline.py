@@ -118,7 +118,7 @@ class PipelineView(QWidget):
         """
         steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer)
         self._pending = []
-        if r.weights.size <= PROGRESSIVE_CELLS:
+        if r.n_heads * r.n_q * r.n_k <= PROGRESSIVE_CELLS:
             for step in steps:
                 step()
             return
@@ -142,10 +142,14 @@ class PipelineView(QWidget):
         d_model = r.output.shape[1]
         cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": list(features or dim_labels(d_model))}
         steps = []
+        one = r.head(head)  # the selected head's n_q × n_k steps (computed on the worker when big)
         for spec in VIEW_SPECS:
-            data = getattr(r, spec.name)
-            if spec.per_head:
-                data = data[head]
+            if spec.name in SCORE_VIEWS:
+                data = getattr(one, spec.name)
+            else:
+                data = getattr(r, spec.name)
+                if spec.per_head:
+                    data = data[head]
             rows = q_tokens if spec.rows == "query" else k_tokens
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
             if not cross:
@@ -155,8 +159,10 @@ class PipelineView(QWidget):
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
         self._ensure_head_views(h)
+        # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
+        pooled_q, pooled_k = q_tokens[:: r.pool], k_tokens[:: r.pool]
         for i, view in enumerate(self.head_views):
-            steps.append(partial(self._draw, view, r.weights[i], q_tokens, k_tokens, f"head {i + 1}"))
+            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, f"head {i + 1}"))
         return steps
 
     @staticmethod

@@ -3,6 +3,8 @@
 Small layers are computed on the GUI thread at the end of the turn, so every view shows the edit in the same frame.
 A layer above ``threshold`` multiply-adds goes to one worker thread: at most one computation runs at a time, and
 a result that an edit has made stale is dropped; the newest request runs as soon as the worker is free.
+The worker also computes the selected head's n × n steps (``result.head(h)``), and so does ``prepare_head`` when
+the user selects a head whose steps are not computed yet: the GUI thread only draws.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class RecomputeScheduler(QObject):
         self.last_compute_seconds = 0.0
         self._generation = 0  # bumped by every request; a result carries the generation it was asked for
         self._running: Future | None = None
+        self._head_job: Future | None = None  # result.head(h) for a newly selected head
+        self.results: list | None = None  # the newest results emitted
         self._pending = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-compute")
         self._turn = QTimer(self, singleShot=True, interval=0)
@@ -73,12 +77,35 @@ class RecomputeScheduler(QObject):
         self.busy.emit(True)
         self._poll.start()
 
+    def prepare_head(self, results: list, layer: int, head: int) -> bool:
+        """True when results[layer].head(head) is at hand; otherwise compute it on the worker and emit
+        ``computed(results)`` again when it is (unless newer results came first)."""
+        r = results[layer] if 0 <= layer < len(results) else None
+        if r is None or not 0 <= head < r.n_heads or r.head_ready(head):
+            return True
+        job = self._head_job
+        if job is not None and not job.done() and job.key == (id(results), layer, head):
+            return False  # already on its way
+        self._head_job = self._pool.submit(r.head, head)
+        self._head_job.key = (id(results), layer, head)
+        self._head_job.results = results
+        self._poll.start()
+        return False
+
     def _collect(self) -> None:
+        head_job = self._head_job
+        if head_job is not None and head_job.done():
+            self._head_job = None
+            if head_job.results is self.results and self._running is None:
+                self.computed.emit(head_job.results)
+        if self._running is None and self._head_job is None:
+            self._poll.stop()
         job = self._running
         if job is None or not job.done():
             return
         self._running = None
-        self._poll.stop()
+        if self._head_job is None:
+            self._poll.stop()
         self.busy.emit(False)
         self._finish(job.generation, *job.result())
         if self._pending:
@@ -89,7 +116,10 @@ class RecomputeScheduler(QObject):
     def _run(state):
         t0 = time.perf_counter()
         try:
-            return compute_state(state), None, time.perf_counter() - t0
+            results = compute_state(state)
+            if 0 <= state.layer < len(results) and 0 <= state.head < results[state.layer].n_heads:
+                results[state.layer].head(state.head)  # the selected head's steps, here rather than in the GUI
+            return results, None, time.perf_counter() - t0
         except QkvError as e:
             return None, str(e), time.perf_counter() - t0
 
@@ -101,11 +131,12 @@ class RecomputeScheduler(QObject):
         if error is not None:
             self.failed.emit(error)
         else:
+            self.results = result
             self.computed.emit(result)
 
     def busy_now(self) -> bool:
         """True while a computation is asked for or running."""
-        return self._turn.isActive() or self._running is not None or self._pending
+        return self._turn.isActive() or self._running is not None or self._pending or self._head_job is not None
 
     def shutdown(self) -> None:
         self._turn.stop()

@@ -1,0 +1,44 @@
+"""Long inputs in the window: the selected head's steps come from the worker, and no view builds every head's."""
+
+import numpy as np
+
+from qkvgui.ui.bench_gui import _layer_state
+from qkvgui.ui.explain import _num
+
+
+def _settled(window, n):
+    r = window.result
+    return r is not None and r.n_q == n and not window.pipeline.drawing() and not window.scheduler.busy_now()
+
+
+def test_a_long_layer_shows_the_selected_head_without_building_every_head(window, qtbot):
+    n = 600  # one head's four steps are 11 MB: computed on the worker, not in the GUI thread
+    window.session.set_state(_layer_state(window.session.state(), n, 32, 4, 8))
+    qtbot.waitUntil(lambda: _settled(window, n), timeout=30000)
+    r = window.result
+    assert r.head_ready(0)  # the worker computed the selected head along with the layer
+    np.testing.assert_array_equal(window.views["weights"].data(), r.head(0).weights)
+    np.testing.assert_array_equal(window.views["masked"].data(), r.head(0).masked)
+
+    window.session.set_head(2)
+    qtbot.waitUntil(lambda: "head 3" in window.views["weights"].title() and _settled(window, n), timeout=30000)
+    np.testing.assert_array_equal(window.views["weights"].data(), window.result.head(2).weights)
+    np.testing.assert_array_equal(window.views["scores"].data(), window.result.head(2).scores)
+    assert "head 3" in window.views["head_outputs"].title()
+
+    # Every head at a glance: pooled 3 × 3 (600 tokens > 256), the maximum of each block.
+    assert r.pool == 3
+    np.testing.assert_array_equal(window.pipeline.head_views[1].data(), r.weights_pooled[1])
+    assert window.pipeline.head_views[1].data().shape == (200, 200)
+    # No view asked for all heads' n × n steps at once.
+    assert not window.result._cache.fields
+
+
+def test_hovering_a_weight_of_a_long_layer_explains_it(window, qtbot):
+    n = 300
+    window.session.set_state(_layer_state(window.session.state(), n, 16, 2, 4))
+    qtbot.waitUntil(lambda: _settled(window, n), timeout=30000)
+    window._inspect_cell("weights", 299, 5, False)
+    text = window.inspector.toPlainText()
+    assert "Query 299" in text
+    assert _num(window.result.head(0).weights[299, 5]) in text
