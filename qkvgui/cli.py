@@ -15,13 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+from qkvgui.core.errors import UsageError
+
 EXIT_OK, EXIT_USAGE = 0, 2
 #: PNG pixels per screen pixel: below, a figure is a smudge; above, a 1280 × 800 window makes a 300 MB image
 MIN_SCALE, MAX_SCALE = 0.25, 8.0
-
-
-class UsageError(Exception):
-    """Bad input on the command line: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +52,8 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str | None, preset: str | None):
-    from qkvgui.io import Session, SessionError
+    from qkvgui.core import QkvError
+    from qkvgui.session import Session
 
     if path and preset:
         raise UsageError("give a session file or --preset, not both")
@@ -63,7 +62,7 @@ def _load(path: str | None, preset: str | None):
             return Session.from_preset(preset)
         if path:
             return Session.load(path)
-    except SessionError as e:
+    except QkvError as e:
         raise UsageError(str(e)) from None
     return None
 

@@ -29,10 +29,10 @@ def _values(shape: tuple[int, ...], salt: int) -> np.ndarray:
 
 def golden_state_v1():
     """The session stored in session_v1.qkv: 4 tokens, cross-attention onto 3 source tokens, 2 heads, d_k ≠ d_v."""
-    from qkvgui.session import Layer, _State
+    from qkvgui.state import Layer, SessionState
 
     n, m, d_model, h, d_k, d_v = 4, 3, 4, 2, 2, 3
-    return _State(
+    return SessionState(
         tokens=["the", "cat", "sat", "<pad>"],
         source_tokens=["le", "chat", "<pad>"],
         x=_values((n, d_model), 1),
@@ -58,7 +58,7 @@ def golden_state_v2():
     residual stream apart from X (as a pre-LayerNorm checkpoint layer has)."""
     import dataclasses
 
-    from qkvgui.session import Layer
+    from qkvgui.state import Layer
 
     v1 = golden_state_v1()
     n, d_model, h, d_k, d_v = 4, 4, 2, 2, 3
@@ -71,7 +71,7 @@ def golden_state_v2():
 
 
 def main(argv: list[str]) -> int:
-    from qkvgui.io.session_file import VERSION, write_session
+    from qkvgui.io.session import VERSION, write_session
 
     builders = {1: golden_state_v1, 2: golden_state_v2}
     if VERSION not in builders:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from qkvgui.io import Session
+from qkvgui import Session
 
 
 def qkvgui(*args, cwd=None):

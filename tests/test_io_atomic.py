@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from qkvgui.io import Session
+from qkvgui import Session
+from qkvgui.core import MatrixFileError
 from qkvgui.io.atomic import ReadOnlyFileError, atomic_write, clean_stale_temporaries
 from qkvgui.io.matrix_file import read_matrix, write_matrix
-from qkvgui.session import SessionError
 
 
 def test_saving_through_a_symlink_writes_the_target_and_keeps_the_link(tmp_path):
@@ -134,5 +134,5 @@ def test_a_failing_write_removes_its_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "x.npy", boom)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(SessionError):
+    with pytest.raises(MatrixFileError):
         write_matrix(tmp_path / "x.txt", np.eye(2))

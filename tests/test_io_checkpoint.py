@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers")
 from make_model_reference import GPT2_SENTENCES, SENTENCES, minilm_folder  # noqa: E402
 from tiny_gpt2 import write_tiny_gpt2  # noqa: E402
 
-from qkvgui.io import Session, SessionError  # noqa: E402
+from qkvgui import CheckpointError, Session  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "models"
 MINILM = minilm_folder()
@@ -107,12 +107,12 @@ def test_a_saved_imported_layer_loads_back_bit_exact(gpt2, tmp_path):
 def test_bad_folders_and_requests_are_refused_clearly(gpt2, tmp_path, damage, layer, text, words):
     folder = Path(shutil.copytree(gpt2, tmp_path / "copy"))
     damage(folder)
-    with pytest.raises(SessionError, match=words):
+    with pytest.raises(CheckpointError, match=words):
         Session.from_checkpoint(folder, layer, text)
 
 
 def test_a_folder_that_is_not_a_model(tmp_path):
-    with pytest.raises(SessionError, match="needs config.json"):
+    with pytest.raises(CheckpointError, match="needs config.json"):
         Session.from_checkpoint(tmp_path, 0, "hello")
-    with pytest.raises(SessionError, match="not a folder"):
+    with pytest.raises(CheckpointError, match="not a folder"):
         Session.from_checkpoint(tmp_path / "nowhere", 0, "hello")

@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers")
 
 from tiny_gpt2 import CONFIG, WORDS, tiny_gpt2_tensors, write_tiny_gpt2  # noqa: E402
 
-from qkvgui.io import Session, SessionError  # noqa: E402
+from qkvgui import CheckpointError, Session  # noqa: E402
 from qkvgui.io.checkpoint import checkpoint_info  # noqa: E402
 
 
@@ -52,26 +52,26 @@ def set_config(folder: Path, **changes) -> None:
 def test_bad_config_settings_are_named(model, changes, words):
     set_config(model, **changes)
     for call in (lambda: checkpoint_info(model), lambda: Session.from_checkpoint(model, 0, "the cat")):
-        with pytest.raises(SessionError, match=words) as info:
+        with pytest.raises(CheckpointError, match=words) as info:
             call()
         assert "config.json" in str(info.value) or "qkvgui reads" in str(info.value)
 
 
 def test_a_deeply_nested_config_is_refused(model):
     (model / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    with pytest.raises(SessionError, match="config.json is nested too deeply"):
+    with pytest.raises(CheckpointError, match="config.json is nested too deeply"):
         checkpoint_info(model)
 
 
 def test_a_config_that_is_not_a_file_or_too_large(model):
     (model / "config.json").unlink()
     (model / "config.json").symlink_to("/dev/zero")
-    with pytest.raises(SessionError):
+    with pytest.raises(CheckpointError):
         checkpoint_info(model)
     (model / "config.json").unlink()
     with open(model / "config.json", "wb") as f:
         f.truncate(64 * 1024**2)
-    with pytest.raises(SessionError, match="more than the"):
+    with pytest.raises(CheckpointError, match="more than the"):
         checkpoint_info(model)
 
 
@@ -86,16 +86,16 @@ def write_tokenizer(folder: Path, vocab: dict[str, int]) -> None:
 def test_a_tokenizer_larger_than_the_embedding_table(model):
     vocab = {"<unk>": 0} | {w: i + 1 for i, w in enumerate(WORDS)} | {"zebra": 500}
     write_tokenizer(model, vocab)
-    with pytest.raises(SessionError, match="token id 500 but the model has 14 embeddings"):
+    with pytest.raises(CheckpointError, match="token id 500 but the model has 14 embeddings"):
         Session.from_checkpoint(model, 0, "the zebra")
     set_config(model, vocab_size=None)  # no vocab_size to check against: the table itself is too small
-    with pytest.raises(SessionError, match="model.safetensors") as info:
+    with pytest.raises(CheckpointError, match="model.safetensors") as info:
         Session.from_checkpoint(model, 0, "the zebra")
     assert "IndexError" in str(info.value) or "embedding" in str(info.value)
 
 
 def test_a_lone_surrogate_in_the_sentence(model):
-    with pytest.raises(SessionError, match="not text"):
+    with pytest.raises(CheckpointError, match="not text"):
         Session.from_checkpoint(model, 0, "the \ud800 cat")
 
 
@@ -117,7 +117,7 @@ def test_bfloat16_weights_load_or_are_refused_never_crash(model):
     bf16_safetensors(model / "model.safetensors", tiny_gpt2_tensors())
     try:
         s = Session.from_checkpoint(model, 1, "the cat sat")
-    except SessionError as e:
+    except CheckpointError as e:
         assert "model.safetensors" in str(e)
     else:
         assert np.isfinite(s.compute().weights).all()
@@ -127,5 +127,5 @@ def test_damaged_weights_of_every_kind_are_one_message(model):
     good = (model / "model.safetensors").read_bytes()
     for damaged in (good[:100], good[:8] + b"{" * 50 + good[58:], b"\xff" * 8 + good[8:], b""):
         (model / "model.safetensors").write_bytes(damaged)
-        with pytest.raises(SessionError, match="model.safetensors"):
+        with pytest.raises(CheckpointError, match="model.safetensors"):
             Session.from_checkpoint(model, 0, "the cat")

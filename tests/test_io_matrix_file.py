@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from qkvgui.core import MatrixFileError
 from qkvgui.io.matrix_file import read_matrix, write_matrix
-from qkvgui.session import SessionError
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
@@ -36,28 +36,28 @@ def test_csv_from_a_spreadsheet_with_tabs_or_commas(tmp_path):
 def test_bad_files_are_refused_clearly(tmp_path, name, content, message):
     p = tmp_path / name
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(SessionError, match=message):
+    with pytest.raises(MatrixFileError, match=message):
         read_matrix(p)
 
 
 def test_npy_refuses_objects_3d_and_absurd_headers(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(SessionError, match="Python objects"):
+    with pytest.raises(MatrixFileError, match="Python objects"):
         read_matrix(tmp_path / "o.npy")
     np.save(tmp_path / "t.npy", np.zeros((2, 2, 2)))
-    with pytest.raises(SessionError, match="3-D"):
+    with pytest.raises(MatrixFileError, match="3-D"):
         read_matrix(tmp_path / "t.npy")
     # a header that claims 10^12 cells is refused before anything is allocated
     with open(tmp_path / "huge.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
-    with pytest.raises(SessionError, match="too many"):
+    with pytest.raises(MatrixFileError, match="too many"):
         read_matrix(tmp_path / "huge.npy")
 
 
 def test_failed_write_leaves_the_old_file(tmp_path):
     p = write_matrix(tmp_path / "m.npy", np.eye(2))
     before = p.read_bytes()
-    with pytest.raises(SessionError):
+    with pytest.raises(MatrixFileError):
         write_matrix(tmp_path / "m.bin", np.eye(3))
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["m.npy"]  # no temporary file left behind
@@ -86,7 +86,7 @@ def npy_with_header(path, header: str, data: bytes = b"") -> None:
 def test_a_damaged_npy_header_is_one_clear_message(tmp_path, header):
     """Issue 11, item 2: hostile .npy headers make numpy's parser raise anything; we say what and where."""
     npy_with_header(tmp_path / "m.npy", header, b"\0" * 576)
-    with pytest.raises(SessionError) as info:
+    with pytest.raises(MatrixFileError) as info:
         read_matrix(tmp_path / "m.npy")
     assert str(info.value).startswith("m.npy")
     assert "\n" not in str(info.value)
@@ -96,10 +96,10 @@ def test_a_truncated_npy_and_stray_bytes_are_refused(tmp_path):
     np.save(tmp_path / "m.npy", np.eye(3))
     data = (tmp_path / "m.npy").read_bytes()
     (tmp_path / "short.npy").write_bytes(data[:-8])
-    with pytest.raises(SessionError, match="short.npy is truncated"):
+    with pytest.raises(MatrixFileError, match="short.npy is truncated"):
         read_matrix(tmp_path / "short.npy")
     (tmp_path / "long.npy").write_bytes(data + b"x")
-    with pytest.raises(SessionError, match="stray bytes"):
+    with pytest.raises(MatrixFileError, match="stray bytes"):
         read_matrix(tmp_path / "long.npy")
 
 
@@ -124,7 +124,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path, suffix):
     def read():
         try:
             read_matrix(fifo)
-        except SessionError as e:
+        except MatrixFileError as e:
             outcome.append(str(e))
 
     t = threading.Thread(target=read, daemon=True)
@@ -142,12 +142,12 @@ def test_a_link_to_a_device_or_a_folder_is_refused(tmp_path, suffix):
     """Issue 11, item 13: a .csv linked to /dev/zero read until memory ran out."""
     link = tmp_path / f"zero{suffix}"
     link.symlink_to("/dev/zero")
-    with pytest.raises(SessionError, match="is a device"):
+    with pytest.raises(MatrixFileError, match="is a device"):
         read_matrix(link)
     (tmp_path / f"folder{suffix}").mkdir()
-    with pytest.raises(SessionError, match="is a folder"):
+    with pytest.raises(MatrixFileError, match="is a folder"):
         read_matrix(tmp_path / f"folder{suffix}")
-    with pytest.raises(SessionError, match="Cannot open missing"):
+    with pytest.raises(MatrixFileError, match="Cannot open missing"):
         read_matrix(tmp_path / f"missing{suffix}")
 
 
@@ -163,16 +163,16 @@ def test_size_is_checked_before_reading(tmp_path):
     big = tmp_path / "big.csv"
     with open(big, "wb") as f:
         f.truncate(MAX_CSV_BYTES + 1)  # sparse: no disk used, and nothing may be read
-    with pytest.raises(SessionError, match="big.csv is 256.0 MiB, more than"):
+    with pytest.raises(MatrixFileError, match="big.csv is 256.0 MiB, more than"):
         read_matrix(big)
 
 
 def test_a_wrong_shape_is_refused_before_the_numbers_are_read(tmp_path):
     np.save(tmp_path / "m.npy", np.eye(3))
-    with pytest.raises(SessionError, match="3 × 3 numbers but 2 × 3 are needed"):
+    with pytest.raises(MatrixFileError, match="3 × 3 numbers but 2 × 3 are needed"):
         read_matrix(tmp_path / "m.npy", shape=(2, 3))
     # a .csv with a bad entry far down: the shape is refused first, without parsing a number
     (tmp_path / "m.csv").write_text("1,2,3\n" * 1000 + "x,y,z\n")
-    with pytest.raises(SessionError, match="1001 × 3 numbers but 12 × 3"):
+    with pytest.raises(MatrixFileError, match="1001 × 3 numbers but 12 × 3"):
         read_matrix(tmp_path / "m.csv", shape=(12, 3))
     np.testing.assert_array_equal(read_matrix(tmp_path / "m.npy", shape=(3, 3)), np.eye(3))

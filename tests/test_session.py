@@ -10,9 +10,12 @@ from qkvgui.session import Layer, Session, SessionError
 
 
 def watched():
+    """A session and a spy on its matrix signal; `spy.every` sees every signal of the group."""
     s = Session()
     spy = Mock()
-    s.changed.connect(spy)
+    spy.every = Mock()
+    s.events.matrix.connect(spy)
+    s.events.all.connect(spy.every)
     return s, spy
 
 
@@ -54,6 +57,7 @@ def test_refused_edits_change_nothing(args, message):
     with pytest.raises(SessionError, match=message):
         s.set_block(*args)
     spy.assert_not_called()
+    spy.every.assert_not_called()
     for name, value in before.items():
         np.testing.assert_array_equal(s.matrix(name), value)
 
@@ -172,17 +176,19 @@ def test_unknown_preset_names_the_presets():
     ],
 )
 def test_states_of_the_wrong_kind_are_refused(change, message):
-    from qkvgui.session import _State
+    from qkvgui.state import SessionState
 
     good = Session().state()
     with pytest.raises(SessionError, match=message):
-        Session(_State(**{**good.__dict__, **change}))
+        Session(SessionState(**{**good.__dict__, **change}))
 
 
 def test_a_session_owns_its_state():
-    snap = Session().state()
+    tokens, extra = list(Session().tokens), {}
+    snap = Session().state().replace(tokens=tokens, extra=extra)
     s = Session(snap)
-    snap.tokens.append("leak")
+    tokens.append("leak")
+    extra["x"] = 1
     snap.extra["x"] = 1
     assert "leak" not in s.tokens and "x" not in s.state().extra
 

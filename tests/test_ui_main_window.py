@@ -325,7 +325,7 @@ def test_a_bad_file_is_refused_and_the_session_kept(qtbot, window, tmp_path):
 
 
 def test_unsaved_changes_are_asked_about_and_autosaved(qtbot, window, tmp_path):
-    from qkvgui.io import Session
+    from qkvgui import Session
     from qkvgui.ui.main_window import autosave_path
 
     window.edit_block("X", 0, 0, np.array([[3.0]]))

@@ -2,7 +2,18 @@
 
 from .attention import AttentionResult, attention_mask, multi_head_attention, softmax
 from .circuits import Spectrum, composition_scores, ov_circuit, qk_circuit, spectrum
-from .errors import NonFiniteError, QkvError, ShapeError
+from .errors import (
+    CheckpointError,
+    FigureError,
+    MatrixFileError,
+    NonFiniteError,
+    PresetError,
+    QkvError,
+    SessionError,
+    SessionFileError,
+    ShapeError,
+    UsageError,
+)
 from .learn import (
     TARGET_PRESETS,
     Floor,
@@ -17,22 +28,29 @@ from .learn import (
 __all__ = [
     "TARGET_PRESETS",
     "AttentionResult",
+    "CheckpointError",
+    "FigureError",
     "Floor",
-    "PatternFitter",
-    "fit_pattern",
-    "loss_floor",
-    "normalize_target",
-    "pattern_loss",
-    "target_preset",
+    "MatrixFileError",
     "NonFiniteError",
+    "PatternFitter",
+    "PresetError",
     "QkvError",
+    "SessionError",
+    "SessionFileError",
     "ShapeError",
     "Spectrum",
+    "UsageError",
     "attention_mask",
     "composition_scores",
+    "fit_pattern",
+    "loss_floor",
     "multi_head_attention",
+    "normalize_target",
     "ov_circuit",
+    "pattern_loss",
     "qk_circuit",
     "softmax",
     "spectrum",
+    "target_preset",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checks import check_finite as _check_finite
 from .errors import NonFiniteError, ShapeError
 
 __all__ = ["AttentionResult", "HeadResult", "multi_head_attention", "attention_mask", "softmax", "block_max"]
@@ -219,22 +220,6 @@ def _as_array(name: str, a, dtype) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise ShapeError(f"{name} must hold numbers, but it holds {arr.dtype} values.")
     return arr.astype(dtype, copy=False)
-
-
-def _check_finite(name: str, a: np.ndarray) -> None:
-    # One fast reduction first: the sum of finite numbers is finite unless it overflows, so only a
-    # non-finite sum needs the element-wise search that says where the bad value is.
-    if np.isfinite(np.sum(a)):
-        return
-    bad = np.argwhere(~np.isfinite(a))
-    if len(bad) == 0:
-        return
-    where = ", ".join(str(int(i)) for i in bad[0])
-    value = a[tuple(bad[0])]
-    raise NonFiniteError(
-        f"{name} holds {value} at [{where}] ({len(bad)} non-finite value{'s' if len(bad) > 1 else ''}): "
-        "every entry must be a finite number."
-    )
 
 
 def _check_overflow(what: str, a: np.ndarray) -> None:

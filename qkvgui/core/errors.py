@@ -1,4 +1,34 @@
-"""The errors a learner can meet in the core, each with a message that says what is wrong and what to do."""
+"""Every error a user can meet, one family under ``QkvError``; each message says what is wrong, where, and what to do.
+
+Catch ``QkvError`` at a boundary (a menu action, the command line) and show its message; anything else escaping is
+a bug. The family:
+
+    QkvError                 base class (a ValueError, so older ``except ValueError`` code keeps working)
+      ShapeError             two matrices do not fit together
+      NonFiniteError         NaN or an infinity where only finite numbers make sense
+      SessionError           the document refuses a state or an edit
+        SessionFileError     a session file (.qkv) cannot be read or written
+        PresetError          there is no preset of that name
+      MatrixFileError        a matrix file (.npy, .csv) cannot be read or written
+      CheckpointError        a model folder (config, weights, tokenizer) cannot be read or run
+      FigureError            a figure or animation cannot be drawn or written
+      UsageError             bad input on the command line
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "FigureError",
+    "MatrixFileError",
+    "NonFiniteError",
+    "PresetError",
+    "QkvError",
+    "SessionError",
+    "SessionFileError",
+    "ShapeError",
+    "UsageError",
+]
 
 
 class QkvError(ValueError):
@@ -11,3 +41,32 @@ class ShapeError(QkvError):
 
 class NonFiniteError(QkvError):
     """A matrix holds NaN or an infinity where only finite numbers make sense."""
+
+
+class SessionError(QkvError):
+    """A session (or a change to one) that cannot be accepted; the message says what and where."""
+
+
+class SessionFileError(SessionError):
+    """A session file that cannot be read or written: the message names the file and the member or field."""
+
+
+class PresetError(SessionError):
+    """There is no preset of that name; the message lists the presets that exist."""
+
+
+class MatrixFileError(QkvError):
+    """A matrix file (.npy or .csv) that cannot be read or written: the message names the file and the problem."""
+
+
+class CheckpointError(QkvError):
+    """A model checkpoint that cannot be read or run: missing file, unknown architecture, missing tensor, bad
+    layer number or a sentence too long for the model."""
+
+
+class FigureError(QkvError):
+    """A figure that cannot be drawn or written: unknown format, empty or oversized picture, unwritable place."""
+
+
+class UsageError(QkvError):
+    """Bad input on the command line: printed as one line, exit code 2."""

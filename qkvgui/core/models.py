@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import QkvError
+from .errors import CheckpointError
 
 __all__ = ["ARCHITECTURES", "LayerInput", "ModelError", "architecture_of", "layer_input", "max_positions", "n_layers"]
 
 
-class ModelError(QkvError):
+class ModelError(CheckpointError):
     """A checkpoint this code cannot run: unknown architecture, missing tensor, layer out of range."""
 
 

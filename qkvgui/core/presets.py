@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .embeddings import one_hot_features, seeded_random, token_ids
+from .errors import PresetError
 
 __all__ = ["Preset", "PRESETS", "make_preset", "preset_names"]
 
@@ -278,8 +279,8 @@ def preset_names() -> list[str]:
 
 
 def make_preset(name: str) -> Preset:
-    """Build a preset by name; a KeyError names the presets that exist."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise KeyError(f"There is no preset '{name}'; the presets are {', '.join(PRESETS)}.") from None
+    """Build a preset by name; a PresetError names the presets that exist."""
+    if name not in PRESETS:
+        raise PresetError(f"There is no preset '{name}'; choose one of {', '.join(PRESETS)} "
+                          "(`qkvgui presets` lists them).")
+    return PRESETS[name]()

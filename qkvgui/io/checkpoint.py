@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qkvgui.core import CheckpointError
+from qkvgui.core.checks import LIMITS
 from qkvgui.core.models import ARCHITECTURES, ModelError, architecture_of, layer_input, max_positions, n_layers
 from qkvgui.io.files import file_boundary, open_regular, reason
-from qkvgui.session import LIMITS, SessionError
 
 __all__ = ["CheckpointLayer", "read_checkpoint_layer", "checkpoint_info"]
 
@@ -54,10 +55,10 @@ def _folder(path) -> Path:
     if folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
-        raise SessionError(f"{folder} is not a folder: choose the model's folder (with {', '.join(FILES)}).")
+        raise CheckpointError(f"{folder} is not a folder: choose the model's folder (with {', '.join(FILES)}).")
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        raise SessionError(f"{folder.name} has no {' and no '.join(missing)}: a model folder needs "
+        raise CheckpointError(f"{folder.name} has no {' and no '.join(missing)}: a model folder needs "
                            f"{', '.join(FILES)}.")
     return folder
 
@@ -67,40 +68,40 @@ def read_config(folder: Path) -> dict:
     setting (a deeply nested file, Infinity, 1e10, true or a list where a count belongs)."""
     path = folder / "config.json"
     where = f"{folder.name}/config.json"
-    with file_boundary(path, SessionError, "read"):
-        with open_regular(path, max_bytes=MAX_CONFIG_BYTES, what="model config", error=SessionError) as f:
+    with file_boundary(path, CheckpointError, "read"):
+        with open_regular(path, max_bytes=MAX_CONFIG_BYTES, what="model config", error=CheckpointError) as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         try:
             config = json.loads(raw.decode("utf-8"))
         except RecursionError:
-            raise SessionError(f"{where} is nested too deeply to be a model config.") from None
+            raise CheckpointError(f"{where} is nested too deeply to be a model config.") from None
         except (UnicodeDecodeError, ValueError) as e:
-            raise SessionError(f"{where} cannot be read: {reason(e)}") from None
+            raise CheckpointError(f"{where} cannot be read: {reason(e)}") from None
     if not isinstance(config, dict):
-        raise SessionError(f"{where} is not a JSON object.")
+        raise CheckpointError(f"{where} is not a JSON object.")
     for key, limit in CONFIG_COUNTS.items():
         if key not in config or (config[key] is None and key not in _required_keys(config)):
             continue
         value = config[key]
         if type(value) is not int:
-            raise SessionError(f"{where}: '{key}' must be a whole number, not {_json_text(value)}.")
+            raise CheckpointError(f"{where}: '{key}' must be a whole number, not {_json_text(value)}.")
         if not 1 <= value <= limit:
-            raise SessionError(f"{where}: '{key}' is {value}; it must be between 1 and {limit:,}.")
+            raise CheckpointError(f"{where}: '{key}' is {value}; it must be between 1 and {limit:,}.")
     for key in CONFIG_EPSILONS:
         value = config.get(key)
         if value is not None and (type(value) not in (int, float) or not 0 <= value < 1 or not math.isfinite(value)):
-            raise SessionError(f"{where}: '{key}' must be a small positive number, not {_json_text(value)}.")
+            raise CheckpointError(f"{where}: '{key}' must be a small positive number, not {_json_text(value)}.")
     try:
         arch = architecture_of(config)
     except ModelError as e:
-        raise SessionError(reason(e, 400)) from None
+        raise CheckpointError(reason(e, 400)) from None
     for keys, what in (*_REQUIRED, *(((k,), "a size the model needs") for k in ARCHITECTURES[arch][2:4])):
         if not any(isinstance(config.get(k), int) for k in keys):
-            raise SessionError(f"{where} does not give {what} ('{keys[0]}').")
+            raise CheckpointError(f"{where} does not give {what} ('{keys[0]}').")
     heads = next(config[k] for k in _REQUIRED[0][0] if isinstance(config.get(k), int))
     width = next(config[k] for k in _REQUIRED[1][0] if isinstance(config.get(k), int))
     if "head_dim" not in config and width % heads:
-        raise SessionError(f"{where}: a residual stream of width {width} cannot be split into {heads} heads.")
+        raise CheckpointError(f"{where}: a residual stream of width {width} cannot be split into {heads} heads.")
     return config
 
 
@@ -127,9 +128,9 @@ def checkpoint_info(path) -> dict:
         return {"architecture": architecture_of(config), "layers": n_layers(config),
                 "positions": max_positions(config), "config": config}
     except ModelError as e:
-        raise SessionError(str(e)) from None
+        raise CheckpointError(str(e)) from None
     except (KeyError, TypeError, ValueError) as e:
-        raise SessionError(f"{folder.name}/config.json lacks a setting the model needs ({e}).") from None
+        raise CheckpointError(f"{folder.name}/config.json lacks a setting the model needs ({e}).") from None
 
 
 def read_checkpoint_layer(path, layer: int, text: str) -> CheckpointLayer:
@@ -140,40 +141,40 @@ def read_checkpoint_layer(path, layer: int, text: str) -> CheckpointLayer:
     folder = _folder(path)
     info = checkpoint_info(folder)
     if not 0 <= layer < info["layers"]:
-        raise SessionError(f"The model has layers 1 to {info['layers']}; there is no layer {layer + 1}.")
+        raise CheckpointError(f"The model has layers 1 to {info['layers']}; there is no layer {layer + 1}.")
     if not isinstance(text, str) or not text.strip():
-        raise SessionError("Type a sentence for the model to read.")
+        raise CheckpointError("Type a sentence for the model to read.")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise SessionError(f"The sentence holds a character that is not text (a lone surrogate, at position "
+        raise CheckpointError(f"The sentence holds a character that is not text (a lone surrogate, at position "
                            f"{e.start + 1}): retype it.") from None
     tokenizer_path = folder / "tokenizer.json"
-    with file_boundary(tokenizer_path, SessionError, "read as a tokenizer"):
-        with open_regular(tokenizer_path, max_bytes=256 * 1024**2, what="tokenizer", error=SessionError):
+    with file_boundary(tokenizer_path, CheckpointError, "read as a tokenizer"):
+        with open_regular(tokenizer_path, max_bytes=256 * 1024**2, what="tokenizer", error=CheckpointError):
             pass  # a regular file of sane size: the tokenizers library opens it itself
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as e:  # the tokenizers library raises plain Exceptions for bad files
-            raise SessionError(f"{folder.name}/tokenizer.json cannot be read as a tokenizer: {reason(e)}") from None
+            raise CheckpointError(f"{folder.name}/tokenizer.json cannot be read as a tokenizer: {reason(e)}") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
         encoding = tokenizer.encode(text)
         ids = list(encoding.ids)
         tokens = [str(t) for t in encoding.tokens]
     if not ids:
-        raise SessionError("The tokenizer made no tokens of that sentence.")
+        raise CheckpointError("The tokenizer made no tokens of that sentence.")
     vocab = info["config"].get("vocab_size")
     if isinstance(vocab, int) and max(ids) >= vocab:
-        raise SessionError(f"The tokenizer gives token id {max(ids)} but the model has {vocab} embeddings: "
+        raise CheckpointError(f"The tokenizer gives token id {max(ids)} but the model has {vocab} embeddings: "
                            f"{folder.name}/tokenizer.json does not belong to this model.")
     if len(ids) > info["positions"]:
-        raise SessionError(f"The sentence makes {len(ids)} tokens but the model reads at most {info['positions']}: "
+        raise CheckpointError(f"The sentence makes {len(ids)} tokens but the model reads at most {info['positions']}: "
                            "shorten it.")
     started = time.perf_counter()
     weights = folder / "model.safetensors"
-    with file_boundary(weights, SessionError, "read as the model's weights"):
-        with open_regular(weights, what="weights file", error=SessionError):
+    with file_boundary(weights, CheckpointError, "read as the model's weights"):
+        with open_regular(weights, what="weights file", error=CheckpointError):
             pass  # a regular file: safetensors maps it itself
         try:
             with safe_open(str(weights), framework="numpy") as tensors:
@@ -186,9 +187,9 @@ def read_checkpoint_layer(path, layer: int, text: str) -> CheckpointLayer:
 
                 result = layer_input(get, info["config"], ids, layer, token_types=None)
         except ModelError as e:
-            raise SessionError(str(e)) from None
+            raise CheckpointError(str(e)) from None
         except (SafetensorError, OSError, ValueError) as e:
-            raise SessionError(f"{folder.name}/model.safetensors cannot be read: {reason(e)}") from None
+            raise CheckpointError(f"{folder.name}/model.safetensors cannot be read: {reason(e)}") from None
     seconds = time.perf_counter() - started
     arch = {"bert": "BERT", "gpt2": "GPT-2"}[info["architecture"]]
     name = str(info["config"].get("_name_or_path") or folder.name).rstrip("/").split("/")[-1] or folder.name

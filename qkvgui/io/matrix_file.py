@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from qkvgui.core import MatrixFileError as MatrixError
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.files import file_boundary, label_of, open_regular, reason
 from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
-from qkvgui.session import SessionError as MatrixError
 
 __all__ = ["MATRIX_SUFFIXES", "MAX_CELLS", "MAX_CSV_BYTES", "read_matrix", "write_matrix"]
 

@@ -21,7 +21,8 @@ def run_app(session=None, path: Path | None = None) -> int:
     """Build the app and the window, offer to recover autosaved work, run the event loop; returns its exit code."""
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from qkvgui.io import Session, SessionError
+    from qkvgui.core import QkvError
+    from qkvgui.session import Session
     from qkvgui.ui.main_window import MainWindow, autosave_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -41,7 +42,7 @@ def run_app(session=None, path: Path | None = None) -> int:
                 window.replace_session(Session.load(recovered), None)
                 window.undo_stack.resetClean()  # recovered work is unsaved work
                 window.setWindowModified(True)
-            except SessionError as e:
+            except QkvError as e:
                 window.show_message(f"The autosaved session could not be read: {e}")
         recovered.unlink(missing_ok=True)
     return app.exec()

@@ -14,14 +14,14 @@ import numpy as np
 
 def _layer_state(base, n: int, d_model: int, h: int, d: int, seed: int = 0):
     """A state of one seeded random layer of the given size (self-attention, n tokens), settings from base."""
-    from qkvgui.session import Layer, _State
+    from qkvgui.state import Layer, SessionState
 
     rng = np.random.default_rng(seed)
     layer = Layer(w_q=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
                   w_k=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
                   w_v=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
                   w_o=rng.standard_normal((h * d, d_model)) / np.sqrt(h * d))
-    return _State(**{
+    return SessionState(**{
         **base.__dict__,
         "tokens": [f"t{i}" for i in range(n)], "padding": np.zeros(n, bool),
         "x": rng.standard_normal((n, d_model)), "layers": [layer], "layer": 0, "x_residual": None,

@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qkvgui.io import Session, SessionError
+from qkvgui.core import QkvError
+from qkvgui.session import Session
 
 
 class ImportLayerDialog(QDialog):
@@ -83,7 +84,7 @@ class ImportLayerDialog(QDialog):
 
         try:
             info = checkpoint_info(self.folder_edit.text())
-        except SessionError as e:
+        except QkvError as e:
             self.info.setText(str(e))
             return
         self.layer_spin.setMaximum(info["layers"])
@@ -105,7 +106,7 @@ class ImportLayerDialog(QDialog):
     def _load(folder, layer, text):
         try:
             return Session.from_checkpoint(folder, layer, text), None
-        except SessionError as e:
+        except QkvError as e:
             return None, str(e)
         except ImportError as e:
             return None, f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e})."

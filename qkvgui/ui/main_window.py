@@ -36,12 +36,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qkvgui.core import AttentionResult
+from qkvgui.core import AttentionResult, QkvError
 from qkvgui.core.presets import make_preset, preset_names
-from qkvgui.io import Session, SessionError
 from qkvgui.io.figures import figure_to_image
 from qkvgui.io.matrix_file import read_matrix, write_matrix
-from qkvgui.session import GENERATORS, MATRICES, PER_HEAD
+from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session
 from qkvgui.ui.circuits_panel import CircuitsPanel
 from qkvgui.ui.commands import BlockEdit, StateChange
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
@@ -155,7 +154,13 @@ class MainWindow(QMainWindow):
 
         self.scheduler = RecomputeScheduler(self.session, parent=self)
         # subscriptions, in one block
-        self.session.changed.connect(self._on_session_changed)
+        events = self.session.events
+        events.matrix.connect(self._on_matrix_changed)
+        for signal in (events.head, events.layer):
+            signal.connect(self._on_selection_changed)
+        for signal in (events.tokens, events.source_tokens, events.shape, events.settings, events.layers,
+                       events.replaced):
+            signal.connect(self._refresh_all)
         self.scheduler.computed.connect(self._on_computed)
         self.scheduler.failed.connect(self.show_message)
         self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
@@ -371,7 +376,7 @@ class MainWindow(QMainWindow):
         head = self.session.head if name in PER_HEAD else None
         try:
             old = self.session.set_block(name, row, col, block, head=head)
-        except SessionError as e:
+        except QkvError as e:
             self.show_message(str(e))
             return False
         r, c = block.shape
@@ -387,7 +392,7 @@ class MainWindow(QMainWindow):
         before = self.session.state()
         try:
             setter(*args, **kwargs)
-        except SessionError as e:
+        except QkvError as e:
             self.show_message(str(e))
             self._refresh_controls()
             return False
@@ -462,7 +467,7 @@ class MainWindow(QMainWindow):
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
             fresh = Session.from_checkpoint(source["path"], source["layer"], source["text"])
-        except (SessionError, ImportError, KeyError) as e:
+        except (QkvError, ImportError) as e:
             self.show_message(f"Could not reload the model: {e}")
             return False
         finally:
@@ -517,7 +522,7 @@ class MainWindow(QMainWindow):
         target = self.editors[name].model.matrix()
         try:
             block = read_matrix(path)
-        except SessionError as e:
+        except QkvError as e:
             self.show_message(str(e))
             return False
         if block.shape != target.shape:
@@ -530,7 +535,7 @@ class MainWindow(QMainWindow):
     def export_matrix(self, name: str, path: str | Path) -> bool:
         try:
             write_matrix(path, self.editors[name].model.matrix())
-        except (SessionError, OSError) as e:
+        except (QkvError, OSError) as e:
             self.show_message(f"Could not write {path}: {e}")
             return False
         self.show_message(f"wrote {path}")
@@ -547,19 +552,19 @@ class MainWindow(QMainWindow):
             self.export_matrix(name, path)
 
     # ---- following the session ---------------------------------------------------------------------------
-    def _on_session_changed(self, what: str) -> None:
-        if what in ("X", "X_kv", "W_O"):
-            self._refresh_editor(what)
-        elif what in PER_HEAD:
-            self._refresh_editor(what)
-        elif what in ("head", "layer"):
-            for name in (*PER_HEAD, "W_O"):
-                self._refresh_editor(name)
-            self._refresh_controls()
-            self._pick_result()
-            self._redraw()
-        else:  # tokens, shape, settings, all
+    def _on_matrix_changed(self, name: str) -> None:
+        if name in self.editors:
+            self._refresh_editor(name)
+        else:  # a bias: no editor of its own
             self._refresh_all()
+
+    def _on_selection_changed(self, _index: int) -> None:
+        # a selection changes what is shown, never the result: pick the selected layer's from the last computation
+        for name in (*PER_HEAD, "W_O"):
+            self._refresh_editor(name)
+        self._refresh_controls()
+        self._pick_result()
+        self._redraw()
 
     def _refresh_all(self) -> None:
         for name in MATRICES:
@@ -753,7 +758,7 @@ class MainWindow(QMainWindow):
             return False
         try:
             new = Session.load(path)
-        except SessionError as e:
+        except QkvError as e:
             self.show_message(str(e))
             if self.isVisible() and not _quiet():
                 QMessageBox.warning(self, "Cannot open session", str(e))
@@ -788,7 +793,7 @@ class MainWindow(QMainWindow):
         self.session.set_extra("view", "circuits" if self.right_tabs.currentWidget() is self.circuits else "pipeline")
         try:
             self.session.save(path)
-        except (SessionError, OSError) as e:
+        except (QkvError, OSError) as e:
             self.show_message(f"Could not save {path}: {e}")
             return False
         self.path = Path(path)
@@ -825,7 +830,7 @@ class MainWindow(QMainWindow):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.session.save(target)
-        except (SessionError, OSError) as e:
+        except (QkvError, OSError) as e:
             self.show_message(f"Autosave failed: {e}")
             return None
         return target

@@ -15,14 +15,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from qkvgui.core import QkvError
-from qkvgui.session import Session, compute_state, layer_cost
+from qkvgui.session import CONTENT_EVENTS, Session
+from qkvgui.state import compute_state, layer_cost
 
 #: multiply-adds above which the computation leaves the GUI thread (a GPT-2 layer at n = 128 is ~3e8)
 DEFAULT_THRESHOLD = 2e7
 
 
 class RecomputeScheduler(QObject):
-    """Turns ``session.changed`` into ``computed(result)``, or ``failed(message)`` when the core refuses."""
+    """Turns the session's content events into ``computed(result)``, or ``failed(message)`` when the core refuses.
+
+    Selection events (head, layer, view) are not connected: selecting shows another part of the same result."""
 
     computed = Signal(object)
     failed = Signal(str)
@@ -43,11 +46,11 @@ class RecomputeScheduler(QObject):
         self._turn.timeout.connect(self._start)
         self._poll = QTimer(self, interval=5)
         self._poll.timeout.connect(self._collect)
-        session.changed.connect(self._on_changed)
+        for kind in CONTENT_EVENTS:
+            getattr(session.events, kind).connect(self._on_content_changed)
 
-    def _on_changed(self, what: str) -> None:
-        if what != "head":  # the selected head changes what is shown, not what is computed
-            self.request()
+    def _on_content_changed(self, *_: object) -> None:
+        self.request()
 
     def request(self) -> None:
         """Ask for a recomputation at the end of this event-loop turn (many requests, one computation)."""

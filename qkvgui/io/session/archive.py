@@ -1,0 +1,310 @@
+"""The guarded reader of session archives: every size is checked before it is allocated, nothing is unpickled.
+
+``Archive`` reads members of an open ZIP within the byte limits below; ``Fields`` gives typed access to
+session.json's fields. Every problem becomes a ``SessionFileError`` naming the file, the member and the field.
+The limits are the same for writing (``writer.py`` refuses what could not be read back) and reading.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+
+from qkvgui.core import SessionFileError
+from qkvgui.core.format import format_shape
+from qkvgui.state import BIASES, LIMITS
+
+#: the metadata member of the archive
+JSON_MEMBER = "session.json"
+
+#: the largest member read, by its declared uncompressed size (a hostile header cannot make us allocate more)
+MAX_MEMBER_BYTES = 2 * 1024**3
+#: the largest session.json read
+MAX_JSON_BYTES = 16 * 1024**2
+#: the most bytes all matrices of one session may take, as float64
+MAX_MATRIX_BYTES = 2 * 1024**3
+#: the largest .npy header read (numpy writes a few dozen bytes; its own reader refuses more than 10000)
+MAX_NPY_HEADER = 65536
+#: the most members an archive may list (a session has 3 + 8 per layer, at most 64 layers)
+MAX_MEMBERS = 1000
+#: the most bytes read from one archive, all members together (duplicate references count each time)
+MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + MAX_MEMBERS * MAX_NPY_HEADER
+#: a compressed member larger than this whose size is more than BOMB_RATIO times its compressed size is refused
+BOMB_MIN_BYTES = 16 * 1024**2
+BOMB_RATIO = 200
+
+# The shape of each matrix, by the LIMITS that bound each axis (W_O's rows are heads·d_v).
+AXES = {
+    "X": ("tokens", "d_model"),
+    "X_kv": ("tokens", "d_model"),
+    "W_Q": ("heads", "d_model", "d_head"),
+    "W_K": ("heads", "d_model", "d_head"),
+    "W_V": ("heads", "d_model", "d_head"),
+    "W_O": ("heads·d_head", "d_model"),
+    "X_residual": ("tokens", "d_model"),
+    "b_Q": ("heads", "d_head"),
+    "b_K": ("heads", "d_head"),
+    "b_V": ("heads", "d_head"),
+    "b_O": ("d_model",),
+}
+_NPY_LENGTH = {(1, 0): "<H", (2, 0): "<I"}  # the header-length field of each .npy version
+#: the matrices of each layer, from version 2 on
+LAYER_MATRICES = ("W_Q", "W_K", "W_V", "W_O", *BIASES)
+
+# What reading damaged or hostile bytes can raise, inside zipfile, zlib, json and numpy's header parser.
+DAMAGE = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    SyntaxError,
+    EOFError,
+    OSError,
+    RuntimeError,
+    NotImplementedError,
+    KeyError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    zipfile.BadZipFile,
+)
+# Of those, the ones that mean the archive (not the member's content) is damaged or unreadable.
+UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError)
+
+
+class Archive:
+    """The members of an open archive, read within the size limits; every failure becomes a SessionFileError."""
+
+    def __init__(self, zf: zipfile.ZipFile, label: str):
+        self.zf, self.label = zf, label
+        infos = zf.infolist()  # parsed when the archive was opened
+        if len(infos) > MAX_MEMBERS:
+            raise self.error(f"it lists {len(infos)} files; a session has at most {MAX_MEMBERS}.")
+        self.infos = {i.filename: i for i in infos}
+        self.budget = MAX_TOTAL_BYTES  # bytes left to read, across all members
+
+    def error(self, message: str) -> SessionFileError:
+        return SessionFileError(f"{self.label}: {message}")
+
+    def info(self, member: str, what: str) -> zipfile.ZipInfo:
+        info = self.infos.get(member)
+        if info is None:
+            raise self.error(f"the archive has no member '{member}' ({what}); the file is incomplete or damaged.")
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise self.error(
+                f"'{member}' claims {byte_text(info.file_size)}, more than the "
+                f"{byte_text(MAX_MEMBER_BYTES)} "
+                "a session member may have."
+            )
+        if (
+            info.compress_type != zipfile.ZIP_STORED
+            and info.file_size > BOMB_MIN_BYTES
+            and info.file_size > BOMB_RATIO * max(info.compress_size, 1)
+        ):
+            raise self.error(
+                f"'{member}' would expand {info.compress_size} bytes into {byte_text(info.file_size)}: "
+                "refused as a zip bomb."
+            )
+        if info.file_size > self.budget:
+            raise self.error(f"its members add up to more than {byte_text(MAX_TOTAL_BYTES)}; refused as too large.")
+        self.budget -= info.file_size
+        return info
+
+    def read_bytes(self, member: str, what: str, limit: int) -> bytes:
+        info = self.info(member, what)
+        if info.file_size > limit:
+            raise self.error(f"'{member}' is {byte_text(info.file_size)}, more than the {byte_text(limit)} allowed.")
+        try:
+            with self.zf.open(info) as m:
+                data = m.read(info.file_size + 1)
+        except DAMAGE as e:
+            raise self.error(f"'{member}' cannot be read ({reason(e)}): the file is damaged.") from None
+        if len(data) != info.file_size:
+            raise self.error(f"'{member}' is damaged: it holds {len(data)} bytes, not the {info.file_size} listed.")
+        return data
+
+    def read_matrix(self, name: str, member: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The float64 array in a .npy member, after checking its header against the declared shape."""
+        info = self.info(member, f"the matrix {name}")
+        where = f"'{member}' (the matrix {name})"
+        try:
+            with self.zf.open(info) as m:
+                dtype, fortran, offset = self._npy_header(m, where, shape)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if info.file_size != offset + nbytes:
+                    state = "truncated" if info.file_size < offset + nbytes else "followed by stray bytes"
+                    raise self.error(
+                        f"{where} is {state}: a {format_shape(shape)} {dtype} array needs "
+                        f"{offset + nbytes} "
+                        f"bytes with its header, the member has {info.file_size}."
+                    )
+                data = m.read(nbytes)
+                if len(data) != nbytes:
+                    raise self.error(f"{where} is truncated: {len(data)} of {nbytes} bytes.")
+                m.read(1)  # reaching the end makes zipfile check the CRC, catching flipped bytes in the data
+        except SessionFileError:
+            raise
+        except DAMAGE as e:
+            raise self.error(f"{where} cannot be read ({reason(e)}): the file is damaged.") from None
+        flat = np.frombuffer(data, dtype=dtype)
+        array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+        return np.array(array, dtype=np.float64, order="C")
+
+    def _npy_header(self, m, where: str, shape: tuple[int, ...]) -> tuple[np.dtype, bool, int]:
+        """(dtype, fortran_order, offset of the data) of a .npy stream, refusing any header that does not promise
+        exactly the declared shape of plain numbers. The header is length-checked before it is read."""
+        try:
+            magic = m.read(np.lib.format.MAGIC_LEN)
+            version = np.lib.format.read_magic(io.BytesIO(magic))
+            if version not in _NPY_LENGTH:
+                raise self.error(
+                    f"{where} is a .npy of version {version[0]}.{version[1]}; only versions 1.0 and 2.0 are read."
+                )
+            length_format = _NPY_LENGTH[version]
+            length_bytes = m.read(struct.calcsize(length_format))
+            (length,) = struct.unpack(length_format, length_bytes)
+            if length > MAX_NPY_HEADER:
+                raise self.error(f"{where} has a header of {length} bytes; a .npy header is a few dozen.")
+            text = m.read(length)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            got, fortran, dtype = reader(io.BytesIO(length_bytes + text))
+        except SessionFileError:
+            raise
+        except UNREADABLE as e:  # the archive's own checks: a CRC, a compression method, a password
+            raise self.error(f"{where} cannot be read ({reason(e)}): the file is damaged.") from None
+        except DAMAGE as e:
+            raise self.error(f"{where} is not a valid .npy array ({reason(e)}).") from None
+        check_dtype(self, where, dtype)
+        if tuple(got) != shape:
+            raise self.error(f"{where} is {format_shape(got)} but {JSON_MEMBER} declares {format_shape(shape)}.")
+        return dtype, fortran, len(magic) + len(length_bytes) + len(text)
+
+
+def check_dtype(archive: Archive, where: str, dtype: np.dtype) -> None:
+    if dtype.hasobject:
+        raise archive.error(
+            f"{where} holds Python objects; session files hold numbers only, and pickled objects "
+            "are never loaded (they could run code)."
+        )
+    if dtype.fields is not None or dtype.subdtype is not None:
+        raise archive.error(f"{where} is a structured array ({dtype}); a matrix must hold plain numbers.")
+    if dtype.kind == "c":
+        raise archive.error(f"{where} holds complex numbers ({dtype}); a matrix must hold real numbers.")
+    if dtype.kind not in "fiu" or dtype.itemsize > 8:
+        raise archive.error(f"{where} holds {dtype} values; a matrix must hold real numbers (float64).")
+
+
+class Fields:
+    """Typed access to session.json's fields; a missing or mistyped field raises SessionFileError naming it."""
+
+    def __init__(self, doc: dict, archive: Archive, prefix: str = ""):
+        self.doc, self.archive, self.prefix = doc, archive, prefix
+
+    def error(self, key: str, message: str) -> SessionFileError:
+        return self.archive.error(f"{JSON_MEMBER}: the field '{self.prefix}{key}' {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default=...):
+        if key not in self.doc:
+            if default is not ...:
+                return default
+            raise self.error(key, "is missing.")
+        value = self.doc[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # JSON true/false are Python bools, which are ints too: a count or index must not be a bool.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = "a number" if float in kinds else " or ".join(_JSON_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.error(key, f"must be {names}, not {json_kind(value)}.")
+        return value
+
+    def strings(self, key: str, *, low: int, high: int, default=...) -> list[str]:
+        values = self.get(key, list, default)
+        if not low <= len(values) <= high:
+            raise self.error(key, f"has {len(values)} entries; it must have between {low} and {high}.")
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise self.error(key, f"must hold text; entry {i} is {json_kind(v)}.")
+        return list(values)
+
+    def flags(self, key: str, length: int, what: str) -> np.ndarray:
+        values = self.get(key, list)
+        if len(values) != length:
+            raise self.error(key, f"has {len(values)} flags but there are {length} {what}: give one per token.")
+        for i, v in enumerate(values):
+            if not isinstance(v, bool):
+                raise self.error(key, f"must hold true/false flags; entry {i} is {json_kind(v)}.")
+        return np.array(values, dtype=bool)
+
+    def child(self, key: str) -> Fields:
+        return Fields(self.get(key, dict), self.archive, f"{self.prefix}{key}.")
+
+
+_JSON_NAMES = {
+    str: "text",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def check_total(archive: Archive, shapes) -> None:
+    total = sum(math.prod(shape) for shape in shapes) * 8
+    if total > MAX_MATRIX_BYTES:
+        raise archive.error(
+            f"{JSON_MEMBER} declares matrices of {byte_text(total)} in all, more than the "
+            f"{byte_text(MAX_MATRIX_BYTES)} qkvgui loads."
+        )
+
+
+def declared_shapes(shapes: Fields, names) -> dict[str, tuple[int, ...]]:
+    """Each named matrix's shape from session.json, every axis within LIMITS (checked before anything is
+    allocated)."""
+    out = {}
+    for name in names:
+        dims = shapes.get(name, list)
+        problem = shape_problem(name, dims)
+        if problem:
+            raise shapes.error(name, problem)
+        out[name] = tuple(dims)
+    return out
+
+
+def shape_problem(name: str, dims) -> str | None:
+    """What is wrong with a matrix shape for a session file (the same rule for writing and reading), or None."""
+    axes = AXES[name]
+    if len(dims) != len(axes) or not all(type(d) is int for d in dims):
+        return f"must list {len(axes)} whole numbers ({' × '.join(axes)}), not {dims!r:.80}."
+    for d, axis in zip(dims, axes, strict=True):
+        limit = LIMITS["heads"] * LIMITS["d_head"] if axis == "heads·d_head" else LIMITS[axis]
+        if not 1 <= d <= limit:
+            return f"is {format_shape(dims)}: its {axis} must be between 1 and {limit}, not {d}."
+    return None
+
+
+def byte_text(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def reason(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if value is None:
+        return "null"
+    return {str: "text", int: "an integer", float: "a number", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )

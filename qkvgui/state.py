@@ -1,0 +1,337 @@
+"""What a session holds, as a frozen value: ``SessionState``, its ``Layer`` of weights, and ``validate_state``.
+
+This module sits below both the files (``qkvgui.io`` reads and writes states) and the document
+(``qkvgui.session.Session`` holds one state at a time and replaces it on every edit), so that the arrows run one
+way: ``cli → ui → session → io → state → core``. A state is immutable: its arrays are read-only float64 (bool for
+flags), its sequences are tuples, so a snapshot can be shared with a worker thread or an undo command for free.
+``extra`` is a plain dict (it is saved as JSON): treat it as read-only; the document copies it on the way in and out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qkvgui.core import AttentionResult, NonFiniteError, SessionError, multi_head_attention
+from qkvgui.core.checks import LIMITS
+from qkvgui.core.checks import check_finite as _core_check_finite
+from qkvgui.core.format import format_shape
+
+__all__ = [
+    "BIASES",
+    "GENERATORS",
+    "LIMITS",
+    "MATRICES",
+    "PER_HEAD",
+    "SCALE_MODES",
+    "Layer",
+    "SessionState",
+    "compute_state",
+    "layer_cost",
+    "scale_of",
+    "validate_state",
+]
+
+#: every editable matrix, by the name the UI and the files use
+MATRICES = ("X", "X_kv", "W_Q", "W_K", "W_V", "W_O")
+#: the matrices stored per head, [h, d_model, d]
+PER_HEAD = ("W_Q", "W_K", "W_V")
+#: ways to fill X or X_kv
+GENERATORS = ("one-hot", "sinusoidal", "random", "zeros")
+#: how the scores are scaled: by 1/√d_k, not at all, or by a custom factor
+SCALE_MODES = ("sqrt", "none", "custom")
+#: the biases, added after each product: b_Q, b_K [h, d_k]; b_V [h, d_v]; b_O [d_model]
+BIASES = {"b_Q": "b_q", "b_K": "b_k", "b_V": "b_v", "b_O": "b_o"}
+#: the session's own arrays and each layer's, by the name the UI and the files use → the attribute
+STATE_ARRAYS = {"X": "x", "X_kv": "x_kv"}
+LAYER_ARRAYS = {"W_Q": "w_q", "W_K": "w_k", "W_V": "w_v", "W_O": "w_o"}
+ARRAY_FIELDS = {**STATE_ARRAYS, **LAYER_ARRAYS, **BIASES}
+
+
+def frozen_array(a: Any, dtype: type = np.float64) -> Any:
+    """A read-only array of dtype holding a's values, shared when a already is one (no copy on every edit).
+
+    Anything that is not an array of numbers (or flags) is returned as it is, for ``validate_state`` to refuse
+    with a message."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiub":
+        return a
+    if a.dtype == dtype and not a.flags.writeable and a.flags.owndata:
+        return a
+    out = np.array(a, dtype=dtype, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def _number_array(a: Any) -> Any:
+    # flags are not numbers: keep a bool array as it is, so that the validator names it
+    return a if isinstance(a, np.ndarray) and a.dtype.kind == "b" else frozen_array(a)
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One attention layer's weights. Biases default to zeros and ablation flags to all heads on (see ``filled``)."""
+
+    w_q: np.ndarray  # [h, d_model, d_k]
+    w_k: np.ndarray  # [h, d_model, d_k]
+    w_v: np.ndarray  # [h, d_model, d_v]
+    w_o: np.ndarray  # [h·d_v, d_model]
+    b_q: np.ndarray | None = None  # [h, d_k]
+    b_k: np.ndarray | None = None  # [h, d_k]
+    b_v: np.ndarray | None = None  # [h, d_v]
+    b_o: np.ndarray | None = None  # [d_model]
+    ablated: np.ndarray | None = None  # [h] bool: True = the head is switched off
+
+    def __post_init__(self) -> None:
+        for name in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _number_array(value))
+        if self.ablated is not None:
+            object.__setattr__(self, "ablated", frozen_array(self.ablated, bool))
+
+    def filled(self) -> Layer:
+        """This layer with every optional field present (zeros, all heads on)."""
+        h, d_model, d_k = self.w_q.shape
+        d_v = self.w_v.shape[2] if np.ndim(self.w_v) == 3 else 0
+
+        def given(a: np.ndarray | None, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+            return np.zeros(shape, dtype) if a is None else a
+
+        return Layer(
+            self.w_q,
+            self.w_k,
+            self.w_v,
+            self.w_o,
+            given(self.b_q, (h, d_k)),
+            given(self.b_k, (h, d_k)),
+            given(self.b_v, (h, d_v)),
+            given(self.b_o, (d_model,)),
+            given(self.ablated, (h,), bool),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class SessionState:
+    """Everything a session holds, frozen. ``head`` and ``layer`` are the selection it was saved with.
+
+    Build one directly, or take ``Session.state()``; change one with ``dataclasses.replace``. Lists given for
+    the sequences become tuples and arrays become read-only float64 (bool for flags); nothing else is checked
+    until ``validate_state``.
+    """
+
+    tokens: tuple[str, ...]
+    source_tokens: tuple[str, ...]
+    x: np.ndarray  # [n, d_model]
+    x_kv: np.ndarray  # [m, d_model]
+    layers: tuple[Layer, ...]  # applied in order over one residual stream
+    padding: np.ndarray  # [n] bool: which tokens are padding (keys hidden in self-attention)
+    source_padding: np.ndarray  # [m] bool: which source tokens are padding (keys hidden in cross-attention)
+    cross: bool = False
+    causal: bool = False
+    scale_mode: str = "sqrt"
+    custom_scale: float = 1.0
+    head: int = 0  # the selected head
+    layer: int = 0  # the selected layer, which the editors and views show
+    title: str = ""
+    description: str = ""
+    features: tuple[str, ...] = ()  # names of X's columns (empty: d0, d1, …)
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: the residual stream entering the first layer when X is a normalised copy of it (a pre-LayerNorm model's
+    #: layer, imported from a checkpoint); None: X itself
+    x_residual: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "source_tokens", "features", "layers"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        for name in ("x", "x_kv", "x_residual"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _number_array(value))
+        for name in ("padding", "source_padding"):
+            object.__setattr__(self, name, frozen_array(getattr(self, name), bool))
+
+    def replace(self, **changes: Any) -> SessionState:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def filled(self) -> SessionState:
+        """This state with every layer's optional arrays present (zeros, all heads on)."""
+        return self.replace(layers=tuple(L.filled() for L in self.layers))
+
+
+# ---- the validator -----------------------------------------------------------------------------------------------
+def validate_state(s: SessionState) -> None:
+    """Every field present, of the right kind, within LIMITS and fitting together; raises SessionError saying what
+    and where otherwise. A state that passes computes, saves and loads."""
+    if not isinstance(s, SessionState):
+        raise SessionError(f"A session state is needed, not {type(s).__name__}.")
+    for what in ("tokens", "source_tokens", "features"):
+        value = getattr(s, what)
+        if not isinstance(value, tuple | list) or not all(isinstance(t, str) for t in value):
+            raise SessionError(f"The {what.replace('_', ' ')} must be a list of strings.")
+    n, m = len(s.tokens), len(s.source_tokens)
+    if n == 0 or m == 0:
+        raise SessionError("A session needs at least one token and one source token.")
+    if max(n, m) > LIMITS["tokens"]:
+        raise SessionError(f"{max(n, m)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+    for what, kind in (
+        ("cross", bool),
+        ("causal", bool),
+        ("head", int),
+        ("layer", int),
+        ("custom_scale", (int, float)),
+        ("title", str),
+        ("description", str),
+        ("extra", dict),
+        ("layers", tuple),
+    ):
+        value = getattr(s, what)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise SessionError(f"The session's {what.replace('_', ' ')} has the wrong type ({type(value).__name__}).")
+    if not 1 <= len(s.layers) <= LIMITS["layers"]:
+        raise SessionError(f"A session has 1 to {LIMITS['layers']} layers, not {len(s.layers)}.")
+    if not all(isinstance(L, Layer) for L in s.layers):
+        raise SessionError("Every layer must be a Layer of weights.")
+    for name, a in (("X", s.x), ("X_kv", s.x_kv)):
+        _numbers(name, a)
+    first = s.layers[0]
+    _numbers("W_Q", first.w_q)
+    if first.w_q.ndim != 3:
+        raise SessionError(f"W_Q must be (heads × d_model × d_k), not {format_shape(first.w_q.shape)}.")
+    h, dm, dk = first.w_q.shape
+    _numbers("W_V", first.w_v)
+    dv = first.w_v.shape[2] if first.w_v.ndim == 3 else 0
+    check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv)
+    expected = {"X": (s.x, (n, dm)), "X_kv": (s.x_kv, (m, dm))}
+    if s.x_residual is not None:
+        _numbers("the residual stream entering the layer", s.x_residual)
+        expected["the residual stream entering the layer"] = (s.x_residual, (n, dm))
+    for name, (a, shape) in expected.items():
+        if a.shape != shape:
+            raise SessionError(
+                f"{name} is {format_shape(a.shape)} but it must be {format_shape(shape)} to fit the other matrices."
+            )
+    layer_shapes = {
+        "W_Q": (h, dm, dk),
+        "W_K": (h, dm, dk),
+        "W_V": (h, dm, dv),
+        "W_O": (h * dv, dm),
+        "b_Q": (h, dk),
+        "b_K": (h, dk),
+        "b_V": (h, dv),
+        "b_O": (dm,),
+    }
+    for index, L in enumerate(s.layers):
+        where = f" of layer {index + 1}" if len(s.layers) > 1 else ""
+        for name, shape in layer_shapes.items():
+            a = getattr(L, ARRAY_FIELDS[name])
+            if a is None and name in BIASES:
+                continue
+            _numbers(name + where, a)
+            if a.shape != shape:
+                raise SessionError(
+                    f"{name}{where} is {format_shape(a.shape)} but it must be {format_shape(shape)} "
+                    "to fit the other matrices."
+                )
+        if L.ablated is not None and np.shape(L.ablated) != (h,):
+            raise SessionError(f"The switched-off heads{where} need one flag per head ({h}).")
+    for name, pad, length in (("padding", s.padding, n), ("source padding", s.source_padding, m)):
+        if np.shape(pad) != (length,):
+            raise SessionError(f"The {name} needs one flag per token ({length}), not {np.shape(pad)}.")
+    if s.scale_mode not in SCALE_MODES:
+        raise SessionError(f"Unknown scale '{s.scale_mode}': choose one of {', '.join(SCALE_MODES)}.")
+    if not math.isfinite(s.custom_scale):
+        raise SessionError(f"The custom scale must be finite, not {s.custom_scale}.")
+    if not 0 <= s.head < h:
+        raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
+    if not 0 <= s.layer < len(s.layers):
+        raise SessionError(f"The selected layer {s.layer + 1} does not exist: there are {len(s.layers)}.")
+
+
+def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int) -> None:
+    """Each dimension between 1 and its LIMIT; raises SessionError naming the first that is not."""
+    for what, value, limit in (
+        ("heads", heads, LIMITS["heads"]),
+        ("d_model", d_model, LIMITS["d_model"]),
+        ("d_k", d_k, LIMITS["d_head"]),
+        ("d_v", d_v, LIMITS["d_head"]),
+    ):
+        if not 1 <= value <= limit:
+            raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Raises SessionError naming the first NaN or infinity of a, and where it is."""
+    try:
+        _core_check_finite(name, a)
+    except NonFiniteError as e:
+        raise SessionError(str(e)) from None
+
+
+def _numbers(name: str, a: Any) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise SessionError(f"{name} must be an array of numbers.")
+    check_finite(name, a)
+
+
+# ---- computing ---------------------------------------------------------------------------------------------------
+def scale_of(s: SessionState) -> float:
+    """The factor the scores are multiplied by."""
+    if s.scale_mode == "sqrt":
+        return 1.0 / math.sqrt(s.layers[0].w_q.shape[2])
+    if s.scale_mode == "none":
+        return 1.0
+    return float(s.custom_scale)
+
+
+def compute_state(s: SessionState) -> list[AttentionResult]:
+    """One result per layer for a state (safe on a worker thread: a state never changes).
+
+    Layer ℓ reads the residual stream after layer ℓ − 1 (X for the first) and adds its output to it; in
+    cross-attention every layer's keys and values come from X_kv.
+    """
+    pad = s.source_padding if s.cross else s.padding
+    x_in = s.x  # what the first layer's attention reads
+    stream = s.x if s.x_residual is None else s.x_residual  # the residual stream it writes into
+    results = []
+    for L in s.layers:
+        L = L.filled()
+        r = multi_head_attention(
+            x_in,
+            L.w_q,
+            L.w_k,
+            L.w_v,
+            L.w_o,
+            x_kv=s.x_kv if s.cross else None,
+            b_q=L.b_q,
+            b_k=L.b_k,
+            b_v=L.b_v,
+            b_o=L.b_o,
+            causal=s.causal,
+            key_padding_mask=pad if pad.any() else None,
+            scale=scale_of(s),
+            ablate=L.ablated,
+        )
+        if stream is not x_in:  # X was a normalised copy: the layer writes into the real stream
+            residual = stream + r.output
+            residual.flags.writeable = False
+            r = dataclasses.replace(r, residual=residual)
+        results.append(r)
+        stream = x_in = r.residual
+    return results
+
+
+def layer_cost(s: SessionState) -> float:
+    """Multiply-adds of one computation of the state, to decide whether it leaves the GUI thread."""
+    n = len(s.tokens)
+    m = len(s.source_tokens) if s.cross else n
+    h, d_model, d_k = s.layers[0].w_q.shape
+    d_v = s.layers[0].w_v.shape[2]
+    per_layer = h * (d_model * (n * d_k + m * (d_k + d_v)) + n * m * (d_k + d_v)) + n * h * d_v * d_model
+    return float(per_layer * len(s.layers))
