@@ -4,7 +4,7 @@ files with the frames and frame size a viewer gets."""
 import numpy as np
 import pytest
 
-from qkvgui.io import Session
+from qkvgui import Session
 from qkvgui.io.animation import (
     GROUP_SECONDS,
     MP4_FPS,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QImage
 
-from qkvgui.io import Session
+from qkvgui import Session
 from qkvgui.io.figure_paint import Figure, FigureOptions, _fmt_tick, figure_bytes, parse_size, write_figure_file
 from qkvgui.io.figure_views import FigureError, figure_data, rich_runs
 
