@@ -170,7 +170,7 @@ def test_huge_logits_in_attention_stay_finite():
         (lambda L: L.update(w_k=L["w_k"][:, :, :2]),
          "W_K has d_k = 2 but W_Q has d_k = 3: the scores Q·Kᵀ need the same d_k"),
         (lambda L: L.update(x_q=L["x_q"][:, :4]), "X has d_model = 4 but W_Q has d_model = 6"),
-        (lambda L: L.update(w_v=L["w_v"][:1]), "W_V has heads = 1 but W_Q has heads = 2"),
+        (lambda L: L.update(w_v=L["w_v"][:1]), "W_V has heads = 1 but W_K has heads = 2"),
         (lambda L: L.update(w_o=L["w_o"][:5]), "W_O has rows = 5 but heads·d_v has rows = 6"),
         (lambda L: L.update(w_q=L["w_q"][0]), "W_Q must be 3-D"),
     ],

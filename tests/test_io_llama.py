@@ -62,8 +62,8 @@ def test_smollm2_every_layer_matches_transformers_eager_attention(smollm2):
     runs = llama_run(smollm2.embed(ids), smollm2.layer, c.n_layers, c.theta, c.eps)
     expected = ref["0/attentions"]  # [30, 9, n, n] from transformers, GGUF loaded with gguf_file=
     assert len(runs) == 30
-    for layer, (_, _, weights) in enumerate(runs):
-        np.testing.assert_allclose(weights, expected[layer], atol=1e-5, rtol=0, err_msg=f"layer {layer}")
+    for layer, (_, _, result) in enumerate(runs):
+        np.testing.assert_allclose(result.weights, expected[layer], atol=1e-5, rtol=0, err_msg=f"layer {layer}")
 
 
 def test_unpermute_inverts_llama_cpp(tiny):
@@ -84,8 +84,8 @@ def test_tiny_llama_every_layer_matches_transformers(tiny, kind):
         if kind == "safetensors":
             assert ids.tolist() == ref[f"{i}/ids"].tolist()
         runs = llama_run(source.embed(ids), source.layer, CONFIG["num_hidden_layers"], c.theta, c.eps)
-        for layer, (_, _, weights) in enumerate(runs):
-            np.testing.assert_allclose(weights, ref[f"{i}/attentions"][layer], atol=1e-5, rtol=0)
+        for layer, (_, _, result) in enumerate(runs):
+            np.testing.assert_allclose(result.weights, ref[f"{i}/attentions"][layer], atol=1e-5, rtol=0)
 
 
 def test_a_folder_holding_one_gguf_opens_it(tiny):

@@ -1,6 +1,7 @@
 """Multi-head attention in NumPy, keeping every intermediate a learner wants to see.
 
-Conventions (row vectors): X is (n, d_model), one row per token; ``Q = X @ W_Q[h]``; ``scores = Q @ Kᵀ``;
+Conventions (row vectors): X is (n, d_model), one row per token; ``Q = X @ W_Q[h]``; ``scores = Q @ Kᵀ``
+(with rotary positions, of the rotated ``Q_rope``, ``K_rope``: see ``rope.py``);
 ``weights = softmax(scores * scale)`` row-wise over visible keys; ``head_outputs = weights @ V``; the heads are
 concatenated (head 0 first) and projected by ``W_O``; the residual stream receives ``X + output``.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from .checks import check_finite as _check_finite
 from .errors import NonFiniteError, ShapeError
+from .rope import rope_angles, rope_rotate
 
 __all__ = ["AttentionResult", "HeadResult", "multi_head_attention", "attention_mask", "softmax", "block_max"]
 
@@ -78,11 +80,28 @@ class AttentionResult:
     weights_pooled: np.ndarray  # [h, ⌈n_q/pool⌉, ⌈n_k/pool⌉]  max of the weights over pool × pool blocks
     pool: int  # 1 when weights_pooled is the weights themselves (n ≤ OVERVIEW_CELLS)
     masked_keys: bool = True  # False when every query sees every key (then masked is scaled)
+    # Rotary positions (RoPE): Q and K turned by their position before the scores; without them these are q and k.
+    q_rope: np.ndarray = None  # type: ignore[assignment]  # [h, n_q, d_k]  q rotated by its query's position
+    k_rope: np.ndarray = None  # type: ignore[assignment]  # [h_kv, n_k, d_k]  k rotated by its key's position
+    rotary: float | None = None  # the base θ, or None when positions are not rotated
+    q_angles: np.ndarray | None = None  # [n_q, d_k/2]  rotation angle of each query position and frequency pair
+    k_angles: np.ndarray | None = None  # [n_k, d_k/2]  the same for the keys (the same rows in self-attention)
     _cache: _Cache = field(default_factory=_Cache, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.q_rope is None:  # no rotation: the scores read Q and K themselves
+            object.__setattr__(self, "q_rope", self.q)
+        if self.k_rope is None:
+            object.__setattr__(self, "k_rope", self.k)
 
     @property
     def n_heads(self) -> int:
         return self.q.shape[0]
+
+    @property
+    def n_kv_heads(self) -> int:
+        """The number of key/value heads: n_heads, or fewer when groups of query heads share one (GQA, MQA)."""
+        return self.k.shape[0]
 
     @property
     def n_q(self) -> int:
@@ -133,7 +152,7 @@ class AttentionResult:
     def _compute_head(self, h: int) -> HeadResult:
         kv = self.kv_head(h)
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.q[h] @ self.k[kv].T  # [n_q, n_k]
+            scores = self.q_rope[h] @ self.k_rope[kv].T  # [n_q, n_k]
             scaled = scores * self.q.dtype.type(self.scale)  # [n_q, n_k]
             masked = np.where(self.visible, scaled, self.q.dtype.type(-np.inf)) if self.masked_keys else scaled
             weights = softmax(masked)  # [n_q, n_k]
@@ -267,6 +286,7 @@ def multi_head_attention(
     key_padding_mask=None,
     scale: float | None = None,
     ablate=None,
+    rotary: float | None = None,
 ) -> AttentionResult:
     """One multi-head attention layer; every intermediate is in the result (a head's n_q × n_k ones on demand).
 
@@ -274,6 +294,11 @@ def multi_head_attention(
     [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; b_q, b_k [h, d_k]; b_v [h, d_v];
     b_o [d_model]; key_padding_mask bool [n_k] (True = padding, hidden); scale defaults to 1/√d_k;
     ablate bool [h] switches heads off: their head output is zero, so they write nothing to the output.
+
+    Grouped-query attention: w_k, w_v (and b_k, b_v) may hold h_kv < h heads when h_kv divides h; query head i
+    then reads key/value head i // (h / h_kv) (one key/value head for all: multi-query attention).
+    rotary=θ rotates every query and key by its position (0, 1, … in its own sequence) before the scores
+    (RoPE, pairs (i, i + d_k/2) as in LLaMA); result.q_rope, k_rope hold the rotated vectors.
     """
     dtype = _result_dtype((x_q, x_kv, w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o))
     x_q = _as_array("X", x_q, dtype)
@@ -295,8 +320,13 @@ def multi_head_attention(
     n_q, n_k = x_q.shape[0], x_kv.shape[0]
     _same("d_model", ("X", x_q.shape[1]), ("W_Q", d_model), "Q = X·W_Q needs X's columns to match W_Q's rows")
     _same("d_model", ("X_kv", x_kv.shape[1]), ("X", x_q.shape[1]), "keys and queries live in one residual width")
-    _same("heads", ("W_K", w_k.shape[0]), ("W_Q", h), "every head needs its own W_Q and W_K")
-    _same("heads", ("W_V", w_v.shape[0]), ("W_Q", h), "every head needs its own W_V")
+    h_kv = w_k.shape[0]
+    if h_kv == 0 or h % h_kv:
+        raise ShapeError(
+            f"W_K has {h_kv} heads but W_Q has {h}: query heads share key/value heads in equal groups, so the "
+            f"number of key/value heads must divide {h} (e.g. {h} for one each, 1 for all to share one)."
+        )
+    _same("heads", ("W_V", w_v.shape[0]), ("W_K", h_kv), "every key head has its value head")
     _same("d_model", ("W_K", w_k.shape[1]), ("W_Q", d_model), "K = X·W_K reads the same residual stream")
     _same("d_model", ("W_V", w_v.shape[1]), ("W_Q", d_model), "V = X·W_V reads the same residual stream")
     _same("d_k", ("W_K", w_k.shape[2]), ("W_Q", d_k), "the scores Q·Kᵀ need the same d_k")
@@ -307,7 +337,7 @@ def multi_head_attention(
         raise ShapeError("Attention needs at least one query token, one key token and one head.")
 
     biases = {}
-    for name, b, shape in (("b_Q", b_q, (h, d_k)), ("b_K", b_k, (h, d_k)), ("b_V", b_v, (h, d_v)),
+    for name, b, shape in (("b_Q", b_q, (h, d_k)), ("b_K", b_k, (h_kv, d_k)), ("b_V", b_v, (h_kv, d_v)),
                            ("b_O", b_o, (d_model,))):
         if b is not None:
             b = _as_array(name, b, dtype)
@@ -332,11 +362,20 @@ def multi_head_attention(
             raise ShapeError(f"The ablation mask has shape {ablate.shape} but there are {h} heads: one flag per head.")
         ablate = ablate if ablate.any() else None
 
+    if rotary is not None:
+        rotary = float(rotary)
+        if not np.isfinite(rotary) or rotary <= 1.0:
+            raise ShapeError(f"The rotary base θ must be a finite number above 1 (LLaMA uses 10000), not {rotary}.")
+        if d_k % 2:
+            raise ShapeError(f"Rotary positions turn pairs of coordinates, so d_k must be even; it is {d_k}.")
+
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _check_overflow instead
-        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale), ablate)
+        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale), ablate,
+                        rotary)
 
 
-def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate) -> AttentionResult:
+def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate,
+             rotary=None) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes).
 
     Q, K, V and the outputs are kept; the heads are done one at a time in one reused (n_q × n_k) buffer, so
@@ -350,14 +389,22 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     # Projections as batched products over heads: x [n, d_model] broadcasts against W [h, d_model, d],
     # giving [h, n, d] directly, with no copy of the weights.
     q = x_q @ w_q  # [h, n_q, d_k]
-    k = x_kv @ w_k  # [h, n_k, d_k]
-    v = x_kv @ w_v  # [h, n_k, d_v]
+    k = x_kv @ w_k  # [h_kv, n_k, d_k]
+    v = x_kv @ w_v  # [h_kv, n_k, d_v]
     if biases["b_Q"] is not None:
         q += biases["b_Q"][:, None, :]
     if biases["b_K"] is not None:
         k += biases["b_K"][:, None, :]
     if biases["b_V"] is not None:
         v += biases["b_V"][:, None, :]
+    q_angles = k_angles = None
+    q_rope, k_rope = q, k
+    if rotary is not None:  # RoPE: turn each query and key by its position, after the projection (and bias)
+        q_angles = rope_angles(n_q, q.shape[2], rotary)  # [n_q, d_k/2]
+        k_angles = q_angles if n_k == n_q else rope_angles(n_k, k.shape[2], rotary)  # [n_k, d_k/2]
+        q_rope = rope_rotate(q, q_angles).astype(dtype, copy=False)  # [h, n_q, d_k]
+        k_rope = rope_rotate(k, k_angles).astype(dtype, copy=False)  # [h_kv, n_k, d_k]
+        _freeze(q_rope, k_rope, q_angles, k_angles)
     visible = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
     masked_keys = visible is not None
     if visible is None:
@@ -371,13 +418,13 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     pool = max(1, -(-max(n_q, n_k) // OVERVIEW_CELLS))
     blocks = _row_blocks(n_q, n_k, pool)
     spans = [_visible_span(visible[a:b]) for a, b in blocks] if masked_keys else [(0, n_k)] * len(blocks)
-    check = _may_overflow(q, k, scale)
+    check = _may_overflow(q_rope, k_rope, scale)
     head_outputs = np.empty((h, n_q, d_v), dtype=dtype)  # [h, n_q, d_v]
     weights_pooled = np.empty((h, -(-n_q // pool), -(-n_k // pool)), dtype=dtype)
     w = np.empty((n_q, n_k), dtype=dtype)  # one head's steps at a time, overwritten in place
     for head in range(h):
         kv = head * k.shape[0] // h
-        np.matmul(q[head], k[kv].T, out=w)  # scores [n_q, n_k]
+        np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
         for (a, b), span in zip(blocks, spans, strict=True):
             _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
             weights_pooled[head, a // pool : -(-b // pool)] = block_max(w[a:b], pool, pool)
@@ -396,7 +443,8 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     return AttentionResult(
         q=q, k=k, v=v, head_outputs=head_outputs, concat=concat, output=output, residual=residual,
         visible=visible, dead_rows=dead_rows, scale=float(scale), weights_pooled=weights_pooled, pool=pool,
-        masked_keys=masked_keys,
+        masked_keys=masked_keys, q_rope=q_rope, k_rope=k_rope, rotary=rotary, q_angles=q_angles,
+        k_angles=k_angles,
     )
 
 
