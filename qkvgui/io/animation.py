@@ -20,7 +20,7 @@ from PySide6.QtGui import QImage
 
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.figure_paint import Figure, FigureOptions, Highlight, figure_image
-from qkvgui.io.figure_views import PIPELINE_STEPS, FigureData, FigureError, figure_data
+from qkvgui.io.figure_views import PIPELINE_STEPS, FigureData, FigureError, figure_data, head_step
 
 __all__ = ["ANIMATION_FORMATS", "STEPS", "Step", "animation_frames", "narrate", "step_figure", "write_animation"]
 
@@ -104,17 +104,18 @@ def narrate(step: Step, d: FigureData) -> str:
             f"Each of the {n} tokens of “{sentence}” is a row of X, a vector of d_model = {d_model} numbers. "
             f"Token {name} is {_vec(d.x[i])}. Everything that follows is computed from these rows."
         )
+    kv = r.kv_head(h) if hasattr(r, "kv_head") else h
     if step.name == "qkv":
         return (
             f"Every row of X is multiplied by the weights of {head}: W_Q and W_K ({d_model} × {d_k}) and W_V "
             f"({d_model} × {d_v}). Each token gets a query (what it looks for), a key (what it offers) and a "
-            f"value (what it hands over). For {name}: q = {_vec(r.q[h, i])}, k = {_vec(r.k[h, min(i, m - 1)])}, "
-            f"v = {_vec(r.v[h, min(i, m - 1)])}."
+            f"value (what it hands over). For {name}: q = {_vec(r.q[h, i])}, k = {_vec(r.k[kv, min(i, m - 1)])}, "
+            f"v = {_vec(r.v[kv, min(i, m - 1)])}."
         )
     visible = np.asarray(r.visible) if r.visible is not None else np.ones((n, m), bool)
     row_visible = visible[i] if visible.ndim == 2 else np.ones(m, bool)
     if step.name == "scores":
-        s = r.head(h).scores[i]
+        s = head_step(r, "scores", h)[i]
         hi, lo = int(np.argmax(s)), int(np.argmin(s))
         return (
             f"Score (i, j) is the dot product qᵢ·kⱼ: how well token i's query matches token j's key. Row "
@@ -122,12 +123,12 @@ def narrate(step: Step, d: FigureData) -> str:
             f"A {n} × {m} table per head."
         )
     if step.name == "scaled":
-        s = r.head(h).scores[i]
+        s = head_step(r, "scores", h)[i]
         hi = int(np.argmax(s))
         why = f"1/√d_k = 1/√{d_k} = {r.scale:.3f}" if math.isclose(r.scale, 1 / math.sqrt(d_k)) else f"{r.scale:.3g}"
         return (
             f"The scores are multiplied by {why}, so that they do not grow with d_k and softmax does not "
-            f"saturate: {name}'s largest score {_n(s[hi])} becomes {_n(r.head(h).scaled[i, hi])}."
+            f"saturate: {name}'s largest score {_n(s[hi])} becomes {_n(head_step(r, 'scaled', h)[i, hi])}."
         )
     if step.name == "masked":
         hidden = int((~visible).sum()) if visible.ndim == 2 else 0
@@ -141,7 +142,7 @@ def narrate(step: Step, d: FigureData) -> str:
             f"will give them weight 0. {name} sees {int(row_visible.sum())} of {m} keys."
         )
     if step.name == "weights":
-        w = r.head(h).weights[i]
+        w = head_step(r, "weights", h)[i]
         order = [int(j) for j in np.argsort(-w, kind="stable")[:3] if w[j] > 0]
         parts = ", ".join(f"{_n(w[j])} to {_tok(keys, j)}" for j in order)
         return (
@@ -151,7 +152,7 @@ def narrate(step: Step, d: FigureData) -> str:
             + " Hidden keys get exactly 0."
         )
     if step.name == "head_outputs":
-        w = r.head(h).weights[i]
+        w = head_step(r, "weights", h)[i]
         order = [int(j) for j in np.argsort(-w, kind="stable")[:2] if w[j] > 0]
         terms = " + ".join(f"{_n(w[j])} × v{_sub(j)}" for j in order)
         return (

@@ -89,6 +89,17 @@ CIRCUIT_VIEWS = ("qk_circuit", "ov_circuit", "token_qk", "circuit_scores", "comp
 GROUPS = {"pipeline": PIPELINE_STEPS, "circuits": CIRCUIT_VIEWS}
 
 
+#: the (n_q × n_k) steps of a head, computed per head on demand by the core (result.head(h))
+HEAD_STEPS = ("scores", "scaled", "masked", "weights")
+
+
+def head_step(result, name: str, head: int) -> np.ndarray:
+    """One head's scores, scaled, masked or weights [n_q, n_k], without computing every head's."""
+    if hasattr(result, "head"):
+        return getattr(result.head(head), name)
+    return getattr(result, name)[head]
+
+
 def view_names() -> list[str]:
     """Everything `qkvgui export --views` accepts: 'pipeline', 'circuits', then each view."""
     return [*GROUPS, *(v.name for v in FIGURE_VIEWS)]
@@ -255,8 +266,10 @@ class FigureData:
                 raise FigureError("Composition needs two or more layers: this session has one.")
             c = self.composition
             return np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
-        if name in ("scores", "scaled", "masked", "weights"):
-            return getattr(r.head(head), name)  # one head's n × n, not every head's
+        if name in HEAD_STEPS:
+            return head_step(r, name, head)
+        if name in ("k", "v"):  # heads may share keys and values (grouped-query attention)
+            return getattr(r, name)[r.kv_head(head) if hasattr(r, "kv_head") else head]
         value = getattr(r, name)
         return value[head] if VIEWS[name].per_head else value
 
