@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QImage
 
-from qkvgui.io import Session
+from qkvgui import Session
 from qkvgui.io.animation import STEPS
 from qkvgui.ui.export_dialog import ExportFigureDialog
 from qkvgui.ui.step_through import AnimationExport, StepThroughDialog

@@ -11,7 +11,7 @@ import numpy as np
 
 def bench_session(n: int = 32, h: int = 12, d_model: int = 768, d_head: int = 64):
     """A GPT-2-sized layer of h heads reading n tokens, with seeded random weights."""
-    from qkvgui.io import Session
+    from qkvgui.session import Session
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d_model))
@@ -24,10 +24,10 @@ def bench_session(n: int = 32, h: int = 12, d_model: int = 768, d_head: int = 64
 def run_figures_bench(repeats: int = 3) -> int:
     from PySide6.QtGui import QGuiApplication
 
-    from qkvgui.io import Session
     from qkvgui.io.animation import write_animation
     from qkvgui.io.figure_paint import Figure, FigureOptions, write_figure_file
     from qkvgui.io.figure_views import figure_data
+    from qkvgui.session import Session
 
     _app = QGuiApplication.instance() or QGuiApplication([])
     session = bench_session()

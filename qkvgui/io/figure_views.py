@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qkvgui.core import composition_scores, ov_circuit, qk_circuit
-from qkvgui.core.errors import QkvError
+from qkvgui.core.errors import FigureError
 
 __all__ = [
     "CIRCUIT_VIEWS",
@@ -27,10 +27,6 @@ __all__ = [
     "rich_runs",
     "view_names",
 ]
-
-
-class FigureError(QkvError, ValueError):
-    """A figure that cannot be made (an unknown view, a head that does not exist, composition with one layer)."""
 
 
 @dataclass(frozen=True)

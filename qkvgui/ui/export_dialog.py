@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from qkvgui.io.figure_paint import THEMES, Figure, FigureOptions, figure_image, write_figure_file
 from qkvgui.io.figure_views import FIGURE_VIEWS, FigureData, figure_data
 from qkvgui.io.figures import FORMATS
-from qkvgui.ui.figure_preview import FigurePreview
+from qkvgui.ui.figure_preview import FigurePreview, watch_session
 
 __all__ = ["ExportFigureDialog", "figure_choices"]
 
@@ -313,9 +313,7 @@ class ExportFigureDialog(QDialog):
         self._changed()
 
     def _watch_session(self) -> None:
-        changed = getattr(self.session, "changed", None)
-        if changed is not None and hasattr(changed, "connect"):
-            changed.connect(self._session_changed)
+        self._unwatch = watch_session(self.session, self._session_changed)
 
     def _session_changed(self, *_args) -> None:
         self._data = None
@@ -371,6 +369,7 @@ class ExportFigureDialog(QDialog):
                 self._settings.setValue(f"figure/{key}", value)
 
     def done(self, result: int) -> None:
+        self._unwatch()
         self._save_settings()
         self.preview.shutdown()
         self._pool.waitForDone()

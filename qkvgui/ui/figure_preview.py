@@ -15,7 +15,24 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from qkvgui.io.figure_paint import Figure, figure_image
 
-__all__ = ["FigurePreview", "fit_pixels"]
+__all__ = ["FigurePreview", "fit_pixels", "watch_session"]
+
+
+def watch_session(session, callback: Callable[..., object]) -> Callable[[], None]:
+    """Call `callback` on every change the session announces (content or selection); returns a disconnect."""
+    events = getattr(session, "events", None)
+    signal = getattr(events, "all", None) if events is not None else getattr(session, "changed", None)
+    if signal is None:
+        return lambda: None
+    signal.connect(callback)
+
+    def disconnect() -> None:
+        try:
+            signal.disconnect(callback)
+        except (ValueError, RuntimeError, TypeError):
+            pass
+
+    return disconnect
 
 
 def fit_pixels(figure: Figure, box: QSize) -> tuple[int, int]:

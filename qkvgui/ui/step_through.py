@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from qkvgui.io.animation import STEPS, AnimationCancelled, narrate, step_figure, write_animation
 from qkvgui.io.figure_paint import Figure, FigureOptions
 from qkvgui.io.figure_views import FigureData, figure_data
-from qkvgui.ui.figure_preview import FigurePreview
+from qkvgui.ui.figure_preview import FigurePreview, watch_session
 
 __all__ = ["AnimationExport", "StepThroughDialog", "export_animation_dialog"]
 
@@ -78,9 +78,7 @@ class StepThroughDialog(QDialog):
         layout.addWidget(self.steps)
         layout.addLayout(right, 1)
         self.resize(1180, 760)
-        changed = getattr(session, "changed", None)
-        if changed is not None and hasattr(changed, "connect"):
-            changed.connect(self._session_changed)
+        self._unwatch = watch_session(session, self._session_changed)
         self.steps.setCurrentRow(0)
 
     def current(self) -> int:
@@ -120,10 +118,12 @@ class StepThroughDialog(QDialog):
         self._show()
 
     def done(self, result: int) -> None:
+        self._unwatch()
         self.figure_view.shutdown()
         super().done(result)
 
     def closeEvent(self, event) -> None:
+        self._unwatch()
         self.figure_view.shutdown()
         super().closeEvent(event)
 
