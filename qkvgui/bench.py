@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     if args.what == "learn":
         return bench_learn(args.repeats)
     if args.what == "figures":
-        from qkvgui.io.figure_bench import run_figures_bench
+        from qkvgui.ui.bench_figures import run_figures_bench
 
         return run_figures_bench(min(args.repeats, 5))
     if args.what == "session":
