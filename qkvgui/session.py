@@ -28,6 +28,8 @@ from psygnal import Signal, SignalGroup
 from qkvgui.core import AttentionResult, SessionError, ShapeError
 from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
 from qkvgui.core.format import format_shape
+from qkvgui.core.heads import head_scores, mean_entropy, repeated_random_tokens
+from qkvgui.core.models import Stack
 from qkvgui.core.presets import make_preset
 from qkvgui.state import (
     ARRAY_FIELDS,
@@ -42,6 +44,7 @@ from qkvgui.state import (
     SessionState,
     check_finite,
     check_sizes,
+    compute_model,
     compute_state,
     frozen_array,
     layer_cost,
@@ -239,6 +242,57 @@ class Session:
         """One result per layer, in order, whatever the number of layers."""
         return compute_state(self._s)
 
+    @property
+    def model(self) -> Stack | None:
+        """A whole imported model's own blocks between the attention layers (read-only), or None."""
+        return self._s.model
+
+    def compute_model(self) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
+        """For a whole imported model, per layer: (result, stream entering it, stream after the model's block)."""
+        return compute_model(self._s)
+
+    def head_scores(self) -> dict[str, np.ndarray]:
+        """Every head's scores (see ``qkvgui.core.heads``): {"previous-token", "first-token", "duplicate-token",
+        "induction", "entropy"} -> [n_layers, n_heads]. In cross-attention the keys are another sequence, so only
+        "first-token" and "entropy" are defined (the others are NaN)."""
+        weights = np.stack([r.weights for r in self.compute_layers()])  # [L, h, n_q, n_k]
+        if not self._s.cross:
+            return head_scores(weights, self._s.tokens)
+        # cross-attention: only the scores that do not compare a query's position or token with the keys'
+        nan = np.full(weights.shape[:2], np.nan)
+        first = weights[..., 1:, 0].mean(axis=-1) if weights.shape[-2] > 1 else nan
+        return {"previous-token": nan, "first-token": first, "duplicate-token": nan, "induction": nan,
+                "entropy": mean_entropy(weights)}
+
+    def repeat_random_tokens(self, seed: int = 0, length: int | None = None) -> None:
+        """Replace the tokens by the first token and then a random sequence (seeded, drawn from the session's own
+        tokens) said twice, so that induction heads light up on the second half. Each row of X follows its token:
+        one-hot X is rebuilt, otherwise a token's row is the row of its first occurrence. (An imported model does
+        this by reading its checkpoint again: ``Session.from_checkpoint(..., ids=...)``.)"""
+        s = self._s
+        if s.model is not None or s.cross:
+            raise SessionError("Repeating random tokens rewrites X from the tokens: an imported model does that by "
+                               "re-reading its checkpoint, and cross-attention has two sequences.")
+        old = list(s.tokens)
+        vocabulary = list(dict.fromkeys(old[1:] or old))
+        k = length if length is not None else max(1, (len(old) - 1) // 2)
+        tokens = [old[0], *repeated_random_tokens(vocabulary, k, seed)]
+        if len(tokens) > LIMITS["tokens"]:
+            raise SessionError(f"{len(tokens)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        try:
+            one_hot = bool(np.array_equal(s.x, one_hot_features(old, self.d_model)))
+            x = one_hot_features(tokens, self.d_model) if one_hot else None
+        except ShapeError:
+            x = None
+        first = {t: i for i, t in reversed(list(enumerate(old)))}
+        rows = np.array([first[t] for t in tokens])
+        new_x = x if x is not None else s.x[rows]
+        title = s.title if "repeated" in s.title else f"{s.title} (random tokens, repeated)"
+        self.set_state(s.replace(tokens=tuple(tokens), source_tokens=tuple(tokens), x=new_x, x_kv=new_x,
+                                 x_residual=None if s.x_residual is None else s.x_residual[rows],
+                                 padding=s.padding[rows], source_padding=s.padding[rows], title=title,
+                                 extra=copy.deepcopy(s.extra)))
+
     def cost(self) -> float:
         """Multiply-adds of one computation (``layer_cost`` of the state)."""
         return layer_cost(self._s)
@@ -273,20 +327,35 @@ class Session:
         return write_state(self.state(), path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], layer: int, text: str) -> Session:
-        """Attention layer `layer` (0-based) of a local BERT or GPT-2 model folder (config.json,
-        model.safetensors, tokenizer.json) reading `text`: X is what the layer reads, the weights and biases are
-        the model's, the tokens the model's own. Needs the `models` extra (safetensors, tokenizers); anything
-        wrong with the folder raises CheckpointError."""
-        from qkvgui.io.checkpoint import read_checkpoint_layer
+    def from_checkpoint(cls, path: str | os.PathLike[str], layer: int | None = None, text: str = "",
+                        ids: Sequence[int] | None = None) -> Session:
+        """A local BERT or GPT-2 model folder (config.json, model.safetensors, tokenizer.json) reading `text`.
 
-        c = read_checkpoint_layer(path, layer, text)
-        L = c.layer
+        layer (0-based): that one attention layer, X what it reads. None: every layer as a stack over the real
+        residual stream, the model's own blocks (norms, MLPs) running read-only between the layers, so that each
+        layer's weights are the model's own and an edit reaches every later layer. The tokens are the model's own;
+        given `ids`, the model reads those token ids instead of the text. Needs the `models` extra; anything wrong
+        with the folder raises CheckpointError."""
+        from qkvgui.io.checkpoints import read_checkpoint
+
+        c = read_checkpoint(path, layer, text, ids)
+        first = c.runs[0] if layer is None else c.runs[layer]
+        w = c.model.attention[0 if layer is None else layer]
         session = cls.from_arrays(
-            L.x, L.w_q, L.w_k, L.w_v, L.w_o, b_q=L.b_q, b_k=L.b_k, b_v=L.b_v, b_o=L.b_o, tokens=c.tokens,
-            causal=L.causal, title=c.title, description=c.description,
-            x_residual=None if L.residual is L.x else L.residual,
+            first.x, w.w_q, w.w_k, w.w_v, w.w_o, b_q=w.b_q, b_k=w.b_k, b_v=w.b_v, b_o=w.b_o, tokens=c.tokens,
+            causal=c.model.causal, title=c.title, description=c.description, scale=w.scale,
+            x_residual=None if first.stream is first.x else first.stream,
         )
+        if layer is None:
+            # the session's scale is layer 1's; the model's blocks carry each layer's factor relative to it
+            scales = [1.0 / math.sqrt(a.w_q.shape[2]) if a.scale is None else a.scale for a in c.model.attention]
+            state = session._s.replace(
+                layers=tuple(Layer(a.w_q, a.w_k, a.w_v, a.w_o, a.b_q, a.b_k, a.b_v, a.b_o).filled()
+                             for a in c.model.attention),
+                model=Stack(c.model.family, tuple(c.model.blocks), tuple(f / scales[0] for f in scales)),
+            )
+            validate_state(state)
+            session._s = state
         session.set_extra("checkpoint", c.source)
         return session
 
@@ -461,6 +530,8 @@ class Session:
         self._emit("settings")
 
     def set_cross(self, on: bool) -> None:
+        if on and self._s.model is not None:
+            raise SessionError("A whole model's layers read their own tokens: it cannot be cross-attention.")
         self._set(cross=bool(on))
         self._emit("settings")
 
@@ -543,6 +614,9 @@ class Session:
         dk = dk0 if d_k is None else int(d_k)
         dv = dv0 if d_v is None else int(d_v)
         check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv)
+        if s.model is not None and dm != dm0:
+            raise SessionError(f"The model's own blocks (norms, MLPs) are {dm0} wide: d_model of a whole imported "
+                               "model cannot change.")
         layers = []
         for L in s.layers:
             assert L.b_q is not None and L.b_k is not None and L.b_v is not None and L.b_o is not None
@@ -580,6 +654,8 @@ class Session:
 
     def add_layer(self, seed: int = 0) -> None:
         """Append a layer of seeded random weights with the same sizes, and select it."""
+        if self._s.model is not None:
+            raise SessionError("A whole imported model has its own layers: layers cannot be added to it.")
         first = self._s.layers[0]
         shapes = [getattr(first, a).shape for a in ("w_q", "w_k", "w_v", "w_o")]
         weights = [seeded_random(shape, seed * 4 + i) for i, shape in enumerate(shapes)]
@@ -594,6 +670,8 @@ class Session:
         self._layer(index)
         if len(self._s.layers) == 1:
             raise SessionError("A session needs at least one layer.")
+        if self._s.model is not None:
+            raise SessionError("A whole imported model has its own layers: switch a layer's heads off instead.")
         layers = self._s.layers[:index] + self._s.layers[index + 1:]
         self._set(layers=layers, layer=min(self._s.layer, len(layers) - 1))
         self._emit("layers")

@@ -20,6 +20,7 @@ from qkvgui.core import AttentionResult, NonFiniteError, SessionError, multi_hea
 from qkvgui.core.checks import LIMITS
 from qkvgui.core.checks import check_finite as _core_check_finite
 from qkvgui.core.format import format_shape
+from qkvgui.core.models import Stack, run_blocks
 
 __all__ = [
     "BIASES",
@@ -30,6 +31,7 @@ __all__ = [
     "SCALE_MODES",
     "Layer",
     "SessionState",
+    "compute_model",
     "compute_state",
     "layer_cost",
     "scale_of",
@@ -143,6 +145,8 @@ class SessionState:
     #: the residual stream entering the first layer when X is a normalised copy of it (a pre-LayerNorm model's
     #: layer, imported from a checkpoint); None: X itself
     x_residual: np.ndarray | None = None
+    #: a whole real model: its own blocks (norms, MLPs) between the attention layers, read-only; None: none
+    model: Stack | None = None
 
     def __post_init__(self) -> None:
         for name in ("tokens", "source_tokens", "features", "layers"):
@@ -252,6 +256,14 @@ def validate_state(s: SessionState) -> None:
         raise SessionError(f"The selected head {s.head + 1} does not exist: there are {h} heads.")
     if not 0 <= s.layer < len(s.layers):
         raise SessionError(f"The selected layer {s.layer + 1} does not exist: there are {len(s.layers)}.")
+    if s.model is not None:
+        if not isinstance(s.model, Stack):
+            raise SessionError("The model's blocks must be a qkvgui.core.models.Stack.")
+        problem = s.model.check(len(s.layers), dm)
+        if problem:
+            raise SessionError(f"The session's model does not fit: {problem}.")
+        if s.cross:
+            raise SessionError("A whole model's layers read their own tokens: it cannot be cross-attention.")
 
 
 def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int) -> None:
@@ -296,6 +308,8 @@ def compute_state(s: SessionState) -> list[AttentionResult]:
     Layer ℓ reads the residual stream after layer ℓ − 1 (X for the first) and adds its output to it; in
     cross-attention every layer's keys and values come from X_kv.
     """
+    if s.model is not None:
+        return [r for r, _, _ in compute_model(s)]
     pad = s.source_padding if s.cross else s.padding
     x_in = s.x  # what the first layer's attention reads
     stream = s.x if s.x_residual is None else s.x_residual  # the residual stream it writes into
@@ -325,6 +339,49 @@ def compute_state(s: SessionState) -> list[AttentionResult]:
         results.append(r)
         stream = x_in = r.residual
     return results
+
+
+def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
+    """A whole-model state: per layer (result, stream entering the layer, stream after the model's own block).
+
+    Layer ℓ's attention uses the session's (editable) weights; between layers the model's blocks run, so an edit
+    to layer ℓ reaches every later layer as it would in the model. Layer ℓ's scale is the session's times the
+    model's factor for it (GPT-2's scale_attn_by_inverse_layer_idx).
+    """
+    if s.model is None:
+        raise SessionError("This session is not a whole imported model: it has no blocks between layers.")
+    model = s.model
+    pad = s.source_padding if s.cross else s.padding
+    stream = s.x if s.x_residual is None else s.x_residual
+    base = scale_of(s)
+
+    def attend(index: int, x: np.ndarray) -> AttentionResult:
+        L = s.layers[index].filled()
+        return multi_head_attention(
+            x,
+            L.w_q,
+            L.w_k,
+            L.w_v,
+            L.w_o,
+            b_q=L.b_q,
+            b_k=L.b_k,
+            b_v=L.b_v,
+            b_o=L.b_o,
+            causal=s.causal,
+            key_padding_mask=pad if pad.any() else None,
+            scale=base * model.scale_factors[index],
+            ablate=L.ablated,
+        )
+
+    out = []
+    for result, before, after in run_blocks(model.blocks, s.x, stream, attend):
+        if before is not s.x:  # pre-norm: the layer reads a normalised copy and writes into the stream itself
+            residual = before + result.output
+            residual.flags.writeable = False
+            result = dataclasses.replace(result, residual=residual)
+        after.flags.writeable = False
+        out.append((result, before, after))
+    return out
 
 
 def layer_cost(s: SessionState) -> float:

@@ -70,10 +70,30 @@ def golden_state_v2():
                                title="golden v2", description="Two layers over one residual stream.")
 
 
+def golden_state_v3():
+    """The session stored in session_v3.qkv: version 2's layers (self-attention) with a whole model's own blocks
+    between them: pre-norm LayerNorms, a gelu_new MLP 3 wide, and the second layer's scale halved."""
+    import dataclasses
+
+    from qkvgui.core.models import Block, Mlp, Norm, Stack
+
+    v2 = golden_state_v2()
+    d_model, d_mlp = 4, 3
+    blocks = tuple(
+        Block(pre_norm=True, norm_attn=Norm(_values((d_model,), 20 + i), _values((d_model,), 21 + i), 1e-5),
+              norm_mlp=Norm(_values((d_model,), 22 + i), None, 1e-6, "rms"),
+              mlp=Mlp(_values((d_model, d_mlp), 23 + i), _values((d_mlp,), 24 + i), _values((d_mlp, d_model), 25 + i),
+                      _values((d_model,), 26 + i), "gelu_new"))
+        for i in range(2)
+    )
+    return dataclasses.replace(v2, cross=False, model=Stack("gpt2", blocks, (1.0, 0.5)), title="golden v3",
+                               description="A whole model: its own blocks between the layers.")
+
+
 def main(argv: list[str]) -> int:
     from qkvgui.io.session import VERSION, write_session
 
-    builders = {1: golden_state_v1, 2: golden_state_v2}
+    builders = {1: golden_state_v1, 2: golden_state_v2, 3: golden_state_v3}
     if VERSION not in builders:
         print(f"add golden_state_v{VERSION}() for format version {VERSION} first", file=sys.stderr)
         return 1

@@ -54,7 +54,7 @@ def write_reference(path: Path, model_cls, folder: Path, sentences: list[str]) -
 
 
 def main() -> None:
-    from tiny_gpt2 import write_tiny_gpt2
+    from tiny_gpt2 import VARIANTS, write_tiny_gpt2
     from transformers import BertModel, GPT2Model
 
     out = HERE / "data" / "models"
@@ -63,6 +63,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         gpt2 = write_tiny_gpt2(Path(tmp) / "tiny-gpt2")
         write_reference(out / "tiny_gpt2_reference.npz", GPT2Model, gpt2, GPT2_SENTENCES)
+        arrays = {}
+        for variant in VARIANTS:  # each scaling option and each stored dtype, on the first sentence
+            folder = write_tiny_gpt2(Path(tmp) / variant, variant)
+            arrays[f"{variant}/attentions"] = hf_attentions(GPT2Model, folder, token_ids(folder, GPT2_SENTENCES[0]))
+        np.savez_compressed(out / "tiny_gpt2_variants.npz", **arrays)
     print("wrote", sorted(p.name for p in out.iterdir()))
 
 

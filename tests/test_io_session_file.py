@@ -259,6 +259,24 @@ def test_golden_v2_loads_layers_biases_and_switched_off_heads():
     np.testing.assert_array_equal(r0.residual, want.x_residual + r0.output)
 
 
+def test_golden_v3_loads_a_whole_models_blocks():
+    from make_golden_sessions import golden_state_v3
+
+    session = read_session(DATA / "session_v3.qkv")
+    want = golden_state_v3()
+    assert_same_state(session.state(), want)
+    got, expected = session.model, want.model
+    assert got.scale_factors == expected.scale_factors and got.family == "gpt2"
+    for a, b in zip(got.blocks, expected.blocks, strict=True):
+        assert a.pre_norm and a.norm_mlp.kind == "rms" and a.norm_mlp.bias is None and a.mlp.activation == "gelu_new"
+        for part in ("w_in", "b_in", "w_out", "b_out"):
+            np.testing.assert_array_equal(getattr(a.mlp, part), getattr(b.mlp, part))
+        np.testing.assert_array_equal(a.norm_attn.weight, b.norm_attn.weight)
+    # the stack runs: layer 2 reads layer 1's stream through the model's block
+    _, after = session.compute_model()[0][1:]
+    assert not np.array_equal(after, want.x_residual)
+
+
 def test_every_readable_version_has_a_golden_file_and_every_golden_file_loads():
     assert VERSION in LOADERS
     for version in LOADERS:

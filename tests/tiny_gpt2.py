@@ -32,15 +32,47 @@ def tiny_gpt2_tensors(seed: int = 7) -> dict[str, np.ndarray]:
     return t
 
 
-def write_tiny_gpt2(folder: Path) -> Path:
+#: the variants the tests check against Hugging Face: config changes and the dtype the tensors are stored in
+VARIANTS = {
+    "default": ({}, "F32"),
+    "unscaled": ({"scale_attn_weights": False}, "F32"),
+    "inverse-layer": ({"scale_attn_by_inverse_layer_idx": True}, "F32"),
+    "unscaled-inverse": ({"scale_attn_weights": False, "scale_attn_by_inverse_layer_idx": True}, "F32"),
+    "float16": ({}, "F16"),
+    "bfloat16": ({}, "BF16"),
+}
+
+
+def to_bfloat16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even, as torch rounds."""
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "F32") -> None:
+    """A .safetensors file written by hand (the format is a JSON header and raw bytes), in F32, F16 or BF16."""
+    header, chunks, offset = {}, [], 0
+    for name, a in tensors.items():
+        raw = {"F32": lambda x: x.astype("<f4"), "F16": lambda x: x.astype("<f2"), "BF16": to_bfloat16_bits}[dtype](a)
+        data = np.ascontiguousarray(raw).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    Path(path).write_bytes(len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+def write_tiny_gpt2(folder: Path, variant: str = "default") -> Path:
     """config.json, model.safetensors and a word-level tokenizer.json in folder; returns the folder."""
-    from safetensors.numpy import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
+    changes, dtype = VARIANTS[variant]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(CONFIG, indent=2))
-    save_file(tiny_gpt2_tensors(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(CONFIG | changes, indent=2))
+    write_safetensors(folder / "model.safetensors", tiny_gpt2_tensors(), dtype)
     vocab = {"<unk>": 0} | {word: i + 1 for i, word in enumerate(WORDS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -1,238 +1,372 @@
-"""Forward passes of real model families in NumPy, up to one attention layer, and that layer's weights in our shapes.
+"""The forward pass of real transformer models in NumPy, given their tensors already in qkvgui's shapes.
 
-Given a model's tensors (name → array, as in its checkpoint) and its config, ``layer_input(...)`` runs everything
-before layer ℓ (embeddings, LayerNorms, attention, MLPs) and returns what layer ℓ's attention reads, the residual
-stream it writes into, and its weights in qkvgui's convention (row vectors; W_Q [h, d_model, d_k]; W_O [h·d_v,
-d_model]), so that ``multi_head_attention(x, w_q, w_k, w_v, w_o, b_q=..., ...)`` reproduces the model's attention.
+A checkpoint reader (``qkvgui.io.checkpoints``, one module per family's tensor map) turns a model's tensors into a
+``Model``: an embedding, and per layer the attention weights (row vectors; W_Q [h, d_model, d_k]; W_O [h·d_v,
+d_model]) and the rest of the block (``Block``: LayerNorms, MLP) read-only. ``run(model, ids)`` runs the model
+and keeps, per layer, what its attention read, the stream it wrote into, the attention's ``AttentionResult``
+(computed by ``multi_head_attention``, the one attention implementation) and the stream after the block.
 
-Supported: BERT (BertModel, post-LayerNorm) and GPT-2 (GPT2Model / GPT2LMHeadModel, pre-LayerNorm, causal).
-The next family goes into ``ARCHITECTURES`` the same way: a LLaMA-style model needs RMSNorm instead of LayerNorm,
-rotary position embeddings applied to q and k inside the layer (so W_Q alone no longer gives the scores: the
-session would need a per-position rotation step), and grouped-query attention (W_K, W_V shared by groups of heads:
-repeat them per head when mapping to our per-head W_K, W_V).
+Two arrangements of a block cover the families read today (and LLaMA, whose RMSNorm is ``Norm(kind="rms")``):
+
+    pre-norm  (GPT-2, LLaMA)   x = norm_attn(s);  s = s + attention(x);  s = s + mlp(norm_mlp(s))
+    post-norm (BERT)           x = s;             s = norm_attn(s + attention(x));  s = norm_mlp(s + mlp(s))
+
+A new family adds a tensor map in io (giving a ``Model``); new per-layer attention steps (rotary positions,
+shared key/value heads) go into ``AttentionWeights.arguments()``, which is what ``multi_head_attention`` receives.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .attention import AttentionResult, multi_head_attention
 from .errors import CheckpointError
 
-__all__ = ["ARCHITECTURES", "LayerInput", "ModelError", "architecture_of", "layer_input", "max_positions", "n_layers"]
+__all__ = [
+    "ACTIVATIONS",
+    "AttentionWeights",
+    "Block",
+    "Embedding",
+    "LayerRun",
+    "Mlp",
+    "Model",
+    "ModelError",
+    "Norm",
+    "Stack",
+    "gelu_exact",
+    "gelu_tanh",
+    "run",
+    "run_blocks",
+]
 
 
 class ModelError(CheckpointError):
-    """A checkpoint this code cannot run: unknown architecture, missing tensor, layer out of range."""
+    """A model this code cannot run: a missing tensor, a layer out of range, a sentence too long."""
 
 
-@dataclass(frozen=True)
-class LayerInput:
-    """What one attention layer of a real model reads, and its weights in qkvgui's shapes."""
+# ---- activations -----------------------------------------------------------------------------------------------
+def gelu_exact(x: np.ndarray) -> np.ndarray:
+    """BERT's "gelu": 0.5·x·(1 + erf(x/√2)), vectorised with scipy's erf (exact to float64)."""
+    from scipy.special import erf  # the `models` extra; imported here so the core itself needs only NumPy
 
-    x: np.ndarray  # [n, d_model] what the attention reads (after ln_1 for pre-LN models)
-    residual: np.ndarray  # [n, d_model] the residual stream the attention's output is added to
+    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GPT-2's "gelu_new": 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+#: activation name (as Hugging Face configs spell it) -> function
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": gelu_exact,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": _relu,
+    "silu": _silu,
+}
+
+
+# ---- the pieces of a model -------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Norm:
+    """LayerNorm ((x − mean)/√(var + eps)·weight + bias) or RMSNorm (x/√(mean(x²) + eps)·weight), row-wise."""
+
+    weight: np.ndarray  # [d_model]
+    bias: np.ndarray | None  # [d_model]
+    eps: float
+    kind: str = "layer"  # "layer" | "rms"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "rms":
+            return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps) * self.weight
+        mean = x.mean(axis=-1, keepdims=True)
+        centred = x - mean  # [n, d_model]
+        var = (centred * centred).mean(axis=-1, keepdims=True)
+        out = centred / np.sqrt(var + self.eps) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+@dataclass(frozen=True, eq=False)
+class Mlp:
+    """out = act(x·W_in + b_in)·W_out + b_out; with W_gate (LLaMA's SwiGLU): (act(x·W_gate) ⊙ (x·W_in))·W_out."""
+
+    w_in: np.ndarray  # [d_model, d_mlp]
+    b_in: np.ndarray | None  # [d_mlp]
+    w_out: np.ndarray  # [d_mlp, d_model]
+    b_out: np.ndarray | None  # [d_model]
+    activation: str
+    w_gate: np.ndarray | None = None  # [d_model, d_mlp]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        act = ACTIVATIONS[self.activation]
+        up = x @ self.w_in  # [n, d_mlp]
+        if self.b_in is not None:
+            up += self.b_in
+        hidden = up * act(x @ self.w_gate) if self.w_gate is not None else act(up)  # [n, d_mlp]
+        out = hidden @ self.w_out  # [n, d_model]
+        return out if self.b_out is None else out + self.b_out
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """Everything of one transformer block except its attention weights: the model's own, shown read-only."""
+
+    pre_norm: bool  # True: norms before attention and MLP (GPT-2, LLaMA); False: after (BERT)
+    norm_attn: Norm | None  # pre-norm: ln_1 (what the attention reads); post-norm: after attention + residual
+    norm_mlp: Norm | None  # pre-norm: ln_2 (what the MLP reads); post-norm: after MLP + residual
+    mlp: Mlp
+
+    def attention_input(self, stream: np.ndarray) -> np.ndarray:
+        """What the attention reads from the residual stream [n, d_model]."""
+        if self.pre_norm and self.norm_attn is not None:
+            return self.norm_attn(stream)
+        return stream
+
+    def after_attention(self, stream: np.ndarray, output: np.ndarray) -> np.ndarray:
+        """The stream after the block, given the stream before it and the attention's output, both [n, d_model]."""
+        if self.pre_norm:
+            s = stream + output
+            return s + self.mlp(self.norm_mlp(s) if self.norm_mlp is not None else s)
+        s = stream + output
+        if self.norm_attn is not None:
+            s = self.norm_attn(s)
+        s = s + self.mlp(s)
+        return self.norm_mlp(s) if self.norm_mlp is not None else s
+
+    def describe(self) -> str:
+        """The block's steps in words, for the label of its step in the pipeline."""
+        act = self.mlp.activation
+        if self.pre_norm:
+            return f"s + attention, then s + MLP({act})(norm(s))"
+        return f"norm(s + attention), then norm(s + MLP({act}))"
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionWeights:
+    """One layer's attention in qkvgui's shapes; `arguments()` is what multi_head_attention receives."""
+
     w_q: np.ndarray  # [h, d_model, d_k]
     w_k: np.ndarray  # [h, d_model, d_k]
     w_v: np.ndarray  # [h, d_model, d_v]
     w_o: np.ndarray  # [h·d_v, d_model]
-    b_q: np.ndarray  # [h, d_k]
-    b_k: np.ndarray  # [h, d_k]
-    b_v: np.ndarray  # [h, d_v]
-    b_o: np.ndarray  # [d_model]
-    causal: bool
+    b_q: np.ndarray | None = None  # [h, d_k]
+    b_k: np.ndarray | None = None  # [h, d_k]
+    b_v: np.ndarray | None = None  # [h, d_v]
+    b_o: np.ndarray | None = None  # [d_model]
+    scale: float | None = None  # None: 1/√d_k
 
-
-Tensors = Mapping[str, np.ndarray] | Callable[[str], np.ndarray]
-
-
-def _getter(tensors: Tensors, prefixes: tuple[str, ...]) -> Callable[[str], np.ndarray]:
-    """A function name → float64 array, trying each name prefix (`bert.`, `transformer.`, none)."""
-    get = tensors if callable(tensors) else tensors.__getitem__
-
-    def tensor(name: str) -> np.ndarray:
-        for prefix in prefixes:
-            try:
-                return np.asarray(get(prefix + name), dtype=np.float64)
-            except KeyError:
-                continue
-        tried = ", ".join(map(repr, prefixes))
-        raise ModelError(f"The checkpoint has no tensor '{name}' (tried the prefixes {tried}).")
-
-    return tensor
-
-
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
-
-
-_erf = np.frompyfunc(math.erf, 1, 1)
-
-
-def _gelu_exact(x: np.ndarray) -> np.ndarray:
-    """0.5·x·(1 + erf(x/√2)), BERT's "gelu", with math.erf (exact to float64)."""
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
-
-
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """GPT-2's "gelu_new": the tanh approximation."""
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-_ACTIVATIONS = {"gelu": _gelu_exact, "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh,
-                "relu": lambda x: np.maximum(x, 0.0)}
-
-
-def _activation(name: str):
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise ModelError(f"The activation '{name}' is not supported; known: {', '.join(_ACTIVATIONS)}.") from None
-
-
-def _softmax(a: np.ndarray) -> np.ndarray:
-    e = np.exp(a - a.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _heads(w_in_out: np.ndarray, h: int) -> np.ndarray:
-    """[d_model, h·d] (input-major, one head's columns after another) -> [h, d_model, d]."""
-    d_model, width = w_in_out.shape
-    return w_in_out.reshape(d_model, h, width // h).transpose(1, 0, 2).copy()
-
-
-def _attend(x, w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o, causal):
-    """The layer's attention output [n, d_model], computed the model's way (for the layers before ℓ)."""
-    q = np.einsum("nd,hde->hne", x, w_q) + b_q[:, None]
-    k = np.einsum("nd,hde->hne", x, w_k) + b_k[:, None]
-    v = np.einsum("nd,hde->hne", x, w_v) + b_v[:, None]
-    scores = q @ k.transpose(0, 2, 1) / math.sqrt(q.shape[-1])
-    if causal:
-        n = x.shape[0]
-        scores = np.where(np.tri(n, dtype=bool), scores, -np.inf)
-    ctx = _softmax(scores) @ v  # [h, n, d_v]
-    return ctx.transpose(1, 0, 2).reshape(x.shape[0], -1) @ w_o + b_o
-
-
-# ---- BERT ----------------------------------------------------------------------------------------------------
-# Checkpoint names (with or without the "bert." prefix) and how they map to our convention:
-#   embeddings.{word,position,token_type}_embeddings.weight  [vocab|positions|types, d]
-#   embeddings.LayerNorm.{weight,bias}
-#   encoder.layer.L.attention.self.{query,key,value}.weight  [d_out, d_in] (PyTorch nn.Linear: y = x·Wᵀ + b):
-#       W_Q = query.weightᵀ, split into heads of d_k columns -> [h, d_model, d_k]; b_Q = query.bias -> [h, d_k]
-#   encoder.layer.L.attention.output.dense.{weight,bias}     W_O = dense.weightᵀ [h·d_v, d_model]; b_O = bias
-#   encoder.layer.L.attention.output.LayerNorm               post-LN: h1 = LN(h + attention)
-#   encoder.layer.L.intermediate.dense, output.dense, output.LayerNorm: the MLP, h = LN(h1 + MLP(h1))
-# BERT is post-LN, so the attention reads the residual stream itself: X = residual = h.
-def _bert(tensor, config: dict, ids: np.ndarray, layer: int, token_types: np.ndarray | None) -> LayerInput:
-    h_count = int(config["num_attention_heads"])
-    eps = float(config.get("layer_norm_eps", 1e-12))
-    act = _activation(config.get("hidden_act", "gelu"))
-    n = len(ids)
-    types = np.zeros(n, dtype=np.intp) if token_types is None else token_types
-    hidden = (tensor("embeddings.word_embeddings.weight")[ids] + tensor("embeddings.position_embeddings.weight")[:n]
-              + tensor("embeddings.token_type_embeddings.weight")[types])
-    hidden = _layer_norm(hidden, tensor("embeddings.LayerNorm.weight"), tensor("embeddings.LayerNorm.bias"), eps)
-
-    def weights(i):
-        p = f"encoder.layer.{i}.attention."
-
-        def split(name):  # nn.Linear [d_out, d_in] -> [h, d_model, d], and its bias -> [h, d]
-            return _heads(tensor(p + f"self.{name}.weight").T, h_count), tensor(p + f"self.{name}.bias").reshape(
-                h_count, -1)
-
-        (w_q, b_q), (w_k, b_k), (w_v, b_v) = split("query"), split("key"), split("value")
-        return dict(w_q=w_q, w_k=w_k, w_v=w_v, w_o=tensor(p + "output.dense.weight").T.copy(), b_q=b_q, b_k=b_k,
-                    b_v=b_v, b_o=tensor(p + "output.dense.bias"))
-
-    for i in range(layer):
-        p = f"encoder.layer.{i}."
-        attn = _attend(hidden, causal=False, **weights(i))
-        h1 = _layer_norm(hidden + attn, tensor(p + "attention.output.LayerNorm.weight"),
-                         tensor(p + "attention.output.LayerNorm.bias"), eps)
-        inter = act(h1 @ tensor(p + "intermediate.dense.weight").T + tensor(p + "intermediate.dense.bias"))
-        out = inter @ tensor(p + "output.dense.weight").T + tensor(p + "output.dense.bias")
-        hidden = _layer_norm(h1 + out, tensor(p + "output.LayerNorm.weight"), tensor(p + "output.LayerNorm.bias"), eps)
-    return LayerInput(x=hidden, residual=hidden, causal=False, **weights(layer))
-
-
-# ---- GPT-2 ---------------------------------------------------------------------------------------------------
-# Checkpoint names (with or without the "transformer." prefix):
-#   wte.weight [vocab, d], wpe.weight [positions, d]
-#   h.L.ln_1.{weight,bias}: pre-LN, the attention reads X = ln_1(h) and writes into h itself
-#   h.L.attn.c_attn.{weight,bias}: Conv1D, stored input-major [d_in, 3·d] (y = x·W + b, no transpose):
-#       columns [0, d) are Q, [d, 2d) K, [2d, 3d) V; each split into heads of d_k columns -> [h, d_model, d_k]
-#   h.L.attn.c_proj.{weight,bias}: Conv1D [h·d_v, d_model]: W_O = weight as stored, b_O = bias
-#   h.L.ln_2, h.L.mlp.c_fc, h.L.mlp.c_proj: the MLP, h = h + MLP(ln_2(h))
-def _gpt2(tensor, config: dict, ids: np.ndarray, layer: int, token_types: np.ndarray | None) -> LayerInput:
-    h_count = int(config.get("n_head", config.get("num_attention_heads", 0)))
-    eps = float(config.get("layer_norm_epsilon", 1e-5))
-    act = _activation(config.get("activation_function", "gelu_new"))
-    n = len(ids)
-    hidden = tensor("wte.weight")[ids] + tensor("wpe.weight")[:n]
-
-    def ln(i, which, x):
-        return _layer_norm(x, tensor(f"h.{i}.{which}.weight"), tensor(f"h.{i}.{which}.bias"), eps)
-
-    def weights(i):
-        w = tensor(f"h.{i}.attn.c_attn.weight")
-        b = tensor(f"h.{i}.attn.c_attn.bias")
-        d = w.shape[0]
+    def arguments(self) -> dict:
         return dict(
-            w_q=_heads(w[:, :d], h_count), w_k=_heads(w[:, d:2 * d], h_count), w_v=_heads(w[:, 2 * d:], h_count),
-            w_o=tensor(f"h.{i}.attn.c_proj.weight"), b_o=tensor(f"h.{i}.attn.c_proj.bias"),
-            b_q=b[:d].reshape(h_count, -1), b_k=b[d:2 * d].reshape(h_count, -1), b_v=b[2 * d:].reshape(h_count, -1),
+            w_q=self.w_q,
+            w_k=self.w_k,
+            w_v=self.w_v,
+            w_o=self.w_o,
+            b_q=self.b_q,
+            b_k=self.b_k,
+            b_v=self.b_v,
+            b_o=self.b_o,
+            scale=self.scale,
         )
 
-    for i in range(layer):
-        hidden = hidden + _attend(ln(i, "ln_1", hidden), causal=True, **weights(i))
-        m = act(ln(i, "ln_2", hidden) @ tensor(f"h.{i}.mlp.c_fc.weight") + tensor(f"h.{i}.mlp.c_fc.bias"))
-        hidden = hidden + m @ tensor(f"h.{i}.mlp.c_proj.weight") + tensor(f"h.{i}.mlp.c_proj.bias")
-    return LayerInput(x=ln(layer, "ln_1", hidden), residual=hidden, causal=True, **weights(layer))
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """Token ids -> the residual stream entering layer 1: token (+ position + type) rows, then an optional norm."""
+
+    tokens: Callable[[np.ndarray], np.ndarray]  # ids [n] -> rows [n, d_model] (reads only the rows it needs)
+    positions: np.ndarray | None = None  # [max_positions, d_model] learned absolute positions
+    types: np.ndarray | None = None  # [n_types, d_model] BERT's token types (all type 0 here)
+    norm: Norm | None = None
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        n = len(ids)
+        x = np.array(self.tokens(ids), dtype=np.float64)  # [n, d_model]
+        if self.positions is not None:
+            x += self.positions[:n]
+        if self.types is not None:
+            x += self.types[0]
+        return self.norm(x) if self.norm is not None else x
 
 
-#: model_type / architecture name -> (forward pass, tensor name prefixes, config keys of layers and positions)
-ARCHITECTURES = {
-    "bert": (_bert, ("", "bert."), "num_hidden_layers", "max_position_embeddings"),
-    "gpt2": (_gpt2, ("", "transformer."), "n_layer", "n_positions"),
-}
-_ALIASES = {"BertModel": "bert", "BertForMaskedLM": "bert", "BertForSequenceClassification": "bert",
-            "GPT2Model": "gpt2", "GPT2LMHeadModel": "gpt2"}
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A model ready to run: its embedding, and per layer its attention weights and the rest of its block."""
+
+    family: str  # "bert", "gpt2", ...
+    embedding: Embedding
+    attention: Sequence[AttentionWeights]  # [n_layers]
+    blocks: Sequence[Block]  # [n_layers]
+    causal: bool
+    max_positions: int
+    info: dict = field(default_factory=dict)  # what the reader wants to say (name, dtype, ...)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.attention)
 
 
-def architecture_of(config: dict) -> str:
-    """The family key of a Hugging Face config ("bert", "gpt2"); ModelError naming the supported ones otherwise."""
-    kind = config.get("model_type")
-    if kind in ARCHITECTURES:
-        return kind
-    for name in config.get("architectures") or []:
-        if name in _ALIASES:
-            return _ALIASES[name]
-    named = kind or ", ".join(config.get("architectures") or []) or "an unnamed architecture"
-    raise ModelError(f"This checkpoint is {named}; qkvgui reads BERT (BertModel) and GPT-2 (GPT2Model, "
-                     "GPT2LMHeadModel) checkpoints.")
+@dataclass(frozen=True, eq=False)
+class LayerRun:
+    """One layer of a run: what its attention read, the stream it wrote into, its result, the stream after."""
+
+    x: np.ndarray  # [n, d_model] what the attention read (norm_attn of the stream in pre-norm models)
+    stream: np.ndarray  # [n, d_model] the residual stream entering the layer
+    result: AttentionResult
+    after: np.ndarray  # [n, d_model] the stream after the whole block (attention, norms, MLP)
 
 
-def n_layers(config: dict) -> int:
-    return int(config[ARCHITECTURES[architecture_of(config)][2]])
-
-
-def max_positions(config: dict) -> int:
-    return int(config[ARCHITECTURES[architecture_of(config)][3]])
-
-
-def layer_input(tensors: Tensors, config: dict, ids, layer: int, token_types=None) -> LayerInput:
-    """Run the model up to attention layer `layer` (0-based) on token ids [n]; see LayerInput."""
-    forward, prefixes, _, _ = ARCHITECTURES[architecture_of(config)]
-    count = n_layers(config)
-    if not 0 <= layer < count:
-        raise ModelError(f"The model has layers 1 to {count}; there is no layer {layer + 1}.")
+def run(model: Model, ids, layers: int | None = None) -> list[LayerRun]:
+    """Run `model` on token ids [n] through its first `layers` layers (all by default); one LayerRun per layer."""
     ids = np.asarray(ids, dtype=np.intp)
-    if len(ids) > max_positions(config):
-        raise ModelError(f"The sentence has {len(ids)} tokens but the model reads at most {max_positions(config)}.")
-    return forward(_getter(tensors, prefixes), config, ids, layer, token_types)
+    count = model.n_layers if layers is None else layers
+    if not 0 <= count <= model.n_layers:
+        raise ModelError(f"The model has {model.n_layers} layers; it cannot run {count}.")
+    if len(ids) == 0:
+        raise ModelError("The model needs at least one token.")
+    if len(ids) > model.max_positions:
+        raise ModelError(f"The sentence has {len(ids)} tokens but the model reads at most {model.max_positions}.")
+    stream = model.embedding(ids)  # [n, d_model]
+    runs = []
+    for weights, block in zip(model.attention[:count], model.blocks[:count], strict=True):
+        x = block.attention_input(stream)  # [n, d_model]
+        result = multi_head_attention(x, causal=model.causal, **weights.arguments())
+        after = block.after_attention(stream, result.output)  # [n, d_model]
+        runs.append(LayerRun(x=x, stream=stream, result=result, after=after))
+        stream = after
+    return runs
+
+
+def run_blocks(blocks: Sequence[Block], x: np.ndarray, stream: np.ndarray, attend) -> list[tuple]:
+    """The model's stack with editable attention: ``attend(layer, x)`` gives layer ℓ's AttentionResult.
+
+    x [n, d_model] is what layer 1's attention reads (editable X), stream [n, d_model] the stream it writes into.
+    Returns per layer (result, stream in, stream after the block); layer ℓ + 1 reads ``attention_input`` of the
+    stream after layer ℓ's block, as the model does.
+    """
+    out = []
+    for layer, block in enumerate(blocks):
+        if layer > 0:
+            x = block.attention_input(stream)
+        result = attend(layer, x)
+        after = block.after_attention(stream, result.output)
+        out.append((result, stream, after))
+        stream = after
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Stack:
+    """A real model's own parts around its editable attention layers, held read-only by a whole-model session.
+
+    ``blocks[ℓ]`` runs after attention layer ℓ (and gives layer ℓ + 1 its input); ``scale_factors[ℓ]`` multiplies
+    the session's scale for layer ℓ (GPT-2's ``scale_attn_by_inverse_layer_idx`` makes it 1/(ℓ + 1)).
+    """
+
+    family: str
+    blocks: tuple[Block, ...]
+    scale_factors: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for block in self.blocks:  # the model's own: shown, never edited
+            for part in (block.norm_attn, block.norm_mlp, block.mlp):
+                for a in vars(part).values() if part is not None else ():
+                    if isinstance(a, np.ndarray):
+                        a.flags.writeable = False
+
+    @property
+    def d_model(self) -> int:
+        return int(self.blocks[0].mlp.w_in.shape[0])
+
+    def check(self, n_layers: int, d_model: int) -> str | None:
+        """What is wrong with this stack for a session of n_layers × d_model, or None."""
+        if len(self.blocks) != n_layers or len(self.scale_factors) != n_layers:
+            return f"the model's blocks are for {len(self.blocks)} layers but the session has {n_layers}"
+        for i, block in enumerate(self.blocks):
+            m = block.mlp
+            if m.w_in.shape[0] != d_model or m.w_out.shape[1] != d_model:
+                return f"the MLP of layer {i + 1} is for d_model {m.w_in.shape[0]}, not {d_model}"
+        if not all(math.isfinite(f) for f in self.scale_factors):
+            return "a scale factor is not finite"
+        for i, block in enumerate(self.blocks):
+            for part in (block.norm_attn, block.norm_mlp, block.mlp):
+                for name, a in vars(part).items() if part is not None else ():
+                    if isinstance(a, np.ndarray) and not np.isfinite(a).all():
+                        return f"layer {i + 1}'s {name} holds a value that is not a finite number"
+                if isinstance(part, Norm) and not (math.isfinite(part.eps) and part.eps >= 0):
+                    return f"layer {i + 1}'s norm has eps {part.eps}"
+        return None
+
+    # ---- as plain arrays and JSON (for session files) ------------------------------------------------------
+    def to_plain(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-plain description, arrays by name) that ``from_plain`` turns back into the same stack."""
+        arrays: dict[str, np.ndarray] = {}
+        layers = []
+        for i, b in enumerate(self.blocks):
+            entry: dict = {"pre_norm": b.pre_norm, "activation": b.mlp.activation, "norms": {}}
+            for which in ("norm_attn", "norm_mlp"):
+                norm = getattr(b, which)
+                if norm is not None:
+                    entry["norms"][which] = {"kind": norm.kind, "eps": norm.eps, "bias": norm.bias is not None}
+                    arrays[f"{i}/{which}.weight"] = norm.weight
+                    if norm.bias is not None:
+                        arrays[f"{i}/{which}.bias"] = norm.bias
+            for name in ("w_in", "b_in", "w_out", "b_out", "w_gate"):
+                a = getattr(b.mlp, name)
+                if a is not None:
+                    arrays[f"{i}/mlp.{name}"] = a
+            layers.append(entry)
+        return {"family": self.family, "scale_factors": list(self.scale_factors), "layers": layers}, arrays
+
+    @classmethod
+    def from_plain(cls, doc: dict, arrays: dict[str, np.ndarray]) -> Stack:
+        """The stack of ``to_plain``; ModelError saying what is missing or does not fit."""
+        try:
+            blocks = []
+            for i, entry in enumerate(doc["layers"]):
+                norms = {}
+                for which, spec in entry["norms"].items():
+                    if which not in ("norm_attn", "norm_mlp") or spec["kind"] not in ("layer", "rms"):
+                        raise ModelError(f"layer {i + 1} has an unknown norm {which!r} of kind {spec['kind']!r}")
+                    norms[which] = Norm(
+                        arrays[f"{i}/{which}.weight"],
+                        arrays[f"{i}/{which}.bias"] if spec["bias"] else None,
+                        float(spec["eps"]),
+                        spec["kind"],
+                    )
+                if entry["activation"] not in ACTIVATIONS:
+                    raise ModelError(f"layer {i + 1}'s activation {entry['activation']!r} is unknown")
+                mlp = Mlp(
+                    arrays[f"{i}/mlp.w_in"],
+                    arrays.get(f"{i}/mlp.b_in"),
+                    arrays[f"{i}/mlp.w_out"],
+                    arrays.get(f"{i}/mlp.b_out"),
+                    entry["activation"],
+                    arrays.get(f"{i}/mlp.w_gate"),
+                )
+                d_model, d_mlp = mlp.w_in.shape
+                shapes = {"w_out": (d_mlp, d_model), "b_in": (d_mlp,), "b_out": (d_model,), "w_gate": (d_model, d_mlp)}
+                for name, shape in shapes.items():
+                    a = getattr(mlp, name)
+                    if a is not None and a.shape != shape:
+                        raise ModelError(f"layer {i + 1}'s mlp.{name} is {a.shape}, not {shape}")
+                for norm in norms.values():
+                    if norm.weight.shape != (d_model,) or (norm.bias is not None and norm.bias.shape != (d_model,)):
+                        raise ModelError(f"a norm of layer {i + 1} does not have {d_model} entries")
+                blocks.append(Block(bool(entry["pre_norm"]), norms.get("norm_attn"), norms.get("norm_mlp"), mlp))
+            factors = tuple(float(f) for f in doc["scale_factors"])
+            return cls(str(doc["family"]), tuple(blocks), factors)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"The model's blocks are incomplete ({type(e).__name__}: {e}).") from None

@@ -88,8 +88,7 @@ class ImportLayerDialog(QDialog):
             self.info.setText(str(e))
             return
         self.layer_spin.setMaximum(info["layers"])
-        arch = {"bert": "BERT", "gpt2": "GPT-2"}[info["architecture"]]
-        self.info.setText(f"{arch}, {info['layers']} layers, up to {info['positions']} tokens.")
+        self.info.setText(f"{info['label']}, {info['layers']} layers, up to {info['positions']} tokens.")
 
     def start(self) -> None:
         """Load the layer on a worker thread; the dialog stays responsive and shows that it is busy."""

@@ -32,8 +32,11 @@ __all__ = ["FORMAT", "VERSION", "write_state"]
 
 #: the value of session.json's "format" field: what tells a session file from any other ZIP
 FORMAT = "qkvgui-session"
-#: the version this qkvgui writes; the reader reads every version in ``reader.LOADERS``
-VERSION = 2
+#: the newest version this qkvgui writes (3, for a session holding a whole model; 2 for every other session); the
+#: reader reads every version in ``reader.LOADERS``
+VERSION = 3
+#: the version of a session without a whole model's blocks
+PLAIN_VERSION = 2
 _ATTR = {
     "X": "x",
     "X_kv": "x_kv",
@@ -84,14 +87,16 @@ def _arrays(s: SessionState) -> dict[str, np.ndarray]:
     out = dict(_session_arrays(s))
     for i, layer in enumerate(s.layers):
         out.update({f"layers/{i}/{name}": getattr(layer, _ATTR[name]) for name in LAYER_MATRICES})
+    if s.model is not None:
+        out.update({f"model/{name}": a for name, a in s.model.to_plain()[1].items()})
     return out
 
 
 def _metadata(s: SessionState) -> bytes:
-    """session.json of the current format version (2), as UTF-8 bytes (indented, for people reading it)."""
+    """session.json (version 3 with a whole model's blocks, 2 otherwise), as UTF-8 bytes (indented, for people)."""
     doc: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if s.model is not None else PLAIN_VERSION,
         "title": s.title,
         "description": s.description,
         "tokens": list(s.tokens),
@@ -116,6 +121,10 @@ def _metadata(s: SessionState) -> bytes:
             for i, layer in enumerate(s.layers)
         ],
     }
+    if s.model is not None:  # version 3: the model's own blocks between the layers
+        plain, model_arrays = s.model.to_plain()
+        doc["model"] = {**plain, "shapes": {name: list(a.shape) for name, a in model_arrays.items()},
+                        "matrices": {name: f"model/{name}.npy" for name in model_arrays}}
     # The document checks shapes and numbers; the words are checked here, so every file written reads back.
     for key in ("title", "description"):
         if not isinstance(doc[key], str):
