@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 #: the views a window can show (the selection remembers which)
-VIEWS = ("pipeline", "circuits")
+VIEWS = ("pipeline", "circuits", "learn")
 
 # Kept for code written against qkvgui 0.1 (the private state class); use SessionState.
 _State = SessionState
@@ -166,7 +166,7 @@ class Session:
 
     @property
     def view(self) -> str:
-        """The selected view: "pipeline" (step by step) or "circuits"."""
+        """The selected view: "pipeline" (step by step), "circuits" or "learn"."""
         view = self._s.extra.get("view")
         return view if view in VIEWS else VIEWS[0]
 
@@ -367,7 +367,8 @@ class Session:
                                   source_tokens=p.source_tokens, causal=p.causal, scale=p.scale,
                                   source_padding=p.source_padding, title=p.title, description=p.description)
         more = tuple(Layer(w_q, w_k, w_v, w_o).filled() for w_q, w_k, w_v, w_o in p.more_layers)
-        state = session._s.replace(features=tuple(p.features), layers=session._s.layers + more)
+        state = session._s.replace(features=tuple(p.features), layers=session._s.layers + more,
+                                   extra={**session._s.extra, **copy.deepcopy(p.extra)})
         validate_state(state)
         session._s = state.filled()
         return session
@@ -646,7 +647,7 @@ class Session:
         self._emit("layer", int(layer))
 
     def set_view(self, view: str) -> None:
-        """Select the view the window shows: "pipeline" (step by step) or "circuits"; it is saved with the file."""
+        """Select the view the window shows: "pipeline" (step by step), "circuits" or "learn"; saved with the file."""
         if view not in VIEWS:
             raise SessionError(f"Unknown view '{view}': choose one of {', '.join(VIEWS)}.")
         self.set_extra("view", view)

@@ -70,6 +70,8 @@ def test_gradient_matches_finite_differences(case):
     kwargs = {}
     x_kv = None
     causal = case != "cross"
+    if case == "causal":
+        kwargs = dict(b_q=rng.standard_normal(d_k), b_k=rng.standard_normal(d_k))  # fixed biases, as imported
     if case == "cross":
         x_kv = rng.standard_normal((4, d_model))
         target = rng.random((n, 4))
@@ -134,6 +136,20 @@ def test_zero_weights_start_from_seeded_noise():
     c = fit_pattern(x, None, target, zeros, zeros, steps=50, seed=2)
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
     assert a[2][-1] < a[2][0]
+
+
+def test_a_new_empty_dimension_is_woken_up():
+    # Raising d_k pads W_Q and W_K with a zero column: a saddle that gradient descent would never leave.
+    x = x8()
+    rng = np.random.default_rng(2)
+    w_q, w_k = np.zeros((16, 2)), np.zeros((16, 2))
+    w_q[:, 0], w_k[:, 0] = rng.standard_normal(16), rng.standard_normal(16)
+    target = target_preset("previous-token", 8, 8)
+    fitter = PatternFitter(x, None, target, w_q, w_k, seed=3)
+    assert np.array_equal(fitter.w_q[:, 0], w_q[:, 0])  # the column in use starts where it was
+    assert fitter.w_q[:, 1].any() and fitter.w_k[:, 1].any()
+    fitter.step(200)
+    assert np.abs(fitter.w_q[:, 1]).max() > 0.1 and np.abs(fitter.w_k[:, 1]).max() > 0.1
 
 
 def test_stepping_in_bursts_equals_one_long_fit():

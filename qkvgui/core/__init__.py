@@ -22,6 +22,7 @@ from .learn import (
     loss_floor,
     normalize_target,
     pattern_loss,
+    qk_singular_values,
     target_preset,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "ov_circuit",
     "pattern_loss",
     "qk_circuit",
+    "qk_singular_values",
     "softmax",
     "spectrum",
     "target_preset",

@@ -17,6 +17,7 @@ size keeps one learning rate useful from the first step to the last. Plain gradi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ __all__ = [
     "loss_floor",
     "normalize_target",
     "pattern_loss",
+    "qk_singular_values",
     "target_preset",
 ]
 
@@ -130,11 +132,9 @@ class FitProblem:
     self_attention: bool
     target_output: np.ndarray | None  # [n_q, d_model]: when given, W_V and W_O are fitted toward it
     output_weight: float
-
-    @property
-    def live_rows(self) -> int:
-        """m: the rows that have a target (the loss is their mean)."""
-        return int(np.count_nonzero(self.target.sum(axis=1) > 0))
+    live_rows: int  # m: the rows that have a target (the loss is their mean)
+    b_q: np.ndarray | None = None  # [d_k]: the head's query bias, kept fixed
+    b_k: np.ndarray | None = None  # [d_k]: the head's key bias, kept fixed
 
 
 def _as2d(name: str, a: ArrayLike, cols: int | None = None) -> np.ndarray:
@@ -184,7 +184,8 @@ def _problem(
         y = _as2d("The target output", target_output, d_model)
         if y.shape[0] != n_q:
             raise ShapeError(f"The target output has {y.shape[0]} rows but there are {n_q} queries.")
-    return FitProblem(xq, xkv, t, vis, factor, self_attention, y, float(output_weight))
+    live = int(np.count_nonzero(t.sum(axis=1) > 0))
+    return FitProblem(xq, xkv, t, vis, factor, self_attention, y, float(output_weight), live)
 
 
 def _forward_backward(
@@ -203,6 +204,10 @@ def _forward_backward(
 
     q = x_q @ w_q  # [n_q, d_k]
     k = x_kv @ w_k  # [n_k, d_k]
+    if p.b_q is not None:
+        q = q + p.b_q
+    if p.b_k is not None:
+        k = k + p.b_k
     s = (q @ k.T) * scale  # [n_q, n_k]
     s_vis = np.where(vis, s, -np.inf)  # [n_q, n_k]  hidden keys score −inf
     peak = np.max(s_vis, axis=1, keepdims=True)  # [n_q, 1]
@@ -297,6 +302,8 @@ class PatternFitter:
         target_output: ArrayLike | None = None,
         output_weight: float = 1.0,
         fit_x: bool = False,
+        b_q: ArrayLike | None = None,
+        b_k: ArrayLike | None = None,
     ) -> None:
         wq = _as2d("W_Q", w_q)
         wk = _as2d("W_K", w_k)
@@ -311,11 +318,22 @@ class PatternFitter:
             raise NonFiniteError(f"The learning rate is {lr}; it must be a positive finite number.")
         self.problem = _problem(x_q, x_kv, target, d_model, d_k, scale, causal, visible, target_output, output_weight)
         rng = np.random.default_rng(seed)
-        # W_Q = W_K = 0 is a saddle (each one's gradient is proportional to the other): break the tie with noise
-        if not wq.any() and not wk.any():
-            wq = rng.standard_normal(wq.shape) * 0.1
-            wk = rng.standard_normal(wk.shape) * 0.1
+        # A column c with W_Q[:, c] = W_K[:, c] = 0 is a saddle (each one's gradient is proportional to the
+        # other), so that dimension would never be used: start it from small seeded noise instead.
+        dead = ~(wq.any(axis=0) | wk.any(axis=0))  # [d_k]
+        if dead.any():
+            wq[:, dead] = rng.standard_normal((d_model, int(dead.sum()))) * 0.1
+            wk[:, dead] = rng.standard_normal((d_model, int(dead.sum()))) * 0.1
         self.params: dict[str, np.ndarray] = {"w_q": wq, "w_k": wk}
+        for name, b in (("b_Q", b_q), ("b_K", b_k)):
+            if b is not None and np.shape(b) != (d_k,):
+                raise ShapeError(f"{name} has shape {np.shape(b)} but it must be ({d_k},), one entry per dimension.")
+        if b_q is not None or b_k is not None:
+            self.problem = dataclasses.replace(
+                self.problem,
+                b_q=None if b_q is None else _as2d("b_Q", np.reshape(b_q, (1, -1)))[0],
+                b_k=None if b_k is None else _as2d("b_K", np.reshape(b_k, (1, -1)))[0],
+            )
         if target_output is not None:
             if w_v is None or w_o is None:
                 raise ShapeError("Fitting toward a target output needs a starting W_V and W_O.")
@@ -538,7 +556,7 @@ def loss_floor(
             r = min(r, int(np.linalg.matrix_rank(np.asarray(x, dtype=np.float64))))
     if r <= 0:
         return with_upper(best)
-    if not masked and r == 1:
+    if not masked and r == 1 and int(live.sum()) * n_k * n_k <= 4_000_000:  # [m, n_k, n_k] stays small
         # rank-1 extremes: the two favourite keys e1, e2; every other key costs at least log 2
         tl = t[live]
         pair = tl[:, :, None] + tl[:, None, :]  # [m, n_k, n_k]
@@ -555,7 +573,7 @@ def loss_floor(
             "most half of the weight. The target needs more favourites than two: raise d_k to 2 and the keys "
             "become points in a plane, where each one can be the favourite of the query pointing at it.",
         )
-    if not masked and np.all(t[live] > 0) and r < min(n_q, n_k):
+    if not masked and np.all(t[live] > 0) and r < min(n_q, n_k) <= 1024:
         w = t[live].min(axis=1)  # [m]  each row's smallest target entry
         centred = np.log(t[live])
         centred = centred - centred.mean(axis=1, keepdims=True)
@@ -569,6 +587,19 @@ def loss_floor(
             "the log-target beyond the first d_k are what no such head can produce; they set this floor.",
         )
     return with_upper(best)
+
+
+def qk_singular_values(w_q: ArrayLike, w_k: ArrayLike) -> np.ndarray:
+    """The singular values of W_Q·W_Kᵀ [d_model, d_model] (largest first, at most d_k of them non-zero).
+
+    Computed from the d_k × d_k product of the two QR factors, so a wide residual stream costs O(d_model·d_k²).
+    """
+    a = np.asarray(w_q, dtype=np.float64)  # [d_model, d_k]
+    b = np.asarray(w_k, dtype=np.float64)
+    if a.shape[1] <= a.shape[0]:
+        a = np.linalg.qr(a, mode="r")  # W_Q = Q_a·R_a with orthonormal Q_a: same singular values
+        b = np.linalg.qr(b, mode="r")
+    return np.asarray(np.linalg.svd(a @ b.T, compute_uv=False))
 
 
 def _full_row_rank(x: ArrayLike | None) -> bool:

@@ -35,6 +35,8 @@ class Preset:
     features: list[str] = field(default_factory=list)  # a name for each column of X, for the axis labels
     #: further layers over the same residual stream, each (w_q, w_k, w_v, w_o) with the first layer's shapes
     more_layers: tuple = ()
+    #: JSON-plain data kept with the session (e.g. {"view": "learn"}: the window opens on that tab)
+    extra: dict = field(default_factory=dict)
 
 
 def _previous_token_layer(tokens: list[str], sharpness: float = 12.0, extra: int = 0):
@@ -263,6 +265,30 @@ def induction() -> Preset:
     )
 
 
+def learn_previous_token() -> Preset:
+    # The previous-token preset's residual stream and W_V/W_O, but W_Q and W_K of d_k = 1 are small seeded
+    # noise: the learner draws (here: is given) the pattern and gradient descent has to find the head.
+    tokens = "the cat sat on the mat".split()
+    x, _, _, w_v, w_o, vocab = _previous_token_layer(tokens)
+    d_model = x.shape[1]
+    w_q = seeded_random((1, d_model, 1), seed=1, std=0.3)
+    w_k = seeded_random((1, d_model, 1), seed=2, std=0.3)
+    return Preset(
+        name="learn-previous-token",
+        title="Learn a head: find W_Q and W_K for the previous-token pattern",
+        description=(
+            "The Learn tab shows the target: every token should look at the one before it. Press Start and "
+            "gradient descent adjusts W_Q and W_K of this head while every view redraws. With d_k = 1 it cannot "
+            "succeed: the score x_i·W_Q·W_Kᵀ·x_jᵀ is a bilinear form of rank 1, a_i·b_j, so only the keys with the "
+            "largest and the smallest b_j can ever be anyone's favourite. Raise d_k to 2 and press Start again: "
+            "now it can. Paint your own target with the mouse, or pick another one."
+        ),
+        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=False,
+        features=_feature_names(vocab, len(tokens), [f"prev:{t}" for t in vocab]),
+        extra={"view": "learn", "learn_target": "previous-token"},
+    )
+
+
 PRESETS: dict[str, Callable[[], Preset]] = {
     "previous-token": previous_token,
     "search-engine": search_engine,
@@ -271,6 +297,7 @@ PRESETS: dict[str, Callable[[], Preset]] = {
     "causal-gpt": causal_gpt,
     "bilinear": bilinear,
     "induction": induction,
+    "learn-previous-token": learn_previous_token,
 }
 
 

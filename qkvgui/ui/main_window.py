@@ -46,6 +46,7 @@ from qkvgui.ui.commands import BlockEdit, StateChange
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
 from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, export_view, pipeline_panels
 from qkvgui.ui.import_dialog import ImportLayerDialog
+from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS, PipelineView, concat_labels, dim_labels
 from qkvgui.ui.scheduler import RecomputeScheduler
@@ -137,6 +138,8 @@ class MainWindow(QMainWindow):
         self.right_tabs = QTabWidget()
         self.right_tabs.addTab(self.pipeline, "Attention, step by step")
         self.right_tabs.addTab(self.circuits, "QK and OV circuits")
+        self.learn = LearnPanel(self.session, self.undo_stack)  # the Learn tab: fit W_Q, W_K to a drawn pattern
+        self.right_tabs.addTab(self.learn, "Learn")
         self.right_tabs.currentChanged.connect(lambda _: self._redraw_circuits())
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.right_tabs)
@@ -162,6 +165,8 @@ class MainWindow(QMainWindow):
                        events.replaced):
             signal.connect(self._refresh_all)
         self.scheduler.computed.connect(self._on_computed)
+        self.scheduler.computed.connect(self.learn.show_results)
+        self.learn.message.connect(self.show_message)
         self.scheduler.failed.connect(self.show_message)
         self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
         for name in SCORE_VIEWS:
@@ -733,7 +738,8 @@ class MainWindow(QMainWindow):
     def _show_saved_view(self) -> None:
         """Bring back the tab (step-by-step views or circuits) the session was saved with."""
         saved = self.session.extra.get("view")
-        self.right_tabs.setCurrentWidget(self.circuits if saved == "circuits" else self.pipeline)
+        tab = {"circuits": self.circuits, "learn": self.learn}.get(saved, self.pipeline)
+        self.right_tabs.setCurrentWidget(tab)
 
     def _show_description(self) -> None:
         """A preset (or a session with a title) says what it demonstrates when it is opened."""
@@ -790,7 +796,9 @@ class MainWindow(QMainWindow):
 
     def save_to(self, path: Path) -> bool:
         """Write the session (atomically); on failure the old file is intact and the user is told why."""
-        self.session.set_extra("view", "circuits" if self.right_tabs.currentWidget() is self.circuits else "pipeline")
+        current = self.right_tabs.currentWidget()
+        view = {id(self.circuits): "circuits", id(self.learn): "learn"}.get(id(current), "pipeline")
+        self.session.set_extra("view", view)
         try:
             self.session.save(path)
         except (QkvError, OSError) as e:
@@ -898,4 +906,5 @@ class MainWindow(QMainWindow):
         self.scheduler.shutdown()
         self.pipeline.close_views()  # graphics views alive at interpreter exit can crash Python 3.11
         self.circuits.close_views()
+        self.learn.close_views()
         super().closeEvent(event)
