@@ -7,8 +7,8 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication, QCheckBox
 
+from qkvgui import Session
 from qkvgui.core import multi_head_attention, target_preset
-from qkvgui.io import Session
 from qkvgui.ui.main_window import MainWindow
 
 
