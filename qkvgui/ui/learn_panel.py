@@ -388,9 +388,9 @@ class LearnPanel(QWidget):
         if layer >= len(self._results):
             return
         r = self._results[layer]
-        if s.head >= r.n_heads or r.weights.shape[1:] != self._marks.shape:
+        if s.head >= r.n_heads or r.visible.shape != self._marks.shape or not self.isVisible():
             return
-        weights = np.where(r.visible, r.weights[s.head], -np.inf)
+        weights = np.where(r.visible, r.head(s.head).weights, -np.inf)  # one head, not every head's n × n
         self.current_view.set_data(weights, s.tokens, s.key_tokens)
         self.current_view.set_title(f"weights now (head {s.head + 1})")
 
@@ -633,6 +633,10 @@ class LearnPanel(QWidget):
 
     def _update_explanation(self, loss: float | None) -> None:
         self.explain.setHtml(lesson_html(self.session.d_k, self._floor, loss, self.session.causal))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._show_current()  # the current pattern is only drawn while the tab is shown
 
     # ---- shutting down -----------------------------------------------------------------------------------
     def close_views(self) -> None:
