@@ -99,7 +99,7 @@ def test_a_saved_imported_layer_loads_back_bit_exact(gpt2, tmp_path):
         (lambda f: None, 3, "the cat", "layers 1 to 3"),
         (lambda f: None, 0, " ".join(["cat"] * 13), "at most 12"),
         (lambda f: None, 0, "   ", "Type a sentence"),
-        (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaModel"]})),
+        (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaModel"]})),
          0, "the cat", "BERT"),
         (lambda f: (f / "config.json").write_text("{not json"), 0, "the cat", "config.json cannot be read"),
     ],
