@@ -33,10 +33,19 @@ __all__ = [
     "ShapeError",
     "UsageError",
     "__version__",
+    "show",
     "validate_state",
 ]
 #: the version, in one place (pyproject reads it from here)
 __version__ = "0.1.0"
+
+
+def show(session: Session | None = None) -> object:
+    """Open the explorer window on `session` and return it without blocking (IPython/Jupyter: run ``%gui qt``
+    first; the session can then be changed from code and the window follows live). See ``qkvgui.ui.app``."""
+    from qkvgui.ui.app import show_window
+
+    return show_window(session)
 
 
 def __getattr__(name: str) -> object:

@@ -429,6 +429,8 @@ def test_import_a_model_layer_edit_it_and_reset(qtbot, window, tmp_path):
     dialog._folder_changed()
     assert dialog.layer_spin.maximum() == 3 and "GPT-2, 3 layers" in dialog.info.text()
     dialog.text_edit.setText("the cat sat on the mat")
+    assert dialog.all_button.isChecked() and not dialog.layer_spin.isEnabled()  # the whole model by default
+    dialog.one_button.setChecked(True)
     dialog.layer_spin.setValue(2)
     dialog.imported.connect(window.show_imported)
     dialog.start()

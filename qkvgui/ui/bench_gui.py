@@ -105,3 +105,31 @@ def run_gui_bench(repeats: int = 15) -> int:
           f"(each edit to drawn result {statistics.median(t for _, t in stalls):.2f} s) (target <= 50)")
     window.close()
     return 0
+
+
+def model_tab_draw_seconds(results, tokens: list[str], repeats: int = 5) -> tuple[float, int]:
+    """Median seconds for the Model tab to take new results and paint every thumbnail (offscreen), and how many."""
+    import statistics
+    import time
+
+    from PySide6.QtWidgets import QApplication
+
+    from qkvgui.ui.model_panel import ModelPanel
+
+    app = QApplication.instance() or QApplication([])
+    panel = ModelPanel()
+    panel.resize(1280, 760)
+    panel.show()
+    app.processEvents()
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        panel.show_results(results, tokens)
+        panel.grid.repaint()
+        panel.table.viewport().repaint()
+        times.append(time.perf_counter() - t0)
+    panel.close()
+    count = len(results) * results[0].weights.shape[0]
+    panel.deleteLater()
+    app.processEvents()
+    return statistics.median(times[1:]), count

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QRadioButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -29,9 +30,9 @@ class ImportLayerDialog(QDialog):
 
     imported = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None, folder: str = "", text: str = "", layer: int = 0):
+    def __init__(self, parent: QWidget | None = None, folder: str = "", text: str = "", layer: int | None = None):
         super().__init__(parent)
-        self.setWindowTitle("Import model layer")
+        self.setWindowTitle("Import model")
         self.setObjectName("dialog.import_layer")
         self.folder_edit = QLineEdit(folder)
         self.folder_edit.setObjectName("import.folder")
@@ -46,6 +47,21 @@ class ImportLayerDialog(QDialog):
         self.text_edit.setObjectName("import.text")
         self.layer_spin = QSpinBox(minimum=1, maximum=1)
         self.layer_spin.setObjectName("import.layer")
+        self.all_button = QRadioButton("all layers: the whole model, its own blocks between the layers")
+        self.all_button.setObjectName("import.all_layers")
+        self.one_button = QRadioButton("one layer:")
+        self.one_button.setObjectName("import.one_layer")
+        self.all_button.setChecked(layer is None)
+        self.one_button.setChecked(layer is not None)
+        self.one_button.toggled.connect(self.layer_spin.setEnabled)
+        self.layer_spin.setEnabled(layer is not None)
+        which = QVBoxLayout()
+        which.addWidget(self.all_button)
+        one = QHBoxLayout()
+        one.addWidget(self.one_button)
+        one.addWidget(self.layer_spin)
+        one.addStretch(1)
+        which.addLayout(one)
         self.info = QLabel("BERT (BertModel) and GPT-2 (GPT2Model, GPT2LMHeadModel) checkpoints in the Hugging Face "
                            "layout.")
         self.info.setWordWrap(True)
@@ -55,7 +71,7 @@ class ImportLayerDialog(QDialog):
         form = QFormLayout()
         form.addRow("model folder", row)
         form.addRow("sentence", self.text_edit)
-        form.addRow("layer", self.layer_spin)
+        form.addRow("layers", which)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.buttons.button(QDialogButtonBox.Ok).setText("Import")
         self.buttons.accepted.connect(self.start)
@@ -71,7 +87,7 @@ class ImportLayerDialog(QDialog):
         self._poll.timeout.connect(self._collect)
         if folder:
             self._folder_changed()
-        self.layer_spin.setValue(layer + 1)
+        self.layer_spin.setValue((layer or 0) + 1)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Model folder", self.folder_edit.text())
@@ -94,11 +110,12 @@ class ImportLayerDialog(QDialog):
         """Load the layer on a worker thread; the dialog stays responsive and shows that it is busy."""
         if self._job is not None:
             return
-        folder, layer, text = self.folder_edit.text(), self.layer_spin.value() - 1, self.text_edit.text()
+        layer = None if self.all_button.isChecked() else self.layer_spin.value() - 1
+        folder, text = self.folder_edit.text(), self.text_edit.text()
         self._job = self._pool.submit(self._load, folder, layer, text)
         self.progress.show()
         self.buttons.button(QDialogButtonBox.Ok).setEnabled(False)
-        self.info.setText("Reading the checkpoint and running the model up to the layer…")
+        self.info.setText("Reading the checkpoint and running the model…")
         self._poll.start()
 
     @staticmethod

@@ -48,6 +48,7 @@ from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, exp
 from qkvgui.ui.import_dialog import ImportLayerDialog
 from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.matrix_editor import MatrixEditor
+from qkvgui.ui.model_panel import install_model_tab
 from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS, PipelineView, concat_labels, dim_labels
 from qkvgui.ui.scheduler import RecomputeScheduler
 
@@ -182,6 +183,7 @@ class MainWindow(QMainWindow):
         self._autosave.timeout.connect(self.autosave)
         self._autosave.start()
 
+        self.model_tab = install_model_tab(self)  # the "Model" tab: every layer × head, head scores
         self._refresh_all()
         self.scheduler.compute_now()
         self._restore_geometry()
@@ -345,7 +347,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(QAction("&Save", self, shortcut=QKeySequence.Save, triggered=self.save))
         file_menu.addAction(QAction("Save &As…", self, shortcut=QKeySequence.SaveAs, triggered=self.save_as))
         file_menu.addSeparator()
-        file_menu.addAction(QAction("&Import model layer…", self, shortcut=QKeySequence("Ctrl+I"),
+        file_menu.addAction(QAction("&Import model…", self, shortcut=QKeySequence("Ctrl+I"),
                                     triggered=self.import_layer_dialog))
         self.reset_action = QAction("Reset to &model weights", self, triggered=self.reset_to_model)
         self.reset_action.setObjectName("action.reset_to_model")
@@ -453,7 +455,7 @@ class MainWindow(QMainWindow):
         if not self.maybe_keep_changes():
             return
         source = self.session.extra.get("checkpoint") or {}
-        dialog = ImportLayerDialog(self, source.get("path", ""), source.get("text", ""), source.get("layer", 0))
+        dialog = ImportLayerDialog(self, source.get("path", ""), source.get("text", ""), source.get("layer"))
         dialog.imported.connect(self.show_imported)
         dialog.exec()
 
@@ -471,7 +473,7 @@ class MainWindow(QMainWindow):
             return False
         QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
-            fresh = Session.from_checkpoint(source["path"], source["layer"], source["text"])
+            fresh = Session.from_checkpoint(source["path"], source.get("layer"), source["text"], ids=source.get("ids"))
         except (QkvError, ImportError) as e:
             self.show_message(f"Could not reload the model: {e}")
             return False
