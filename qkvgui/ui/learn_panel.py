@@ -14,7 +14,7 @@ from html import escape
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtGui import QPalette, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -50,6 +50,19 @@ from qkvgui.ui.heatmap import HeatmapView
 BURST_SECONDS = 0.015
 #: at most this many singular values are drawn as curves
 MAX_SV_CURVES = 12
+#: the singular-value curves' colours (Tableau 10: readable on light and dark backgrounds)
+SV_COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 #: the floor's arguments are skipped above this many target cells (they would take longer than a redraw)
 FLOOR_CELLS = 250_000
 
@@ -219,7 +232,7 @@ class LearnPanel(QWidget):
         self.loss_plot.addItem(self.floor_line)
         self.sv_plot = pg.PlotWidget()
         self.sv_plot.setObjectName("view.learn_singular")
-        self.sv_plot.setTitle("singular values σ of W_Q·W_Kᵀ")
+        self.sv_plot.setTitle("σ of W_Q·W_Kᵀ")
         self.sv_plot.setLabel("bottom", "step")
         self.sv_plot.showGrid(x=True, y=True, alpha=0.2)
         self.sv_plot.setMouseEnabled(x=False, y=False)
@@ -264,6 +277,7 @@ class LearnPanel(QWidget):
             getattr(ev, name).connect(lambda *_, name=name: self._on_session_changed(name))
         ev.replaced.connect(lambda: self._on_session_changed("all"))
 
+        self._apply_palette()
         self._sync_from_session(new_document=True)
 
     # ---- the target --------------------------------------------------------------------------------------
@@ -604,10 +618,9 @@ class LearnPanel(QWidget):
         sv = np.array([v[:MAX_SV_CURVES] for v in self._svs[-len(self._sv_steps) :]])  # [bursts, k]
         k = sv.shape[1] if sv.ndim == 2 else 0
         while len(self.sv_curves) < k:
-            hue = len(self.sv_curves)
-            self.sv_curves.append(
-                self.sv_plot.plot([], [], pen=pg.mkPen(pg.intColor(hue, hues=max(k, 6)), width=2), name=f"σ{hue + 1}")
-            )
+            i = len(self.sv_curves)
+            pen = pg.mkPen(SV_COLOURS[i % len(SV_COLOURS)], width=2)
+            self.sv_curves.append(self.sv_plot.plot([], [], pen=pen, name=f"σ{i + 1}"))
         for i in range(k):
             self.sv_curves[i].setData(np.asarray(self._sv_steps, dtype=np.float64), sv[:, i])
         if k:
@@ -633,6 +646,22 @@ class LearnPanel(QWidget):
 
     def _update_explanation(self, loss: float | None) -> None:
         self.explain.setHtml(lesson_html(self.session.d_k, self._floor, loss, self.session.causal))
+
+    def _apply_palette(self) -> None:
+        """Plots follow the application's palette (light or dark), like the heatmaps, not pyqtgraph's black."""
+        palette = self.palette()
+        fg = palette.color(QPalette.ColorRole.WindowText)
+        for plot in (self.loss_plot, self.sv_plot):
+            plot.setBackground(palette.color(QPalette.ColorRole.Window))
+            plot.getPlotItem().titleLabel.setText(plot.getPlotItem().titleLabel.text, color=fg)
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setPen(fg)
+                plot.getAxis(side).setTextPen(fg)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and not self._closed:
+            self._apply_palette()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
@@ -692,10 +721,15 @@ def lesson_html(d_k: int, floor: Floor | None, loss: float | None, causal: bool)
         f"values: at most {d_k} of them can grow, so the head can only draw patterns that a rank-{d_k} form can.</p>"
     ]
     if floor is not None:
-        parts.append(f"<p><b>Best reachable loss with d_k = {d_k}:</b> at least {floor.loss:.4g}")
-        if floor.upper is not None:
-            parts.append(f" and at most {floor.upper:.4g}")
-        parts.append(f" (a perfect match would be {floor.entropy:.4g}, the target's own entropy).</p>")
+        best = f"<p><b>Best reachable loss with d_k = {d_k}:</b> "
+        if floor.upper is not None and floor.upper <= floor.loss + 1e-12:
+            parts.append(best + f"{floor.loss:.4g}, a perfect match (the target's own entropy")
+            parts.append("; a one-hot target is approached as the weights grow).</p>")
+        else:
+            parts.append(best + f"at least {floor.loss:.4g}")
+            if floor.upper is not None:
+                parts.append(f" and at most {floor.upper:.4g}")
+            parts.append(f" (a perfect match would be {floor.entropy:.4g}, the target's own entropy).</p>")
         if floor.kind != "entropy":
             parts.append(f"<p><b>Why it cannot be matched</b> ({escape(floor.kind)}): {escape(floor.reason)}</p>")
         elif floor.upper is not None:
