@@ -358,22 +358,16 @@ class Session:
         given `ids`, the model reads those token ids instead of the text. Needs the `models` extra; anything wrong
         with the folder raises CheckpointError."""
         from qkvgui.io.checkpoints import read_checkpoint
-        from qkvgui.io.checkpoints.llama import is_llama, read_llama_layer
+        from qkvgui.io.checkpoints.llama import is_llama, read_llama
 
-        if layer is not None and ids is None and is_llama(path):  # causal, rotary, shared key/value heads
-            ll = read_llama_layer(path, layer, text)
-            session = cls.from_arrays(ll.x, ll.w_q, ll.w_k, ll.w_v, ll.w_o, tokens=ll.tokens, causal=True,
-                                      rotary=ll.theta, title=ll.title, description=ll.description,
-                                      x_residual=ll.residual)
-            session.set_extra("checkpoint", ll.source)
-            return session
-        c = read_checkpoint(path, layer, text, ids)
+        # LLaMA family (a .gguf file or folder, or model_type llama): causal, rotary, shared key/value heads
+        c = read_llama(path, layer, text, ids) if is_llama(path) else read_checkpoint(path, layer, text, ids)
         first = c.runs[0] if layer is None else c.runs[layer]
         w = c.model.attention[0 if layer is None else layer]
         session = cls.from_arrays(
             first.x, w.w_q, w.w_k, w.w_v, w.w_o, b_q=w.b_q, b_k=w.b_k, b_v=w.b_v, b_o=w.b_o, tokens=c.tokens,
             causal=c.model.causal, title=c.title, description=c.description, scale=w.scale,
-            x_residual=None if first.stream is first.x else first.stream,
+            x_residual=None if first.stream is first.x else first.stream, rotary=w.rotary,
         )
         if layer is None:
             # the session's scale is layer 1's; the model's blocks carry each layer's factor relative to it

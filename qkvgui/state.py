@@ -389,6 +389,7 @@ def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np
             key_padding_mask=pad if pad.any() else None,
             scale=base * model.scale_factors[index],
             ablate=L.ablated,
+            rotary=float(s.rope_theta) if s.rotary else None,
         )
 
     out = []

@@ -90,10 +90,30 @@ def golden_state_v3():
                                description="A whole model: its own blocks between the layers.")
 
 
+def golden_state_v4():
+    """The session stored in session_v4.qkv: version 3's whole model, with rotary positions (θ = 500) and 4 query
+    heads sharing 2 key/value heads in its second layer's place (both layers: W_K, W_V, b_K, b_V of 2 heads)."""
+    import dataclasses
+
+    from qkvgui.state import Layer
+
+    v3 = golden_state_v3()
+    d_model, h, h_kv, d_k, d_v = 4, 4, 2, 2, 3
+    layers = [
+        Layer(w_q=_values((h, d_model, d_k), 30 + i), w_k=_values((h_kv, d_model, d_k), 31 + i),
+              w_v=_values((h_kv, d_model, d_v), 32 + i), w_o=_values((h * d_v, d_model), 33 + i),
+              b_q=_values((h, d_k), 34 + i), b_k=_values((h_kv, d_k), 35 + i), b_v=_values((h_kv, d_v), 36 + i),
+              b_o=_values((d_model,), 37 + i), ablated=np.array([False, i == 1, False, False]))
+        for i in range(2)
+    ]
+    return dataclasses.replace(v3, layers=layers, head=3, rotary=True, rope_theta=500.0, title="golden v4",
+                               description="Rotary positions and two key/value heads shared by four query heads.")
+
+
 def main(argv: list[str]) -> int:
     from qkvgui.io.session import VERSION, write_session
 
-    builders = {1: golden_state_v1, 2: golden_state_v2, 3: golden_state_v3}
+    builders = {1: golden_state_v1, 2: golden_state_v2, 3: golden_state_v3, 4: golden_state_v4}
     if VERSION not in builders:
         print(f"add golden_state_v{VERSION}() for format version {VERSION} first", file=sys.stderr)
         return 1

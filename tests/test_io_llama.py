@@ -15,10 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from make_llama_reference import SMOLLM2_SENTENCES, TINY_SENTENCES, TOKENIZER_SENTENCES, smollm2_gguf  # noqa: E402
 from tiny_llama import CONFIG, llama_cpp_permute, write_tiny_llama, write_tiny_llama_gguf  # noqa: E402
 
-from qkvgui.core.llama import llama_run  # noqa: E402
-from qkvgui.core.models import ModelError  # noqa: E402
+from qkvgui.core.models import ModelError, run  # noqa: E402
 from qkvgui.io.checkpoints.gguf import GgufFile, unpermute_rope_rows  # noqa: E402
-from qkvgui.io.checkpoints.llama import open_llama  # noqa: E402
+from qkvgui.io.checkpoints.llama import build_model, open_llama  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "models"
 SMOLLM2 = smollm2_gguf()
@@ -59,12 +58,11 @@ def test_smollm2_tokens_equal_transformers(smollm2):
 def test_smollm2_every_layer_matches_transformers_eager_attention(smollm2):
     ref = np.load(DATA / "smollm2_reference.npz")
     ids = ref["0/ids"]
-    c = smollm2.config
-    runs = llama_run(smollm2.embed(ids), smollm2.layer, c.n_layers, c.theta, c.eps)
+    runs = run(build_model(smollm2, smollm2.config.n_layers), ids)
     expected = ref["0/attentions"]  # [30, 9, n, n] from transformers, GGUF loaded with gguf_file=
     assert len(runs) == 30
-    for layer, (_, _, result, _) in enumerate(runs):
-        np.testing.assert_allclose(result.weights, expected[layer], atol=1e-5, rtol=0, err_msg=f"layer {layer}")
+    for layer, r in enumerate(runs):
+        np.testing.assert_allclose(r.result.weights, expected[layer], atol=1e-5, rtol=0, err_msg=f"layer {layer}")
 
 
 def test_unpermute_inverts_llama_cpp(tiny):
@@ -84,9 +82,9 @@ def test_tiny_llama_every_layer_matches_transformers(tiny, kind):
         ids = np.array(source.tokenizer.encode(text).ids)
         if kind == "safetensors":
             assert ids.tolist() == ref[f"{i}/ids"].tolist()
-        runs = llama_run(source.embed(ids), source.layer, CONFIG["num_hidden_layers"], c.theta, c.eps)
-        for layer, (_, _, result, _) in enumerate(runs):
-            np.testing.assert_allclose(result.weights, ref[f"{i}/attentions"][layer], atol=1e-5, rtol=0)
+        runs = run(build_model(source, CONFIG["num_hidden_layers"]), ids)
+        for layer, r in enumerate(runs):
+            np.testing.assert_allclose(r.result.weights, ref[f"{i}/attentions"][layer], atol=1e-5, rtol=0)
 
 
 def test_a_folder_holding_one_gguf_opens_it(tiny):
@@ -145,3 +143,16 @@ def test_session_from_smollm2_gguf_matches_transformers(smollm2):
         Session.from_checkpoint(SMOLLM2, 30, SMOLLM2_TEXT)
     with pytest.raises(CheckpointError, match="Type a sentence"):
         Session.from_checkpoint(SMOLLM2, 0, "  ")
+
+
+def test_whole_tiny_llama_as_a_stack_of_layers(tiny):
+    from qkvgui import Session
+
+    ref = np.load(DATA / "tiny_llama_reference.npz")
+    s = Session.from_checkpoint(tiny[1], None, TINY_SENTENCES[0])
+    assert s.n_layers == 3 and s.rotary and s.n_kv_heads == 2
+    results = s.compute_layers()
+    for layer, r in enumerate(results):
+        np.testing.assert_allclose(r.weights, ref["0/attentions"][layer], atol=1e-5, rtol=0)
+    s.set_rotary(False)  # the setting reaches every layer of the stack
+    assert not np.allclose(s.compute_layers()[2].weights, results[2].weights)

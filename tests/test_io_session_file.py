@@ -750,3 +750,32 @@ def test_fuzz_well_formed_replacements_of_the_right_shape_load(base, dtype, fort
     content["X.npy"] = npy(np.asfortranarray(x) if fortran else x)
     rezip(path, content)
     assert np.array_equal(read_session(path).matrix("X"), x.astype(float))
+
+
+def test_golden_v4_loads_rotary_positions_and_shared_key_value_heads():
+    from make_golden_sessions import golden_state_v4
+
+    session = read_session(DATA / "session_v4.qkv")
+    want = golden_state_v4()
+    assert_same_state(session.state(), want)
+    assert session.rotary and session.rope_theta == 500.0
+    assert (session.n_heads, session.n_kv_heads) == (4, 2) and session.matrix("b_K").shape == (2, 2)
+    results = session.compute_layers()
+    assert results[0].rotary == 500.0 and results[1].k.shape[0] == 2
+
+
+def test_rotary_and_shared_heads_round_trip_and_plain_sessions_stay_version_2(tmp_path):
+    import json
+    import zipfile
+
+    s = Session()
+    s.resize(d_k=4)  # rotation turns pairs of coordinates
+    s.set_rotary(True, theta=123.0)
+    s.set_n_kv_heads(1)
+    path = s.save(tmp_path / "rotary.qkv")
+    back = read_session(path)
+    assert back.rotary and back.rope_theta == 123.0 and back.n_kv_heads == 1
+    np.testing.assert_array_equal(back.compute().weights, s.compute().weights)
+    assert json.loads(zipfile.ZipFile(path).read("session.json"))["version"] == 4
+    plain = Session().save(tmp_path / "plain.qkv")
+    assert json.loads(zipfile.ZipFile(plain).read("session.json"))["version"] == 2

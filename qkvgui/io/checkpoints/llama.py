@@ -14,17 +14,33 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qkvgui.core.models import ModelError
+from qkvgui.core.models import AttentionWeights, Block, Embedding, Mlp, Model, ModelError, Norm, run
 
 from .gguf import GgufFile, open_gguf, unpermute_rope_rows
 
-__all__ = ["LlamaConfig", "LlamaSource", "llama_config_from_gguf", "llama_config_from_hf", "open_llama"]
+__all__ = [
+    "LABEL",
+    "NAME",
+    "LlamaConfig",
+    "LlamaSource",
+    "build_model",
+    "is_llama",
+    "llama_config_from_gguf",
+    "llama_config_from_hf",
+    "open_llama",
+    "read_llama",
+]
+
+NAME = "llama"
+LABEL = "LLaMA family"
 
 
 @dataclass(frozen=True)
@@ -262,8 +278,9 @@ def open_llama(path: str | os.PathLike) -> LlamaSource:
     if not isinstance(raw, dict):
         raise ModelError(f"{folder.name}/config.json is not a JSON object.")
     config = llama_config_from_hf(raw, folder.name)
-    from safetensors import safe_open
     from tokenizers import Tokenizer
+
+    from .safetensors import SafetensorsFile
 
     try:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -271,45 +288,22 @@ def open_llama(path: str | os.PathLike) -> LlamaSource:
         raise ModelError(f"{folder.name}/tokenizer.json cannot be read as a tokenizer: {e}") from None
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    file = str(folder / "model.safetensors")
-    try:
-        handle = safe_open(file, framework="numpy")
-        names = set(handle.keys())
-    except Exception as e:
-        raise ModelError(f"{folder.name}/model.safetensors cannot be read: {e}") from None
+    tensors = SafetensorsFile(folder / "model.safetensors")
 
     def tensor(name: str) -> np.ndarray:
-        if name not in names:
+        if name not in tensors:
             raise ModelError(f"{folder.name}/model.safetensors has no tensor '{name}'.")
-        try:
-            return np.asarray(handle.get_tensor(name), dtype=np.float64)
-        except Exception as e:
-            raise ModelError(f"{folder.name}/model.safetensors: '{name}' cannot be read: {e}") from None
+        return tensors.get(name)
 
     def rows(name: str, ids: np.ndarray) -> np.ndarray:
-        table = tensor(name)
-        if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
-            raise ModelError(f"Token id {int(ids.max())} is outside the vocabulary of {table.shape[0]}.")
-        return table[ids]
+        if name not in tensors:
+            raise ModelError(f"{folder.name}/model.safetensors has no tensor '{name}'.")
+        vocab = tensors.shape(name)[0]
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ModelError(f"Token id {int(ids.max())} is outside the vocabulary of {vocab}.")
+        return tensors.rows(name, ids)
 
     return LlamaSource(config, tokenizer, tensor, rows, False, folder)
-
-
-@dataclass(frozen=True)
-class LlamaLayer:
-    """One attention layer of a LLaMA-family model reading a sentence, in qkvgui's shapes."""
-
-    tokens: list[str]
-    x: np.ndarray  # [n, d_model] what the attention reads: RMSNorm(stream)·g
-    residual: np.ndarray  # [n, d_model] the residual stream it writes into
-    w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h_kv, d_model, d_k]
-    w_v: np.ndarray  # [h_kv, d_model, d_v]
-    w_o: np.ndarray  # [h·d_v, d_model]
-    theta: float
-    title: str
-    description: str
-    source: dict  # {"path", "layer", "text", "architecture"}: what to reload for "Reset to model weights"
 
 
 def tokenize(source: LlamaSource, text: str) -> tuple[list[int], list[str]]:
@@ -334,41 +328,93 @@ def tokenize(source: LlamaSource, text: str) -> tuple[list[int], list[str]]:
     return ids, [str(t) for t in encoding.tokens]
 
 
-def read_llama_layer(path: str | os.PathLike, layer: int, text: str) -> LlamaLayer:
-    """Tokenize `text` with the model's tokenizer and run the model up to attention layer `layer` (0-based)."""
-    import time
+def build_model(source: LlamaSource, layers: int) -> Model:
+    """The first `layers` layers as a ``core.models.Model``: pre-norm blocks with RMSNorm and a SwiGLU MLP, and
+    attention with rotary positions (θ from the config) and the model's shared key/value heads."""
+    c = source.config
+    attention, blocks = [], []
+    for i in range(layers):
+        w = source.layer(i)
+        attention.append(AttentionWeights(w_q=w["w_q"], w_k=w["w_k"], w_v=w["w_v"], w_o=w["w_o"], rotary=c.theta))
+        blocks.append(
+            Block(
+                pre_norm=True,
+                norm_attn=Norm(w["attn_norm"], None, c.eps, kind="rms"),
+                norm_mlp=Norm(w["mlp_norm"], None, c.eps, kind="rms"),
+                mlp=Mlp(w["w_up"], None, w["w_down"], None, "silu", w_gate=w["w_gate"]),
+            )
+        )
+    embedding = Embedding(tokens=lambda ids: source.embed(np.asarray(ids, dtype=np.intp)))
+    return Model(NAME, embedding, attention, blocks, causal=True, max_positions=c.max_positions)
 
-    from qkvgui.core.llama import llama_run, rms_norm
+
+def read_llama(path: str | os.PathLike, layer: int | None, text: str, ids: Sequence[int] | None = None):
+    """Like ``checkpoints.read_checkpoint`` for the LLaMA family: tokenize `text` (or read token `ids`) and run the
+    model up to attention layer `layer` (0-based; None: every layer). Returns a ``checkpoints.Imported``."""
+    from qkvgui.core.checks import LIMITS
+
+    from . import Imported
 
     started = time.perf_counter()
-    source = open_llama(path)
-    c = source.config
-    if not 0 <= layer < c.n_layers:
-        raise ModelError(f"The model has layers 1 to {c.n_layers}; there is no layer {layer + 1}.")
-    ids, tokens = tokenize(source, text)
-    embed = source.embed(np.asarray(ids, dtype=np.intp))  # [n, d_model]
-    runs = llama_run(embed, source.layer, layer, c.theta, c.eps)
-    stream = embed if not runs else runs[-1][3]
-    w = source.layer(layer)
-    x = rms_norm(stream, w["attn_norm"], c.eps)
+    try:
+        source = open_llama(path)
+        c = source.config
+        if layer is not None and not 0 <= layer < c.n_layers:
+            raise ModelError(f"The model has layers 1 to {c.n_layers}; there is no layer {layer + 1}.")
+        if layer is None and c.n_layers > LIMITS["layers"]:
+            raise ModelError(
+                f"The model has {c.n_layers} layers, more than the {LIMITS['layers']} a session holds: "
+                "import one layer at a time."
+            )
+        if ids is None:
+            token_ids, tokens = tokenize(source, text)
+        else:
+            token_ids = [int(i) for i in ids]
+            tokens = [str(source.tokenizer.id_to_token(i)) for i in token_ids]
+        count = c.n_layers if layer is None else layer + 1
+        model = build_model(source, count)
+        runs = run(model, np.asarray(token_ids), count)
+    except ModelError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{Path(path).name} cannot be read: {e}") from None
     seconds = time.perf_counter() - started
     kind = "GGUF" if source.gguf else "safetensors"
-    return LlamaLayer(
+    heads = (
+        f"{c.n_heads} query heads sharing {c.n_kv_heads} key/value heads of {c.d_head}; rotary positions with "
+        f"θ = {c.theta:g}"
+    )
+    if layer is None:
+        title = f"{c.name}: all {c.n_layers} layers"
+        what = (
+            f"All {c.n_layers} attention layers of {c.name} ({LABEL}, {kind}; {heads}) reading “{text}”, as the "
+            "model's own tokenizer splits it. Between layers the model's own blocks run (read-only: RMSNorm, "
+            "SwiGLU MLP), so an edit to any layer reaches every later one. Each layer's X is the residual stream "
+            "after its RMSNorm; Q and K are rotated by their position before the scores."
+        )
+    else:
+        title = f"{c.name}: layer {layer + 1} of {c.n_layers}"
+        what = (
+            f"The real attention layer {layer + 1} of {c.name} ({LABEL}, {kind}; {heads}) reading “{text}”, as "
+            "the model's own tokenizer splits it. X is what this layer's attention reads (the residual stream after "
+            "RMSNorm); Q and K are rotated by their position before the scores."
+        )
+    return Imported(
         tokens=tokens,
-        x=x,
-        residual=stream,
-        w_q=w["w_q"],
-        w_k=w["w_k"],
-        w_v=w["w_v"],
-        w_o=w["w_o"],
-        theta=c.theta,
-        title=f"{c.name}: layer {layer + 1} of {c.n_layers}",
+        ids=np.asarray(token_ids),
+        runs=runs,
+        model=model,
+        layer=layer,
+        title=title,
         description=(
-            f"The real attention layer {layer + 1} of {c.name} (LLaMA family, {kind}; {c.n_heads} query heads "
-            f"sharing {c.n_kv_heads} key/value heads of {c.d_head}; rotary positions with θ = {c.theta:g}) reading "
-            f"“{text}”, as the model's own tokenizer splits it. X is what this layer's attention reads (the residual "
-            f"stream after RMSNorm); Q and K are rotated by their position before the scores. Every matrix is "
-            f"editable, and Reset to model weights brings the layer back. (Computed in {seconds:.2f} s.)"
+            f"{what} Every matrix is editable, and Reset to model weights brings the model back. "
+            f"(Computed in {seconds:.2f} s.)"
         ),
-        source={"path": str(source.path.resolve()), "layer": layer, "text": text, "architecture": "llama"},
+        source={
+            "path": str(source.path.resolve()),
+            "layer": layer,
+            "text": text,
+            "architecture": NAME,
+            **({"ids": token_ids} if ids is not None else {}),
+        },
     )

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qkvgui.core import SessionError, SessionFileError
-from qkvgui.io.session import v1, v2, v3
+from qkvgui.io.session import v1, v2, v3, v4
 from qkvgui.io.session.archive import DAMAGE, JSON_MEMBER, MAX_JSON_BYTES, Archive, Fields, json_kind, reason
 from qkvgui.io.session.writer import FORMAT, VERSION
 from qkvgui.state import SessionState, validate_state
@@ -24,7 +24,7 @@ from qkvgui.state import SessionState, validate_state
 __all__ = ["LOADERS", "read_state"]
 
 #: one loader per format version; a file of any version listed here loads forever
-LOADERS: dict[int, Callable[[Fields, Archive], SessionState]] = {1: v1.load, 2: v2.load, 3: v3.load}
+LOADERS: dict[int, Callable[[Fields, Archive], SessionState]] = {1: v1.load, 2: v2.load, 3: v3.load, 4: v4.load}
 
 
 def read_state(path: str | os.PathLike[str]) -> SessionState:

@@ -32,9 +32,11 @@ __all__ = ["FORMAT", "VERSION", "write_state"]
 
 #: the value of session.json's "format" field: what tells a session file from any other ZIP
 FORMAT = "qkvgui-session"
-#: the newest version this qkvgui writes (3, for a session holding a whole model; 2 for every other session); the
-#: reader reads every version in ``reader.LOADERS``
-VERSION = 3
+#: the newest version this qkvgui writes (4, for a session with rotary positions or shared key/value heads; 3, for
+#: one holding a whole model; 2 for every other session); the reader reads every version in ``reader.LOADERS``
+VERSION = 4
+#: the version of a session holding a whole model's blocks (and no rotary positions or shared key/value heads)
+MODEL_VERSION = 3
 #: the version of a session without a whole model's blocks
 PLAIN_VERSION = 2
 _ATTR = {
@@ -92,11 +94,19 @@ def _arrays(s: SessionState) -> dict[str, np.ndarray]:
     return out
 
 
+def _version(s: SessionState) -> int:
+    """The oldest format version that holds everything in s: files stay readable by older qkvgui when they can."""
+    shared = any(L.w_k.shape[0] != L.w_q.shape[0] for L in s.layers)
+    if s.rotary or shared or s.rope_theta != 10000.0:
+        return VERSION
+    return MODEL_VERSION if s.model is not None else PLAIN_VERSION
+
+
 def _metadata(s: SessionState) -> bytes:
     """session.json (version 3 with a whole model's blocks, 2 otherwise), as UTF-8 bytes (indented, for people)."""
     doc: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION if s.model is not None else PLAIN_VERSION,
+        "version": _version(s),
         "title": s.title,
         "description": s.description,
         "tokens": list(s.tokens),
@@ -121,6 +131,8 @@ def _metadata(s: SessionState) -> bytes:
             for i, layer in enumerate(s.layers)
         ],
     }
+    if _version(s) == VERSION:  # version 4: rotary positions (shared key/value heads show in the shapes)
+        doc["rotary"] = {"on": bool(s.rotary), "theta": float(s.rope_theta)}
     if s.model is not None:  # version 3: the model's own blocks between the layers
         plain, model_arrays = s.model.to_plain()
         doc["model"] = {**plain, "shapes": {name: list(a.shape) for name, a in model_arrays.items()},
