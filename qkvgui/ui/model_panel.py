@@ -208,17 +208,17 @@ class ModelPanel(QWidget):
         self.grid.tooltip = self._tooltip
         self.grid.chosen.connect(self.head_chosen)
         self.table = QTableWidget(0, 2 + len(SCORES))
-        self.table.setHorizontalHeaderLabels(["layer", "head", *SCORES])
+        self.table.setHorizontalHeaderLabels(["layer", "head", *(name.replace("-", "-\n") for name in SCORES)])
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
-        self.table.horizontalHeader().setDefaultSectionSize(104)
+        self.table.horizontalHeader().setDefaultSectionSize(74)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setSortIndicator(0, Qt.AscendingOrder)
-        self.table.setColumnWidth(0, 44)
-        self.table.setColumnWidth(1, 44)
+        for column, width in enumerate([44, 40] + [70] * len(SCORES)):
+            self.table.setColumnWidth(column, width)
         self.table.setSortingEnabled(True)
         self.table.cellDoubleClicked.connect(self._row_chosen)
         self.table.setToolTip(
@@ -252,8 +252,9 @@ class ModelPanel(QWidget):
         split = QSplitter(Qt.Horizontal)
         split.addWidget(self.grid)
         split.addWidget(self.table)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([520, 470])  # the whole table (7 columns) beside a grid of square-ish thumbnails
         outer = QSplitter(Qt.Vertical)
         outer.addWidget(split)
         outer.addWidget(self.block_box)

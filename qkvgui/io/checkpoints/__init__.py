@@ -155,7 +155,7 @@ def read_checkpoint(
         raise CheckpointError(f"{folder.name}/model.safetensors cannot be read: {e}") from None
     seconds = time.perf_counter() - started
     name = str(info["config"].get("_name_or_path") or folder.name).rstrip("/").split("/")[-1] or folder.name
-    dtypes = "/".join(sorted(tensors.dtypes()))
+    dtypes = "/".join(sorted(d for d in tensors.dtypes() if d.startswith(("F", "BF")))) or "numbers"
     first = runs[0].result
     heads = f"{first.q.shape[0]} heads of {first.q.shape[2]}"
     pre = "the residual stream after its norm" if model.blocks[0].pre_norm else "the residual stream itself"
