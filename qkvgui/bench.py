@@ -157,7 +157,7 @@ def bench_gpt2_session(repeats: int = 5, folder: str | None = None) -> tuple[flo
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures"],
+    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup"],
                         help="which benchmark")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
@@ -173,6 +173,10 @@ def main(argv=None) -> int:
         return 0
     if args.what == "checkpoint":
         return bench_checkpoint(args.repeats)
+    if args.what in ("long", "startup"):
+        from qkvgui.ui import bench_long  # each figure is measured in a child process
+
+        return bench_long.run_long_bench() if args.what == "long" else bench_long.run_startup_bench()
     if args.what == "learn":
         return bench_learn(args.repeats)
     if args.what == "figures":

@@ -1,0 +1,189 @@
+"""Benchmarks of long inputs and of start-up, each measured in a fresh child process.
+
+    python -m qkvgui.bench long      n = 1,024, 2,048, 4,096 (GPT-2-size layer, causal, float64): compute time and
+                                     peak memory of the layer plus the selected head's steps; in the window,
+                                     edit-to-drawn latency and the longest GUI-thread stall
+    python -m qkvgui.bench startup   time from launch to the first painted window: `qkvgui` against a bare
+                                     PySide6 window, measured in the same run
+
+A child process per measurement, so one size's memory never counts against another's, and start-up is cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+D_MODEL, HEADS, D_HEAD = 768, 12, 64
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _layer(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, D_MODEL))
+    w = [rng.standard_normal((HEADS, D_MODEL, D_HEAD)) / np.sqrt(D_MODEL) for _ in range(3)]
+    w_o = rng.standard_normal((HEADS * D_HEAD, D_MODEL)) / np.sqrt(HEADS * D_HEAD)
+    return x, w, w_o
+
+
+def child_core(n: int) -> dict:
+    """Compute the layer and head 0's steps once (after a warm-up at n = 64); time and process peak memory."""
+    from qkvgui.core import multi_head_attention
+
+    x, w, w_o = _layer(64)
+    multi_head_attention(x, *w, w_o, causal=True).head(0)  # load BLAS, warm its threads
+    x, w, w_o = _layer(n)
+    before = _peak_mb()
+    t0 = time.perf_counter()
+    r = multi_head_attention(x, *w, w_o, causal=True)
+    t1 = time.perf_counter()
+    r.head(0)
+    t2 = time.perf_counter()
+    return {"layer_s": t1 - t0, "head_s": t2 - t1, "peak_mb": _peak_mb(), "inputs_mb": before}
+
+
+def _settled(window) -> bool:
+    return not window.pipeline.drawing() and not window.scheduler.busy_now()
+
+
+def child_gui(n: int, edits: int = 3) -> dict:
+    """The window at 1280 × 800 on a GPT-2-size layer of n tokens: W_Q edits, each timed from setData until the
+    selected head's new weights are drawn, with a 1 ms GUI timer whose longest gap is the longest stall."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")  # no settings, no modal dialog on close
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from qkvgui.ui.app import freeze_startup_objects
+    from qkvgui.ui.bench_gui import _layer_state
+    from qkvgui.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow()
+    window.resize(1280, 800)
+    window.show()
+    app.processEvents()
+    freeze_startup_objects()
+    window.session.set_state(_layer_state(window.session.state(), n, D_MODEL, HEADS, D_HEAD))
+    deadline = time.perf_counter() + 300
+    while (window.result is None or window.result.n_q != n or not _settled(window)) and time.perf_counter() < deadline:
+        app.processEvents()
+    ticks: list[float] = []
+    timer = QTimer(interval=1)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    latencies, stalls = [], []
+    model = window.editors["W_Q"].model
+    view = window.views["weights"]
+    for k in range(edits):
+        old = window.result
+        ticks.clear()
+        timer.start()
+        t0 = time.perf_counter()
+        ticks.append(t0)
+        model.setData(model.index(k, 0), f"{0.3 + 0.1 * k:.2f}")
+        while (window.result is old or not _settled(window)) and time.perf_counter() - t0 < 120:
+            app.processEvents()
+        view.graphics_widget().viewport().repaint()
+        latencies.append(time.perf_counter() - t0)
+        ticks.append(time.perf_counter())
+        timer.stop()
+        stalls.append(float(np.diff(ticks).max()))
+    window.close()
+    return {"edit_s": statistics.median(latencies), "stall_ms": max(stalls) * 1e3, "gui_peak_mb": _peak_mb()}
+
+
+def _child(kind: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "qkvgui.ui.bench_long", kind, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QKVGUI_NO_SETTINGS": "1", "QKVGUI_AUTOSAVE_DIR": tempfile.mkdtemp(prefix="qkvgui-bench-")},
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"the {kind} child failed:\n{out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def run_long_bench(sizes=(1024, 2048, 4096)) -> int:
+    print(
+        f"long: d_model {D_MODEL}, {HEADS} heads of {D_HEAD}, causal, float64; each figure from a fresh child process"
+    )
+    print(
+        f"{'n':>6} {'layer s':>8} {'head s':>7} {'peak MB':>8} | {'edit->drawn s':>13} {'GUI stall ms':>12} "
+        f"{'GUI peak MB':>11}"
+    )
+    for n in sizes:
+        core = _child("core", str(n))
+        gui = _child("gui", str(n))
+        print(
+            f"{n:>6} {core['layer_s']:>8.2f} {core['head_s']:>7.2f} {core['peak_mb']:>8.0f} | "
+            f"{gui['edit_s']:>13.2f} {gui['stall_ms']:>12.1f} {gui['gui_peak_mb']:>11.0f}"
+        )
+    print("targets at 4,096: layer + head <= 2 s, peak <= 1,500 MB, edit->drawn <= 2 s, stall <= 50 ms")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- start-up
+
+_BARE = """
+import sys, time
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow
+app = QApplication(sys.argv[:1])
+class First(QObject):
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Paint and isinstance(obj, QMainWindow):
+            print("PAINTED", time.time(), flush=True)
+            QTimer.singleShot(0, app.quit)
+            app.removeEventFilter(self)
+        return False
+f = First(); app.installEventFilter(f)
+{body}
+"""
+_BODY_BARE = "w = QMainWindow(); w.resize(1280, 800); w.show(); app.exec()"
+_BODY_QKVGUI = "from qkvgui.cli import main; main([])"
+
+
+def _first_paint(body: str) -> float:
+    """Seconds from launching a Python process to its first painted QMainWindow."""
+    env = {**os.environ, "QKVGUI_NO_SETTINGS": "1", "QKVGUI_AUTOSAVE_DIR": tempfile.mkdtemp(prefix="qkvgui-bench-")}
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", _BARE.replace("{body}", body)], capture_output=True, text=True, env=env, timeout=120
+    )
+    painted = [line for line in out.stdout.splitlines() if line.startswith("PAINTED")]
+    if not painted:
+        raise RuntimeError(f"no window was painted:\n{out.stderr[-2000:]}")
+    return float(painted[0].split()[1]) - t0
+
+
+def run_startup_bench(repeats: int = 5) -> int:
+    platform = os.environ.get("QT_QPA_PLATFORM") or ("xcb" if os.environ.get("DISPLAY") else "offscreen")
+    os.environ["QT_QPA_PLATFORM"] = platform
+    bare, app = [], []
+    for _ in range(repeats):  # interleaved, so a busy moment of the machine hits both alike
+        bare.append(_first_paint(_BODY_BARE))
+        app.append(_first_paint(_BODY_QKVGUI))
+    b, a = statistics.median(bare), statistics.median(app)
+    print(f"startup ({platform}, median of {repeats} cold launches, process start to first painted window):")
+    print(f"  bare PySide6 QMainWindow: {b * 1e3:7.0f} ms")
+    print(f"  qkvgui:                   {a * 1e3:7.0f} ms  ({a - b:+.2f} s over bare; target <= 700 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    result = child_core(int(sys.argv[2])) if kind == "core" else child_gui(int(sys.argv[2]))
+    print(json.dumps(result), flush=True)
