@@ -319,20 +319,32 @@ def scale_of(s: SessionState) -> float:
     return float(s.custom_scale)
 
 
-def compute_state(s: SessionState) -> list[AttentionResult]:
+def compute_state(
+    s: SessionState, previous: tuple[SessionState, list[AttentionResult]] | None = None
+) -> list[AttentionResult]:
     """One result per layer for a state (safe on a worker thread: a state never changes).
 
     Layer ℓ reads the residual stream after layer ℓ − 1 (X for the first) and adds its output to it; in
-    cross-attention every layer's keys and values come from X_kv.
+    cross-attention every layer's keys and values come from X_kv. The selected layer's selected head keeps its
+    n × n steps (result.head(head) is at hand). With previous = (an earlier state, its results), heads whose
+    inputs and weights did not change are taken from those results (the same numbers): an edit of one head's
+    W_Q recomputes one head.
     """
     if s.model is not None:
         return [r for r, _, _ in compute_model(s)]
     pad = s.source_padding if s.cross else s.padding
     x_in = s.x  # what the first layer's attention reads
     stream = s.x if s.x_residual is None else s.x_residual  # the residual stream it writes into
-    results = []
-    for L in s.layers:
+    results: list[AttentionResult] = []
+    same_setting = previous is not None and _same_setting(s, previous[0]) and len(previous[1]) == len(s.layers)
+    for index, L in enumerate(s.layers):
         L = L.filled()
+        reuse = None
+        if same_setting and previous is not None:
+            p_state, p_results = previous
+            p_in = p_state.x if index == 0 else p_results[index - 1].residual
+            if _same(x_in, p_in):
+                reuse = _reusable_heads(L, p_state.layers[index].filled(), p_results[index])
         r = multi_head_attention(
             x_in,
             L.w_q,
@@ -349,6 +361,8 @@ def compute_state(s: SessionState) -> list[AttentionResult]:
             scale=scale_of(s),
             ablate=L.ablated,
             rotary=float(s.rope_theta) if s.rotary else None,
+            keep_head=s.head if index == s.layer else None,
+            reuse=reuse,
         )
         if stream is not x_in:  # X was a normalised copy: the layer writes into the real stream
             residual = stream + r.output
@@ -357,6 +371,35 @@ def compute_state(s: SessionState) -> list[AttentionResult]:
         results.append(r)
         stream = x_in = r.residual
     return results
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is b:
+        return True
+    return a is not None and b is not None and a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _same_setting(s: SessionState, p: SessionState) -> bool:
+    """Whether everything but the layers' weights (and X, checked per layer) is the same in both states."""
+    return (s.cross == p.cross and s.causal == p.causal and scale_of(s) == scale_of(p)
+            and _same(s.padding, p.padding) and _same(s.source_padding, p.source_padding)
+            and (not s.cross or _same(s.x_kv, p.x_kv)) and _same(s.x_residual, p.x_residual)
+            and len(s.layers) == len(p.layers) and p.model is None
+            and s.rotary == p.rotary and (not s.rotary or s.rope_theta == p.rope_theta))
+
+
+def _reusable_heads(L: Layer, P: Layer, r: AttentionResult) -> tuple[AttentionResult, np.ndarray, np.ndarray] | None:
+    """(r, same_q [h], same_kv [h_kv]): which heads of filled layer L have the weights they had in P."""
+    if L.w_q.shape != P.w_q.shape or L.w_k.shape != P.w_k.shape or L.w_v.shape != P.w_v.shape:
+        return None
+
+    def per_head(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        n = len(pairs[0][0])
+        return np.array([all(_same(a[i], b[i]) for a, b in pairs) for i in range(n)], dtype=bool)
+
+    same_q = per_head((L.w_q, P.w_q), (L.b_q, P.b_q), (L.ablated, P.ablated))
+    same_kv = per_head((L.w_k, P.w_k), (L.w_v, P.w_v), (L.b_k, P.b_k), (L.b_v, P.b_v))
+    return (r, same_q, same_kv) if same_q.any() and same_kv.any() else None
 
 
 def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:

@@ -186,3 +186,47 @@ def test_overview_of_every_head_keeps_a_one_token_attention_line():
     np.testing.assert_array_equal(r.weights_pooled[0], loop_block_max(r.head(0).weights, 3, 3))
     np.testing.assert_array_equal(r.weights_pooled[1], loop_block_max(r.head(1).weights, 3, 3))
     assert np.all(r.weights_pooled[1][:, 0] > 0.99)  # the sink column survives pooling at full strength
+
+
+def test_an_edit_of_one_head_recomputes_that_head_only_and_gives_the_same_numbers():
+    args, kw = layer(np.random.default_rng(9), n_q=300, h=4, d_model=16, d_k=8)
+    before = multi_head_attention(*args.values(), **kw, causal=True, keep_head=2)
+    assert before._cache.heads.keys() == {2}  # the kept head came with the layer
+    args["w_q"] = args["w_q"].copy()
+    args["w_q"][1, 3, 2] += 0.5  # one cell of head 2's W_Q (index 1)
+    same_q = np.array([True, False, True, True])
+    after = multi_head_attention(
+        *args.values(), **kw, causal=True, keep_head=2, reuse=(before, same_q, np.ones(4, bool))
+    )
+    fresh = attention_v1.multi_head_attention(*args.values(), **kw, causal=True)
+    assert_same_bits(after, fresh)
+    assert after.head(2) is before.head(2)  # the selected head did not change: its steps carry over
+    assert not np.array_equal(after.head_outputs[1], before.head_outputs[1])
+
+
+def test_the_session_carries_unchanged_heads_over_and_matches_a_fresh_computation():
+    from qkvgui import Session
+    from qkvgui.state import compute_state
+
+    s = Session()
+    s.set_state(__import__("qkvgui.ui.bench_gui", fromlist=["_layer_state"])._layer_state(s.state(), 200, 24, 3, 8))
+    first = s.state()
+    results = compute_state(first)
+    for k, edit in enumerate(
+        (
+            lambda: s.set_block("W_Q", 2, 1, np.array([[0.7]]), head=1),
+            lambda: s.set_block("W_O", 0, 0, np.array([[0.2]])),
+            lambda: s.set_block("X", 5, 5, np.array([[1.5]])),
+        )
+    ):
+        edit()
+        state = s.state()
+        carried = compute_state(state, (first, results))
+        plain = compute_state(state)
+        for a, b in zip(carried, plain, strict=True):
+            for name in FIELDS_N:
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+            np.testing.assert_array_equal(a.head(state.head).weights, b.head(state.head).weights)
+        # Head 1's W_Q or W_O changed: the selected head 0 was carried over, not recomputed; X changes every head.
+        assert (carried[0].head(0) is results[0].head(0)) == (k < 2)
+        first, results = state, carried

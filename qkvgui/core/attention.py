@@ -150,14 +150,8 @@ class AttentionResult:
         return (3 + self.masked_keys) * self.n_q * self.n_k * self.q.dtype.itemsize
 
     def _compute_head(self, h: int) -> HeadResult:
-        kv = self.kv_head(h)
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.q_rope[h] @ self.k_rope[kv].T  # [n_q, n_k]
-            scaled = scores * self.q.dtype.type(self.scale)  # [n_q, n_k]
-            masked = np.where(self.visible, scaled, self.q.dtype.type(-np.inf)) if self.masked_keys else scaled
-            weights = softmax(masked)  # [n_q, n_k]
-        _freeze(scores, scaled, masked, weights)
-        return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
+        visible = self.visible if self.masked_keys else None
+        return _head_steps(h, self.q_rope[h], self.k_rope[self.kv_head(h)], visible, self.q.dtype.type(self.scale))
 
     def _all_heads(self, name: str) -> np.ndarray:
         """Field name of every head, [h, n_q, n_k], computed once on first use."""
@@ -287,6 +281,8 @@ def multi_head_attention(
     scale: float | None = None,
     ablate=None,
     rotary: float | None = None,
+    keep_head: int | None = None,
+    reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None = None,
 ) -> AttentionResult:
     """One multi-head attention layer; every intermediate is in the result (a head's n_q × n_k ones on demand).
 
@@ -297,6 +293,12 @@ def multi_head_attention(
 
     Grouped-query attention: w_k, w_v (and b_k, b_v) may hold h_kv < h heads when h_kv divides h; query head i
     then reads key/value head i // (h / h_kv) (one key/value head for all: multi-query attention).
+    keep_head=i computes head i's n_q × n_k steps along the way and keeps them (result.head(i) is then at hand).
+    reuse=(previous, same_q bool [h], same_kv bool [h_kv]): the caller vouches that previous was computed from the
+    same X, X_kv, mask, scale and rotation, and from the same weights and biases for the query heads marked in
+    same_q and the key/value heads marked in same_kv; their projections and outputs are taken from previous
+    (the numbers are the same, bit for bit) and only the others are computed: an edit of one head's W_Q costs one
+    head, not h.
     rotary=θ rotates every query and key by its position (0, 1, … in its own sequence) before the scores
     (RoPE, pairs (i, i + d_k/2) as in LLaMA); result.q_rope, k_rope hold the rotated vectors.
     """
@@ -369,13 +371,38 @@ def multi_head_attention(
         if d_k % 2:
             raise ShapeError(f"Rotary positions turn pairs of coordinates, so d_k must be even; it is {d_k}.")
 
+    if keep_head is not None and not 0 <= keep_head < h:
+        keep_head = None
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _check_overflow instead
-        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale), ablate,
-                        rotary)
+        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale),
+                        ablate, rotary, keep_head, _check_reuse(reuse, h, w_k.shape[0], n_q, n_k, dtype))
+
+
+def _check_reuse(reuse, h: int, h_kv: int, n_q: int, n_k: int, dtype) -> tuple | None:
+    """reuse as (previous, same_q, same_kv) when it can apply to this layer, else None (compute everything)."""
+    if reuse is None:
+        return None
+    previous, same_q, same_kv = reuse
+    same_q, same_kv = np.asarray(same_q, dtype=bool), np.asarray(same_kv, dtype=bool)
+    if (previous.q.shape[:2] != (h, n_q) or previous.k.shape[:2] != (h_kv, n_k) or previous.q.dtype != dtype
+            or same_q.shape != (h,) or same_kv.shape != (h_kv,)):
+        return None
+    return previous, same_q, same_kv
+
+
+def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale) -> HeadResult:
+    """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k], whole matrices."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = q @ k.T  # [n_q, n_k]
+        scaled = scores * scale  # [n_q, n_k]
+        masked = np.where(visible, scaled, scale.dtype.type(-np.inf)) if visible is not None else scaled
+        weights = softmax(masked)  # [n_q, n_k]
+    _freeze(scores, scaled, masked, weights)
+    return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
 
 
 def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate,
-             rotary=None) -> AttentionResult:
+             rotary=None, keep_head=None, reuse=None) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes).
 
     Q, K, V and the outputs are kept; the heads are done one at a time in one reused (n_q × n_k) buffer, so
@@ -388,15 +415,11 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     dtype = x_q.dtype
     # Projections as batched products over heads: x [n, d_model] broadcasts against W [h, d_model, d],
     # giving [h, n, d] directly, with no copy of the weights.
-    q = x_q @ w_q  # [h, n_q, d_k]
-    k = x_kv @ w_k  # [h_kv, n_k, d_k]
-    v = x_kv @ w_v  # [h_kv, n_k, d_v]
-    if biases["b_Q"] is not None:
-        q += biases["b_Q"][:, None, :]
-    if biases["b_K"] is not None:
-        k += biases["b_K"][:, None, :]
-    if biases["b_V"] is not None:
-        v += biases["b_V"][:, None, :]
+    q = _project(x_q, w_q, biases["b_Q"], None if reuse is None else (reuse[0].q, reuse[1]))  # [h, n_q, d_k]
+    k = _project(x_kv, w_k, biases["b_K"], None if reuse is None else (reuse[0].k, reuse[2]))  # [h_kv, n_k, d_k]
+    v = _project(x_kv, w_v, biases["b_V"], None if reuse is None else (reuse[0].v, reuse[2]))  # [h_kv, n_k, d_v]
+    # A query head's output can be taken over when its projections and its key/value head's are unchanged.
+    kept = np.zeros(h, dtype=bool) if reuse is None else reuse[1] & reuse[2][np.arange(h) * k.shape[0] // h]
     q_angles = k_angles = None
     q_rope, k_rope = q, k
     if rotary is not None:  # RoPE: turn each query and key by its position, after the projection (and bias)
@@ -421,9 +444,24 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     check = _may_overflow(q_rope, k_rope, scale)
     head_outputs = np.empty((h, n_q, d_v), dtype=dtype)  # [h, n_q, d_v]
     weights_pooled = np.empty((h, -(-n_q // pool), -(-n_k // pool)), dtype=dtype)
-    w = np.empty((n_q, n_k), dtype=dtype)  # one head's steps at a time, overwritten in place
+    # one head's steps at a time, overwritten in place (not needed when only the kept head is computed)
+    buffered = [i for i in range(h) if not kept[i] and i != keep_head]
+    w = np.empty((n_q, n_k), dtype=dtype) if buffered else None
+    steps = None
     for head in range(h):
         kv = head * k.shape[0] // h
+        if kept[head]:  # unchanged: the previous result's numbers are these numbers
+            head_outputs[head] = reuse[0].head_outputs[head]
+            weights_pooled[head] = reuse[0].weights_pooled[head]
+            continue
+        if head == keep_head:  # the selected head: keep its steps, so the window can draw them at once
+            steps = _head_steps(head, q_rope[head], k_rope[kv], visible if masked_keys else None, scale)
+            if check:
+                _check_overflow("The scaled scores Q·Kᵀ·scale", steps.scaled)
+            for a, b in blocks:
+                weights_pooled[head, a // pool : -(-b // pool)] = block_max(steps.weights[a:b], pool, pool)
+            np.matmul(steps.weights, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
+            continue
         np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
         for (a, b), span in zip(blocks, spans, strict=True):
             _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
@@ -440,12 +478,39 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     _check_overflow("The residual X + output", residual)
 
     _freeze(head_outputs, concat, output, residual, weights_pooled)
-    return AttentionResult(
+    result = AttentionResult(
         q=q, k=k, v=v, head_outputs=head_outputs, concat=concat, output=output, residual=residual,
         visible=visible, dead_rows=dead_rows, scale=float(scale), weights_pooled=weights_pooled, pool=pool,
         masked_keys=masked_keys, q_rope=q_rope, k_rope=k_rope, rotary=rotary, q_angles=q_angles,
         k_angles=k_angles,
     )
+    if steps is not None:
+        result._cache.heads[steps.head] = steps
+    elif keep_head is not None and kept[keep_head]:  # the selected head is unchanged: its steps carry over too
+        with reuse[0]._cache.lock:
+            old = reuse[0]._cache.heads.get(keep_head)
+        if old is not None:
+            result._cache.heads[keep_head] = old
+    return result
+
+
+def _project(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, reuse) -> np.ndarray:
+    """x·W (+ b) for every head, [h, n, d]; with reuse = (previous, same): the heads marked same are copied."""
+    if reuse is None or not reuse[1].any():
+        out = x @ w  # [h, n, d]: x [n, d_model] broadcasts against W [h, d_model, d], no copy of W
+        if b is not None:
+            out += b[:, None, :]
+        return out
+    previous, same = reuse
+    out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=previous.dtype)
+    out[same] = previous[same]
+    fresh = np.flatnonzero(~same)
+    if len(fresh):
+        part = x @ w[fresh]  # [m, n, d]: the same per-head products as for every head
+        if b is not None:
+            part += b[fresh][:, None, :]
+        out[fresh] = part
+    return out
 
 
 def _row_blocks(n_q: int, n_k: int, pool: int) -> list[tuple[int, int]]:

@@ -40,6 +40,7 @@ class RecomputeScheduler(QObject):
         self._running: Future | None = None
         self._head_job: Future | None = None  # result.head(h) for a newly selected head
         self.results: list | None = None  # the newest results emitted
+        self._previous: tuple | None = None  # (state, results) of the last computation: unchanged heads carry over
         self._pending = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-compute")
         self._turn = QTimer(self, singleShot=True, interval=0)
@@ -61,13 +62,14 @@ class RecomputeScheduler(QObject):
     def compute_now(self) -> None:
         """Compute synchronously on the calling thread (start-up, tests)."""
         self._generation += 1
-        self._finish(self._generation, *self._run(self.session.state()))
+        state = self.session.state()
+        self._finish(self._generation, *self._run(state, self._previous), state=state)
 
     def _start(self) -> None:
         state = self.session.state()
         if layer_cost(state) <= self.threshold:
             if self._running is None:
-                self._finish(self._generation, *self._run(state))
+                self._finish(self._generation, *self._run(state, self._previous), state=state)
             else:
                 self._pending = True  # a big job is still running; this small one follows it
             return
@@ -75,8 +77,9 @@ class RecomputeScheduler(QObject):
             self._pending = True  # at most one at a time: run the newest when the worker is free
             return
         generation = self._generation
-        self._running = self._pool.submit(self._run, state)
+        self._running = self._pool.submit(self._run, state, self._previous)
         self._running.generation = generation
+        self._running.state = state
         self.busy.emit(True)
         self._poll.start()
 
@@ -110,23 +113,25 @@ class RecomputeScheduler(QObject):
         if self._head_job is None:
             self._poll.stop()
         self.busy.emit(False)
-        self._finish(job.generation, *job.result())
+        self._finish(job.generation, *job.result(), state=job.state)
         if self._pending:
             self._pending = False
             self._start()
 
     @staticmethod
-    def _run(state):
+    def _run(state, previous=None):
         t0 = time.perf_counter()
         try:
-            results = compute_state(state)
+            results = compute_state(state, previous)
             if 0 <= state.layer < len(results) and 0 <= state.head < results[state.layer].n_heads:
                 results[state.layer].head(state.head)  # the selected head's steps, here rather than in the GUI
             return results, None, time.perf_counter() - t0
         except QkvError as e:
             return None, str(e), time.perf_counter() - t0
 
-    def _finish(self, generation: int, result, error, seconds: float) -> None:
+    def _finish(self, generation: int, result, error, seconds: float, state=None) -> None:
+        if error is None and state is not None:
+            self._previous = (state, result)  # valid for its state even when stale
         if generation != self._generation:
             self._pending = True  # stale: an edit came in while it ran; the newest request will follow
             return
