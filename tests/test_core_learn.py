@@ -61,10 +61,11 @@ def numeric_grad(fitter: PatternFitter, name: str, h: float = 1e-6) -> np.ndarra
     return g
 
 
-@pytest.mark.parametrize("case", ["causal", "cross", "output-and-x"])
+@pytest.mark.parametrize("case", ["causal", "cross", "output-and-x", "rotary"])
 def test_gradient_matches_finite_differences(case):
     rng = np.random.default_rng(7)
-    n, d_model, d_k, d_v = 6, 5, 3, 2
+    n, d_model, d_v = 6, 5, 2
+    d_k = 4 if case == "rotary" else 3
     x = rng.standard_normal((n, d_model))
     target = rng.random((n, n)) ** 3
     kwargs = {}
@@ -72,6 +73,8 @@ def test_gradient_matches_finite_differences(case):
     causal = case != "cross"
     if case == "causal":
         kwargs = dict(b_q=rng.standard_normal(d_k), b_k=rng.standard_normal(d_k))  # fixed biases, as imported
+    if case == "rotary":
+        kwargs = dict(rotary=10.0, b_q=rng.standard_normal(d_k))  # RoPE turns Q after its bias, as in the core
     if case == "cross":
         x_kv = rng.standard_normal((4, d_model))
         target = rng.random((n, 4))
@@ -100,6 +103,20 @@ def test_gradient_matches_finite_differences(case):
         num = numeric_grad(fitter, name)
         rel = np.linalg.norm(g - num) / np.linalg.norm(num)
         assert rel <= 1e-6, (name, rel)
+
+
+def test_rotary_fit_matches_the_attention_of_rotated_queries_and_keys():
+    rng = np.random.default_rng(4)
+    x = x8()
+    w_q, w_k = rng.standard_normal((16, 4)), rng.standard_normal((16, 4))
+    target = target_preset("previous-token", 8, 8, causal=True)
+    fitter = PatternFitter(x, None, target, w_q, w_k, causal=True, rotary=100.0)
+    d_model = 16
+    res = multi_head_attention(x, w_q[None], w_k[None], np.zeros((1, d_model, 1)), np.zeros((1, d_model)),
+                               causal=True, rotary=100.0)
+    np.testing.assert_allclose(fitter.pattern, res.head(0).weights, atol=1e-12)
+    fitter.step(1500)
+    assert all(fitter.pattern[i, i - 1] >= 0.9 for i in range(2, 8))
 
 
 def test_loss_is_the_cross_entropy_of_the_attention_weights():

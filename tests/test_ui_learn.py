@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QApplication, QCheckBox
 
 from qkvgui import Session
 from qkvgui.core import multi_head_attention, target_preset
+from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.main_window import MainWindow
 
 
@@ -249,3 +251,67 @@ def test_learning_one_head_of_a_30_token_12_head_layer(qtbot):
     w.undo_stack.setClean()
     w.close()
     QApplication.processEvents()
+
+
+def test_learning_a_head_with_rotary_positions(qtbot):
+    # LLaMA-style rotary positions: the fit turns Q and K by their positions exactly as the window's attention does
+    rng = np.random.default_rng(1)
+    n, h, d_model, d_k = 8, 2, 16, 4
+    x = np.eye(n, d_model) + np.eye(n, d_model, k=8)
+    s = Session.from_arrays(
+        x,
+        rng.standard_normal((h, d_model, d_k)) * 0.3,
+        rng.standard_normal((h, d_model, d_k)) * 0.3,
+        rng.standard_normal((h, d_model, 2)),
+        rng.standard_normal((h * 2, d_model)),
+        tokens=list("abcdefgh"),
+        causal=True,
+        rotary=100.0,
+    )
+    w = MainWindow(s)
+    qtbot.addWidget(w)
+    w.show()
+    w.right_tabs.setCurrentWidget(w.learn)
+    w.session.set_head(1)
+    panel = w.learn
+    panel.max_steps = 1500
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    wait_for_fit(qtbot, panel)
+    weights = w.result.head(1).weights  # the window's own attention, with rotary positions
+    assert all(weights[i, i - 1] >= 0.9 for i in range(2, n))
+    np.testing.assert_allclose(panel.current_view.data(), np.where(w.result.visible, weights, -np.inf))
+    w.undo_stack.setClean()
+    w.close()
+
+
+def test_a_head_sharing_its_keys_fits_its_group_s_w_k(qtbot):
+    # 4 query heads share 2 key/value heads (GQA): head 3 reads, and so learns, W_K of key head 1
+    rng = np.random.default_rng(2)
+    n, h, h_kv, d_model, d_k = 6, 4, 2, 12, 2
+    x = np.eye(n, d_model) + np.eye(n, d_model, k=6)
+    s = Session.from_arrays(
+        x,
+        rng.standard_normal((h, d_model, d_k)) * 0.3,
+        rng.standard_normal((h_kv, d_model, d_k)) * 0.3,
+        rng.standard_normal((h_kv, d_model, 2)),
+        rng.standard_normal((h * 2, d_model)),
+        tokens=list("abcdef"),
+    )
+    stack = QUndoStack()
+    panel = LearnPanel(s, stack)
+    qtbot.addWidget(panel)
+    s.set_head(3)
+    w_q0, w_k0 = s.matrix("W_Q").copy(), s.matrix("W_K").copy()
+    panel.max_steps = 1000
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running and panel._job is None, timeout=20000)
+    assert [k for k in range(h) if not np.array_equal(s.matrix("W_Q")[k], w_q0[k])] == [3]
+    assert [k for k in range(h_kv) if not np.array_equal(s.matrix("W_K")[k], w_k0[k])] == [1]
+    weights = (
+        multi_head_attention(x, s.matrix("W_Q"), s.matrix("W_K"), s.matrix("W_V"), s.matrix("W_O"), scale=s.scale())
+        .head(3)
+        .weights
+    )
+    assert all(weights[i, i - 1] >= 0.9 for i in range(2, n))
+    assert stack.count() == 1
+    panel.close_views()

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike
 
 from .attention import attention_mask
 from .errors import NonFiniteError, ShapeError
+from .rope import rope_angles, rope_rotate
 
 __all__ = [
     "FitProblem",
@@ -135,6 +136,8 @@ class FitProblem:
     live_rows: int  # m: the rows that have a target (the loss is their mean)
     b_q: np.ndarray | None = None  # [d_k]: the head's query bias, kept fixed
     b_k: np.ndarray | None = None  # [d_k]: the head's key bias, kept fixed
+    q_angles: np.ndarray | None = None  # [n_q, d_k/2]: rotary positions (RoPE) turn each query by these
+    k_angles: np.ndarray | None = None  # [n_k, d_k/2]
 
 
 def _as2d(name: str, a: ArrayLike, cols: int | None = None) -> np.ndarray:
@@ -208,6 +211,9 @@ def _forward_backward(
         q = q + p.b_q
     if p.b_k is not None:
         k = k + p.b_k
+    if p.q_angles is not None and p.k_angles is not None:  # rotary positions: the scores read rotated rows
+        q = rope_rotate(q, p.q_angles)  # [n_q, d_k]
+        k = rope_rotate(k, p.k_angles)  # [n_k, d_k]
     s = (q @ k.T) * scale  # [n_q, n_k]
     s_vis = np.where(vis, s, -np.inf)  # [n_q, n_k]  hidden keys score −inf
     peak = np.max(s_vis, axis=1, keepdims=True)  # [n_q, 1]
@@ -244,6 +250,9 @@ def _forward_backward(
     g = d_s * scale  # [n_q, n_k]  dL/d(Q·Kᵀ)
     d_q = g @ k  # [n_q, d_k]
     d_k = g.T @ q  # [n_k, d_k]
+    if p.q_angles is not None and p.k_angles is not None:  # a rotation's transpose turns back by the same angle
+        d_q = rope_rotate(d_q, -p.q_angles)
+        d_k = rope_rotate(d_k, -p.k_angles)
     grads["w_q"] = x_q.T @ d_q  # [d_model, d_k]
     grads["w_k"] = x_kv.T @ d_k  # [d_model, d_k]
     if "x" in params or "x_q" in params:
@@ -304,6 +313,7 @@ class PatternFitter:
         fit_x: bool = False,
         b_q: ArrayLike | None = None,
         b_k: ArrayLike | None = None,
+        rotary: float | None = None,
     ) -> None:
         wq = _as2d("W_Q", w_q)
         wk = _as2d("W_K", w_k)
@@ -333,6 +343,15 @@ class PatternFitter:
                 self.problem,
                 b_q=None if b_q is None else _as2d("b_Q", np.reshape(b_q, (1, -1)))[0],
                 b_k=None if b_k is None else _as2d("b_K", np.reshape(b_k, (1, -1)))[0],
+            )
+        if rotary is not None:  # RoPE with base θ = rotary, positions 0, 1, … as in multi_head_attention
+            if d_k % 2:
+                raise ShapeError(f"Rotary positions turn pairs of dimensions, so d_k must be even, not {d_k}.")
+            n_q, n_k = self.problem.target.shape
+            self.problem = dataclasses.replace(
+                self.problem,
+                q_angles=rope_angles(n_q, d_k, float(rotary)),
+                k_angles=rope_angles(n_k, d_k, float(rotary)),
             )
         if target_output is not None:
             if w_v is None or w_o is None:
@@ -476,6 +495,7 @@ def loss_floor(
     x_kv: ArrayLike | None = None,
     causal: bool = False,
     visible: ArrayLike | None = None,
+    rotary: bool = False,
 ) -> Floor:
     """A lower bound on the pattern loss that a head with this d_k can reach, with the argument that proves it.
 
@@ -493,7 +513,9 @@ def loss_floor(
       ρ = √(Σ_{k>r} σ_k²) of that matrix. KL(T‖P) = Σ T_ij·φ(D_ij) with φ(u) = u + e^{−u} − 1 ≥ φ(ρ) since
       φ(√v) is concave (so sub-additive), φ(−u) ≥ φ(u) and t·φ(u) ≥ φ(t·u) for t ≤ 1. The loss is ≥ (H + φ(ρ))/m.
 
-    target [n_q, n_k]; x_q, x_kv the token rows (None: every row distinct and independent).
+    target [n_q, n_k]; x_q, x_kv the token rows (None: every row distinct and independent). With rotary positions
+    (``rotary=True``) identical rows at different positions are turned differently, so only the rank arguments
+    (the scores are still a product of two n × d_k matrices) and the entropy apply.
     """
     t = np.asarray(target, dtype=np.float64)
     n_q, n_k = t.shape
@@ -522,7 +544,7 @@ def loss_floor(
         return Floor(floor.loss, floor.entropy, floor.kind, floor.reason, max(upper, floor.loss), how)
 
     # duplicates: rows of X the head cannot tell apart
-    if x_q is not None or x_kv is not None:
+    if not rotary and (x_q is not None or x_kv is not None):
         xq = None if x_q is None else np.asarray(x_q, dtype=np.float64)
         xk = xq if x_kv is None else np.asarray(x_kv, dtype=np.float64)
         spread = t.copy()
@@ -552,7 +574,7 @@ def loss_floor(
 
     r = d_k
     for x in (x_q, x_kv if x_kv is not None else x_q):
-        if x is not None:
+        if x is not None and not rotary:  # rotated rows leave the span of X
             r = min(r, int(np.linalg.matrix_rank(np.asarray(x, dtype=np.float64))))
     if r <= 0:
         return with_upper(best)

@@ -421,20 +421,13 @@ class LearnPanel(QWidget):
     # ---- fitting -----------------------------------------------------------------------------------------
     def _make_fitter(self) -> PatternFitter | None:
         s, h = self.session, self.session.head
+        kv = s.kv_head()  # with shared key/value heads (GQA) this head reads W_K of its group
         try:
             x, x_kv = self._inputs()
             return PatternFitter(
-                x,
-                x_kv,
-                self.target(),
-                s.matrix("W_Q")[h],
-                s.matrix("W_K")[h],
-                scale=s.scale(),
-                visible=self.visible(),
-                lr=self.lr_box.value(),
-                seed=self.undo_stack.index() + 1,
-                b_q=s.matrix("b_Q")[h],
-                b_k=s.matrix("b_K")[h],
+                x, x_kv, self.target(), s.matrix("W_Q")[h], s.matrix("W_K")[kv], scale=s.scale(),
+                visible=self.visible(), lr=self.lr_box.value(), seed=self.undo_stack.index() + 1,
+                b_q=s.matrix("b_Q")[h], b_k=s.matrix("b_K")[kv], rotary=s.rope_theta if s.rotary else None,
             )
         except QkvError as e:
             self.message.emit(str(e))
@@ -535,7 +528,7 @@ class LearnPanel(QWidget):
         self._writing = True
         try:
             s.set_block("W_Q", 0, 0, burst["w_q"], head=h)
-            s.set_block("W_K", 0, 0, burst["w_k"], head=h)
+            s.set_block("W_K", 0, 0, burst["w_k"], head=s.kv_head(h))
         finally:
             self._writing = False
         self._command.after = s.state()
@@ -561,7 +554,7 @@ class LearnPanel(QWidget):
         self._writing = True
         try:
             s.set_block("W_Q", 0, 0, seeded_random(shape, 2 * self._reset_seed, std=0.3), head=h)
-            s.set_block("W_K", 0, 0, seeded_random(shape, 2 * self._reset_seed + 1, std=0.3), head=h)
+            s.set_block("W_K", 0, 0, seeded_random(shape, 2 * self._reset_seed + 1, std=0.3), head=s.kv_head(h))
         finally:
             self._writing = False
         self.undo_stack.push(StateChange(s, before, s.state(), f"reset W_Q, W_K (head {h + 1})"))
@@ -633,7 +626,9 @@ class LearnPanel(QWidget):
         if n_q * n_k <= FLOOR_CELLS:
             try:
                 x, x_kv = self._inputs()
-                self._floor = loss_floor(self.target(), s.d_k, x_q=x, x_kv=x_kv, visible=self.visible())
+                self._floor = loss_floor(
+                    self.target(), s.d_k, x_q=x, x_kv=x_kv, visible=self.visible(), rotary=s.rotary
+                )
             except QkvError:
                 self._floor = None
         f = self._floor
