@@ -71,6 +71,7 @@ def test_settings_are_remembered(qtbot, settings, tmp_path):
     d.theme.setCurrentIndex(d.theme.findData("transparent"))
     d.format.setCurrentIndex(d.format.findData("svg"))
     d.close()
+    settings.sync()
     again = make_dialog(qtbot, Session(), settings)
     assert again.view.currentData() == "weights"
     assert again.heads.currentData() == "all"
@@ -78,6 +79,11 @@ def test_settings_are_remembered(qtbot, settings, tmp_path):
     assert not again.numbers.isChecked()
     assert again.theme.currentData() == "transparent"
     assert again.format.currentData() == "svg"
+    # and the window's quick export and copy use the same choice
+    from qkvgui.ui.export_dialog import saved_choice
+
+    view, options = saved_choice(settings)
+    assert view == "weights" and options.heads == "all" and options.font_pt == 14 and not options.numbers
 
 
 def test_unit_change_keeps_the_physical_size(qtbot, settings):

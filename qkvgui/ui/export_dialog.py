@@ -33,7 +33,7 @@ from qkvgui.io.figure_views import FIGURE_VIEWS, FigureData, figure_data
 from qkvgui.io.figures import FORMATS
 from qkvgui.ui.figure_preview import FigurePreview, watch_session
 
-__all__ = ["ExportFigureDialog", "figure_choices"]
+__all__ = ["ExportFigureDialog", "figure_choices", "saved_choice"]
 
 #: sizes a teacher or writer usually wants: (label, width, height, unit, dpi)
 PRESETS = (
@@ -321,18 +321,7 @@ class ExportFigureDialog(QDialog):
 
     # ---- settings ----------------------------------------------------------------------------------------
     def _get(self, key: str):
-        if self._settings is None:
-            return _MEMORY.get(key, DEFAULTS[key])
-        value = self._settings.value(f"figure/{key}", DEFAULTS[key])
-        default = DEFAULTS[key]
-        try:
-            if isinstance(default, bool):
-                return value if isinstance(value, bool) else str(value).lower() == "true"
-            if isinstance(default, float):
-                return float(value)
-        except (TypeError, ValueError):
-            return default
-        return value
+        return _setting(self._settings, key)
 
     def _load_settings(self, view: str | None) -> None:
         _select(self.view, view or self._get("view"))
@@ -374,6 +363,44 @@ class ExportFigureDialog(QDialog):
         self.preview.shutdown()
         self._pool.waitForDone()
         super().done(result)
+
+
+def _setting(settings: QSettings | None, key: str):
+    """A remembered setting of the dialog, of its default's type (the default when missing or unreadable)."""
+    default = DEFAULTS[key]
+    if settings is None:
+        return _MEMORY.get(key, default)
+    value = settings.value(f"figure/{key}", default)
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() == "true"
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        return default
+    return value
+
+
+def saved_choice(settings: QSettings | None = None) -> tuple[str, FigureOptions]:
+    """The figure and the options last used in the export dialog (the defaults the first time)."""
+    settings = settings if settings is not None else _default_settings()
+    get = lambda key: _setting(settings, key)  # noqa: E731
+    options = FigureOptions(
+        width=get("width"),
+        height=get("height"),
+        unit=get("unit"),
+        dpi=get("dpi"),
+        font_pt=get("font_pt"),
+        numbers=get("numbers"),
+        colorbar=get("colorbar"),
+        theme=get("theme"),
+        heads=get("heads"),
+    )
+    try:
+        options.check()
+    except Exception:  # a settings file edited by hand: fall back to the defaults
+        options = FigureOptions()
+    return str(get("view")), options
 
 
 def _select(box: QComboBox, data) -> None:
