@@ -3,7 +3,9 @@
     qkvgui [SESSION]                 open the app (on a session file)
     qkvgui --preset NAME             open the app on a preset
     qkvgui presets                   list the presets
-    qkvgui export SESSION --out DIR --format png,svg,pdf [--views weights,concat,...]
+    qkvgui export SESSION --out DIR --format png,svg,pdf [--views weights,concat,...] [--size 16x10cm]
+                     [--dpi 300] [--font-size 9] [--numbers on|off] [--theme light|dark|transparent]
+                     [--heads current|all|N] [--animate gif,mp4]
 
 Exit code 0 on success; on bad input, 2 and one line on stderr (never a traceback).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from qkvgui.core.errors import UsageError
 
 EXIT_OK, EXIT_USAGE = 0, 2
-#: PNG pixels per screen pixel: below, a figure is a smudge; above, a 1280 × 800 window makes a 300 MB image
+#: PNG pixels per figure pixel: below, a figure is a smudge; above, a 1600 × 1000 figure makes a 400 MB image
 MIN_SCALE, MAX_SCALE = 0.25, 8.0
 
 
@@ -36,19 +38,66 @@ def _open_parser() -> argparse.ArgumentParser:
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    from qkvgui.ui.pipeline import VIEW_SPECS
+    from qkvgui.io.figure_views import view_names
 
-    names = [s.name for s in VIEW_SPECS]
-    p = _Parser(prog="qkvgui export", description="Write figures of a session's views without a display.")
+    p = _Parser(prog="qkvgui export", description="Write figures of a session's views without a display, laid out "
+                "for the size asked for.")
     p.add_argument("session", nargs="?", help="the session file (.qkv)")
     p.add_argument("--preset", metavar="NAME", help="export a preset instead of a session file")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into (created if missing)")
     p.add_argument("--format", default="png", metavar="FMT[,FMT]", help="png, svg and/or pdf (default: png)")
     p.add_argument("--views", default="pipeline", metavar="VIEW[,VIEW]",
-                   help=f"'pipeline' (the whole figure) and/or any of: {', '.join(names)} (default: pipeline)")
-    p.add_argument("--scale", type=float, default=2.0, help="PNG pixels per screen pixel (default: 2)")
+                   help=f"any of: {', '.join(view_names())} (default: pipeline)")
+    p.add_argument("--size", metavar="WxH[px|cm|in]",
+                   help="the figure's size, e.g. 1600x1000 (pixels), 16x10cm or 6.5x4in (default: 1600x1000 px)")
+    p.add_argument("--dpi", type=float, metavar="N",
+                   help="resolution: PNG pixels per inch, and how large text is on a px size (default: 96 for a px "
+                        "size, 300 for cm or in)")
+    p.add_argument("--font-size", type=float, default=10.0, metavar="PT", help="text size in points (default: 10)")
+    p.add_argument("--numbers", choices=("on", "off"), default="on", help="numbers in cells where they fit")
+    p.add_argument("--colorbar", choices=("on", "off"), default="on", help="a colour bar beside each view")
+    p.add_argument("--theme", choices=("light", "dark", "transparent"), default="light",
+                   help="the page: light, dark, or a transparent background (default: light)")
+    p.add_argument("--heads", default="current", metavar="current|all|N",
+                   help="the selected head, every head as small multiples, or head N (1-based)")
+    p.add_argument("--animate", metavar="gif|mp4[,…]", default="",
+                   help="also write the step-by-step animation (steps.gif, steps.mp4; needs the figures extra)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="PNG pixels (and DPI) per figure pixel, on top of --size and --dpi (default: 1)")
     p.add_argument("--head", type=int, default=None, help="the head to show (1-based; default: the session's)")
     return p
+
+
+def _figure_options(args):
+    """The FigureOptions the export arguments ask for; UsageError for anything out of range."""
+    import math
+    from dataclasses import replace
+
+    from qkvgui.core.errors import FigureError
+    from qkvgui.io.figure_paint import FigureOptions, parse_size
+
+    try:
+        width, height, unit = parse_size(args.size) if args.size else (1600.0, 1000.0, "px")
+    except FigureError as e:
+        raise UsageError(f"--size: {e}") from None
+    dpi = args.dpi if args.dpi is not None else (96.0 if unit == "px" else 300.0)
+    if not math.isfinite(dpi):
+        raise UsageError(f"--dpi must be a number of dots per inch, not {dpi}")
+    heads = args.heads.strip().lower()
+    if heads not in ("current", "all"):
+        try:
+            heads = int(heads) - 1
+        except ValueError:
+            raise UsageError(f"--heads takes current, all or a head number, not {args.heads!r}") from None
+    options = FigureOptions(width, height, unit, dpi, args.font_size, args.numbers == "on", args.colorbar == "on",
+                            args.theme, heads)
+    if args.scale != 1.0:
+        options = replace(options, dpi=options.dpi * args.scale,
+                          **({"width": width * args.scale, "height": height * args.scale} if unit == "px" else {}))
+    try:
+        return options.check()
+    except FigureError as e:
+        raise UsageError(str(e)) from None
 
 
 def _load(path: str | None, preset: str | None):
@@ -87,21 +136,31 @@ def cmd_export(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv)
     if not args.session and not args.preset:
         raise UsageError("export needs a session file or --preset NAME")
+    from qkvgui.io.animation import ANIMATION_FORMATS
+    from qkvgui.io.figure_views import view_names
     from qkvgui.io.figures import FORMATS
-    from qkvgui.ui.pipeline import VIEW_SPECS
 
     formats = _split(args.format, FORMATS, "format")
-    views = _split(args.views, ["pipeline", *(s.name for s in VIEW_SPECS)], "view")
+    views = _split(args.views, view_names(), "view")
+    animate = _split(args.animate, ANIMATION_FORMATS, "animation format") if args.animate.strip() else []
     if not MIN_SCALE <= args.scale <= MAX_SCALE:  # also refuses nan and inf
-        raise UsageError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g} (PNG pixels per screen pixel), "
+        raise UsageError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g} (PNG pixels per figure pixel), "
                          f"not {args.scale:g}")
     if not args.out.strip():
         raise UsageError("--out needs the folder to write into; it was empty")
+    options = _figure_options(args)
     session = _load(args.session, args.preset)
     if args.head is not None:
         if not 1 <= args.head <= session.n_heads:
             raise UsageError(f"--head {args.head}: the session has heads 1 to {session.n_heads}")
         session.set_head(args.head - 1)
+    if isinstance(options.heads, int) and not 0 <= options.heads < session.n_heads:
+        raise UsageError(f"--heads {options.heads + 1}: the session has heads 1 to {session.n_heads}")
+    if animate:
+        try:
+            import imageio  # noqa: F401
+        except ImportError:
+            raise UsageError('--animate needs imageio: python -m pip install -e ".[figures]"') from None
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -110,11 +169,15 @@ def cmd_export(argv: list[str]) -> int:
 
     os.environ["QT_QPA_PLATFORM"] = "offscreen"  # figures need no display
     os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")
-    from qkvgui.ui.app import export_figures
+    from qkvgui.core.errors import QkvError
+    from qkvgui.io.figure_files import export_figures
 
     try:
-        for path in export_figures(session, out, views, formats, args.scale):
+        for path in export_figures(session, out, views, formats, options, animate,
+                                   animation_size=args.size is not None):
             print(path)
+    except QkvError as e:
+        raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"cannot write into {out}: {e.strerror or e}") from None
     return EXIT_OK

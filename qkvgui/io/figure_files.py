@@ -33,10 +33,13 @@ def export_figures(
     formats: Sequence[str],
     options: FigureOptions | None = None,
     animate: Sequence[str] = (),
+    *,
+    animation_size: bool = True,
 ) -> list[Path]:
     """Write every view ('pipeline', 'circuits' or one view) in every format into `out`, then the animation in
-    each of `animate` ('gif', 'mp4'); returns the paths written, in order. Raises FigureError for a figure that
-    cannot be made (checked for all of them before anything is written) and OSError when writing fails."""
+    each of `animate` ('gif', 'mp4'), at the options' size if animation_size (else 1280 × 720); returns the paths
+    written, in order. Raises FigureError for a figure that cannot be made (checked for all of them before
+    anything is written) and OSError when writing fails."""
     ensure_gui_app()
     out = Path(out)
     options = (options or FigureOptions()).check()
@@ -47,7 +50,8 @@ def export_figures(
         for fmt in formats:
             written.append(write_figure_file(out / f"{name}.{fmt}", figure, fmt))
     for fmt in animate:
-        written.append(write_animation(session, out / f"steps.{fmt}", fmt, _animation_options(options), data=data))
+        frames = _animation_options(options) if animation_size else None
+        written.append(write_animation(session, out / f"steps.{fmt}", fmt, frames, data=data))
     return written
 
 
