@@ -21,8 +21,6 @@ def run_app(session=None, path: Path | None = None) -> int:
     """Build the app and the window, offer to recover autosaved work, run the event loop; returns its exit code."""
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from qkvgui.core import QkvError
-    from qkvgui.session import Session
     from qkvgui.ui.main_window import MainWindow, autosave_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -38,12 +36,7 @@ def run_app(session=None, path: Path | None = None) -> int:
             "qkvgui did not close cleanly last time. Recover the unsaved session it kept?",
             QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
         if answer == QMessageBox.Yes:
-            try:
-                window.replace_session(Session.load(recovered), None)
-                window.undo_stack.resetClean()  # recovered work is unsaved work
-                window.setWindowModified(True)
-            except QkvError as e:
-                window.show_message(f"The autosaved session could not be read: {e}")
+            window.document.recover(recovered)  # shown as unsaved work
         recovered.unlink(missing_ok=True)
     return app.exec()
 

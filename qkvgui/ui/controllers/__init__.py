@@ -1,0 +1,1 @@
+"""Small controllers the window assembles: edits (undo), document (files), inspector (linked hover), actions (menus)."""

@@ -1,0 +1,109 @@
+"""Linked inspection: hovering (or clicking, to pin) a cell explains it in the inspector and lights up its sources."""
+
+from __future__ import annotations
+
+from html import escape
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QTextBrowser
+
+from qkvgui.session import Session
+from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
+from qkvgui.ui.panels.views import ViewsPanel
+from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS
+
+PLACEHOLDER = (
+    "Hover a cell of scores, scaled, masked or weights to see how it was made; hover a head output row "
+    "to see its weighted sum of V rows."
+)
+
+
+def make_inspector() -> QTextBrowser:
+    inspector = QTextBrowser()
+    inspector.setObjectName("inspector")
+    inspector.setPlaceholderText(PLACEHOLDER)
+    return inspector
+
+
+class InspectorController(QObject):
+    """Follows the hover and click signals of the pipeline's views; a pinned cell is re-explained after redraws."""
+
+    def __init__(self, session: Session, panel: ViewsPanel, inspector: QTextBrowser, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session, self.panel, self.inspector = session, panel, inspector
+        self.views = panel.views
+        self.pinned: tuple[str, int, int] | None = None
+
+        # subscriptions, in one block
+        for name in SCORE_VIEWS:
+            self.views[name].cell_hovered.connect(lambda i, j, name=name: self.inspect_cell(name, i, j, False))
+            self.views[name].cell_clicked.connect(lambda i, j, name=name: self.inspect_cell(name, i, j, True))
+        self.views["head_outputs"].cell_hovered.connect(lambda i, j: self.inspect_row(i))
+        self.views["head_outputs"].cell_clicked.connect(lambda i, j: self.inspect_row(i, pin=True))
+        for name in ("q", "k", "v", "concat", "output", "residual"):
+            self.views[name].cell_hovered.connect(lambda i, j, name=name: self.inspect_value(name, i, j))
+        panel.redrawn.connect(self.refresh_pinned)
+
+    def refresh_pinned(self) -> None:
+        if self.pinned is not None:
+            kind, i, j = self.pinned
+            if kind == "row":
+                self.inspect_row(i)
+            else:
+                self.inspect_cell(kind, i, j, False)
+
+    def inspect_cell(self, view: str, i: int, j: int, pin: bool) -> None:
+        r = self.panel.result
+        if pin:
+            self.pinned = (view, i, j) if i >= 0 else None
+        if i < 0 or r is None or i >= r.n_q or j >= r.n_k or not r.head_ready(self.session.head):
+            if self.pinned is not None and not pin:
+                kind, pi, pj = self.pinned
+                if kind != "row":
+                    self.inspect_cell(kind, pi, pj, False)
+                return
+            self.clear_highlights()
+            return
+        head = self.session.head
+        for name in SCORE_VIEWS:
+            self.views[name].highlight(cell=(i, j))
+        self.views["q"].highlight(rows=[i])
+        self.views["k"].highlight(rows=[j])
+        self.views["v"].highlight()
+        self.views["head_outputs"].highlight()
+        header = f"<b>{view_formula(view, r)}</b><br>{SPECS[view].tip}<br>"
+        self.inspector.setHtml(header + explain_score(r, head, i, j, self.session.tokens, self.session.key_tokens))
+
+    def inspect_row(self, i: int, pin: bool = False) -> None:
+        r = self.panel.result
+        if pin:
+            self.pinned = ("row", i, -1) if i >= 0 else None
+        if i < 0 or r is None or i >= r.n_q or not r.head_ready(self.session.head):
+            return
+        head = self.session.head
+        visible_keys = [int(j) for j in (r.head(head).weights[i] > 0).nonzero()[0]]
+        self.views["weights"].highlight(rows=[i])
+        self.views["head_outputs"].highlight(rows=[i])
+        self.views["v"].highlight(rows=visible_keys)
+        self.inspector.setHtml(explain_output_row(r, head, i, self.session.tokens, self.session.key_tokens))
+
+    def inspect_value(self, name: str, i: int, j: int) -> None:
+        """Hovering Q, K, V, concat, output or residual: the formula with shapes, what a row means, the value."""
+        view = self.views[name]
+        result = self.panel.result
+        if i < 0 or result is None:
+            return
+        data = view.data()
+        if i >= data.shape[0] or j >= data.shape[1]:
+            return
+        rows, cols = view.row_labels(), view.col_labels()
+        self.inspector.setHtml(explain_cell(name, SPECS[name].tip, result, data[i, j], i, j, rows[i], cols[j]))
+
+    def clear_highlights(self) -> None:
+        for view in self.views.values():
+            view.highlight()
+
+    def show_description(self) -> None:
+        """A preset (or a session with a title) says what it demonstrates when it is opened."""
+        if self.session.title:
+            self.inspector.setHtml(f"<h3>{escape(self.session.title)}</h3><p>{escape(self.session.description)}</p>")

@@ -1,0 +1,248 @@
+"""The left-hand tabs: tokens, cross-attention, padding, generators and X ("Tokens & X"), then the weights."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session
+from qkvgui.ui.controllers.edits import EditController
+from qkvgui.ui.matrix_editor import MatrixEditor
+from qkvgui.ui.pipeline import concat_labels, dim_labels
+
+EDITOR_TIPS = {
+    "X": "X: one row per token, the residual stream the layer reads. Queries (and keys, in self-attention) come "
+    "from here.",
+    "X_kv": "X_kv: the source sequence of cross-attention; keys and values come from here.",
+    "W_Q": "W_Q (selected head): maps a token's row of X to its query, what it is looking for.",
+    "W_K": "W_K (selected head): maps a token's row to its key, what it can be found by.",
+    "W_V": "W_V (selected head): maps a token's row to its value, what it hands over when attended to.",
+    "W_O": "W_O: maps the concatenated head outputs back to the residual stream (one block of rows per head).",
+}
+
+
+class EditorTabs(QTabWidget):
+    """The matrix editors (``editors[name]``, objectName ``editor.<name>``) and the controls of their shapes."""
+
+    def __init__(self, session: Session, edits: EditController, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session, self.edits = session, edits
+        self._updating = False
+        self.editors: dict[str, MatrixEditor] = {}
+        for name in MATRICES:
+            editor = MatrixEditor(name)
+            editor.setObjectName(f"editor.{name}")
+            editor.setToolTip(EDITOR_TIPS[name])
+            editor.edit_requested.connect(lambda r, c, block, name=name: edits.edit_block(name, r, c, block))
+            self.editors[name] = editor
+        self.addTab(self._build_input_tab(), "Tokens && X")
+        self.addTab(self._build_weights_tab(), "Weights")
+
+        # subscriptions, in one block
+        s = session
+        self.tokens_edit.editingFinished.connect(lambda: self._tokens_edited(False))
+        self.source_edit.editingFinished.connect(lambda: self._tokens_edited(True))
+        self.cross_box.toggled.connect(
+            lambda on: self._change(f"cross-attention {'on' if on else 'off'}", s.set_cross, on)
+        )
+        self.padding_list.itemChanged.connect(self._padding_edited)
+        self.gen_button.clicked.connect(self.generate)
+        self.dmodel_spin.valueChanged.connect(lambda v: self._change("change d_model", s.resize, d_model=v))
+        self.dk_spin.valueChanged.connect(lambda v: self._change("change d_k", s.resize, d_k=v))
+        self.dv_spin.valueChanged.connect(lambda v: self._change("change d_v", s.resize, d_v=v))
+        self.randomize_button.clicked.connect(
+            lambda: self._change("randomize weights", s.randomize_weights, seed=edits.seed())
+        )
+        edits.refused.connect(lambda _: self.refresh_controls())
+        events = session.events
+        events.matrix.connect(self._on_matrix_changed)
+        events.head.connect(self._on_head_changed)
+        events.layer.connect(self._on_layer_changed)
+        for signal in (events.tokens, events.source_tokens, events.shape, events.settings, events.layers,
+                       events.replaced):
+            signal.connect(self.refresh)
+        self.refresh()
+
+    # ---- building ----------------------------------------------------------------------------------------
+    def _build_input_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        form = QFormLayout()
+        self.tokens_edit = QLineEdit()
+        self.tokens_edit.setObjectName("control.tokens")
+        self.tokens_edit.setToolTip("The tokens, separated by spaces. Press Enter to apply; X gains or loses rows.")
+        form.addRow("tokens", self.tokens_edit)
+        self.cross_box = QCheckBox("cross-attention: keys and values from a source sequence")
+        self.cross_box.setObjectName("control.cross")
+        form.addRow(self.cross_box)
+        self.source_edit = QLineEdit()
+        self.source_edit.setObjectName("control.source_tokens")
+        self.source_edit.setToolTip("The source tokens of cross-attention, separated by spaces; Enter applies.")
+        form.addRow("source", self.source_edit)
+        self.padding_list = QListWidget()
+        self.padding_list.setObjectName("control.padding")
+        self.padding_list.setFlow(QListWidget.LeftToRight)
+        self.padding_list.setWrapping(True)
+        self.padding_list.setMaximumHeight(52)
+        self.padding_list.setToolTip("Tick a key token to mark it as padding: no query may attend to it.")
+        form.addRow("padding", self.padding_list)
+        gen_row = QHBoxLayout()
+        self.gen_combo = QComboBox()
+        self.gen_combo.addItems(GENERATORS)
+        self.gen_combo.setObjectName("control.generator")
+        self.gen_target = QComboBox()
+        self.gen_target.addItems(["X", "X_kv"])
+        self.gen_button = QPushButton("Fill")
+        self.gen_button.setObjectName("control.generate")
+        self.gen_button.setToolTip(
+            "Fill X (or X_kv) with one-hot token and position features, sinusoidal "
+            "positions, seeded random numbers or zeros."
+        )
+        self.dmodel_spin = QSpinBox(minimum=1, maximum=4096)
+        self.dmodel_spin.setObjectName("control.d_model")
+        self.dmodel_spin.setKeyboardTracking(False)
+        gen_row.addWidget(self.gen_target)
+        gen_row.addWidget(self.gen_combo)
+        gen_row.addWidget(self.gen_button)
+        gen_row.addStretch(1)
+        gen_row.addWidget(QLabel("d_model"))
+        gen_row.addWidget(self.dmodel_spin)
+        form.addRow("fill", gen_row)
+        layout.addLayout(form)
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.editors["X"])
+        split.addWidget(self.editors["X_kv"])
+        layout.addWidget(split, 1)
+        return tab
+
+    def _build_weights_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        dims = QHBoxLayout()
+        self.dk_spin = QSpinBox(minimum=1, maximum=1024)
+        self.dk_spin.setObjectName("control.d_k")
+        self.dk_spin.setKeyboardTracking(False)
+        self.dv_spin = QSpinBox(minimum=1, maximum=1024)
+        self.dv_spin.setObjectName("control.d_v")
+        self.dv_spin.setKeyboardTracking(False)
+        dims.addWidget(QLabel("d_k"))
+        dims.addWidget(self.dk_spin)
+        dims.addWidget(QLabel("d_v"))
+        dims.addWidget(self.dv_spin)
+        self.randomize_button = QPushButton("Randomize all weights")
+        self.randomize_button.setObjectName("control.randomize")
+        dims.addStretch(1)
+        dims.addWidget(self.randomize_button)
+        layout.addLayout(dims)
+        split = QSplitter(Qt.Vertical)
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            split.addWidget(self.editors[name])
+        layout.addWidget(split, 1)
+        return tab
+
+    # ---- edits -------------------------------------------------------------------------------------------
+    def _change(self, text: str, setter, *args, **kwargs) -> bool:
+        return False if self._updating else self.edits.change(text, setter, *args, **kwargs)
+
+    def _tokens_edited(self, source: bool) -> None:
+        edit = self.source_edit if source else self.tokens_edit
+        tokens = edit.text().split()
+        current = self.session.source_tokens if source else self.session.tokens
+        if tokens != current:
+            self._change(
+                "edit source tokens" if source else "edit tokens", self.session.set_tokens, tokens, source=source
+            )
+
+    def _padding_edited(self, _item=None) -> None:
+        if self._updating:
+            return
+        mask = [self.padding_list.item(i).checkState() == Qt.Checked for i in range(self.padding_list.count())]
+        self._change("change padding", self.session.set_padding, mask)
+
+    def generate(self) -> None:
+        """Fill X or X_kv with the chosen generator (the Fill button)."""
+        target, kind = self.gen_target.currentText(), self.gen_combo.currentText()
+        self._change(f"fill {target} with {kind}", self.session.generate, target, kind, seed=self.edits.seed())
+
+    # ---- following the session ---------------------------------------------------------------------------
+    def show_editor(self, name: str) -> MatrixEditor:
+        """Bring a matrix editor into view (switching to its tab) and return it."""
+        editor = self.editors[name]
+        for i in range(self.count()):
+            if self.widget(i).isAncestorOf(editor):
+                self.setCurrentIndex(i)
+        return editor
+
+    def _on_matrix_changed(self, name: str) -> None:
+        if name in self.editors:
+            self.refresh_editor(name)
+        else:  # a bias: no editor of its own
+            self.refresh()
+
+    def _on_head_changed(self, _head: int) -> None:
+        for name in PER_HEAD:
+            self.refresh_editor(name)
+
+    def _on_layer_changed(self, _layer: int) -> None:
+        for name in (*PER_HEAD, "W_O"):
+            self.refresh_editor(name)
+        self.refresh_controls()
+
+    def refresh(self, *_: object) -> None:
+        for name in MATRICES:
+            self.refresh_editor(name)
+        self.refresh_controls()
+
+    def refresh_editor(self, name: str) -> None:
+        s = self.session
+        m = s.matrix(name)
+        editor = self.editors[name]
+        features = s.features  # the residual stream's columns: d0, d1, … or a preset's feature names
+        if name == "X":
+            editor.set_matrix(m, s.tokens, features)
+        elif name == "X_kv":
+            editor.set_matrix(m, s.source_tokens, features)
+            editor.setVisible(s.cross)
+        elif name == "W_O":
+            editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), features)
+            editor.set_title(f"W_O (layer {s.layer + 1})" if s.n_layers > 1 else "W_O")
+        else:
+            editor.set_matrix(m[s.head], features, dim_labels(m.shape[2]))
+            layer = f"layer {s.layer + 1}, " if s.n_layers > 1 else ""
+            editor.set_title(f"{name} ({layer}head {s.head + 1})")
+
+    def refresh_controls(self) -> None:
+        s = self.session
+        self._updating = True
+        try:
+            self.cross_box.setChecked(s.cross)
+            self.dmodel_spin.setValue(s.d_model)
+            self.dk_spin.setValue(s.d_k)
+            self.dv_spin.setValue(s.d_v)
+            self.tokens_edit.setText(" ".join(s.tokens))
+            self.source_edit.setText(" ".join(s.source_tokens))
+            self.source_edit.setEnabled(s.cross)
+            self.editors["X_kv"].setVisible(s.cross)
+            self.padding_list.clear()
+            for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
+                item = QListWidgetItem(token)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if pad else Qt.Unchecked)
+                self.padding_list.addItem(item)
+        finally:
+            self._updating = False
