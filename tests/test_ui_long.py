@@ -38,7 +38,7 @@ def test_hovering_a_weight_of_a_long_layer_explains_it(window, qtbot):
     n = 300
     window.session.set_state(_layer_state(window.session.state(), n, 16, 2, 4))
     qtbot.waitUntil(lambda: _settled(window, n), timeout=30000)
-    window._inspect_cell("weights", 299, 5, False)
+    window.inspection.inspect_cell("weights", 299, 5, False)  # what hovering that cell does
     text = window.inspector.toPlainText()
     assert "Query 299" in text
     assert _num(window.result.head(0).weights[299, 5]) in text
