@@ -283,3 +283,18 @@ def test_a_session_file_with_a_damaged_model_is_refused(gpt2, tmp_path):
             zf.writestr(name, data)
     with pytest.raises(SessionError, match="activation"):
         Session.load(tmp_path / "bad.qkv")
+
+
+@pytest.mark.parametrize("variant", ["unscaled-inverse", "bfloat16"])
+def test_whole_model_variants_live_against_transformers_when_installed(tmp_path, variant):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from make_model_reference import hf_attentions, token_ids
+    from transformers import GPT2Model
+
+    folder = write_tiny_gpt2(tmp_path / variant, variant)
+    text = "it was a happy dog and the cat sat"
+    expected = hf_attentions(GPT2Model, folder, token_ids(folder, text))
+    got = Session.from_checkpoint(folder, None, text).compute_layers()
+    for layer in range(3):
+        np.testing.assert_allclose(got[layer].weights, expected[layer], atol=1e-6, rtol=0)

@@ -18,8 +18,11 @@ attention entropy, written as means of attention mass so that each lies in [0, 1
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 __all__ = ["SCORES", "head_scores", "mean_entropy", "repeated_random_tokens"]
 
@@ -31,7 +34,8 @@ def _row_mean(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Mean of values [..., n] over the rows marked True in rows [n]; NaN when none is."""
     if not rows.any():
         return np.full(values.shape[:-1], np.nan)
-    return values[..., rows].mean(axis=-1)
+    mean: np.ndarray = values[..., rows].mean(axis=-1)
+    return mean
 
 
 def head_scores(weights: np.ndarray | Sequence[np.ndarray], tokens: Sequence[object]) -> dict[str, np.ndarray]:
@@ -76,7 +80,7 @@ def mean_entropy(weights: np.ndarray) -> np.ndarray:
         return np.where(counted > 0, (entropy * sees).sum(axis=-1) / np.maximum(counted, 1), np.nan)
 
 
-def repeated_random_tokens(vocabulary: Sequence[object], length: int, seed: int) -> list:
+def repeated_random_tokens(vocabulary: Sequence[T], length: int, seed: int) -> list[T]:
     """`length` tokens drawn at random (seeded) from vocabulary, then the same again: on the second half an induction
     head attends to the token after the earlier copy (TransformerLens's induction test). The tokens are distinct
     when the vocabulary has enough (so each has one earlier copy), drawn with replacement otherwise."""

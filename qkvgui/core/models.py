@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def gelu_exact(x: np.ndarray) -> np.ndarray:
     """BERT's "gelu": 0.5·x·(1 + erf(x/√2)), vectorised with scipy's erf (exact to float64)."""
     from scipy.special import erf  # the `models` extra; imported here so the core itself needs only NumPy
 
-    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+    out: np.ndarray = 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+    return out
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -62,11 +64,13 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
+    out: np.ndarray = np.maximum(x, 0.0)
+    return out
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    out: np.ndarray = x / (1.0 + np.exp(-x))
+    return out
 
 
 #: activation name (as Hugging Face configs spell it) -> function
@@ -91,12 +95,15 @@ class Norm:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "rms":
-            return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps) * self.weight
+            rms: np.ndarray = x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps) * self.weight
+            return rms
         mean = x.mean(axis=-1, keepdims=True)
         centred = x - mean  # [n, d_model]
         var = (centred * centred).mean(axis=-1, keepdims=True)
-        out = centred / np.sqrt(var + self.eps) * self.weight
-        return out if self.bias is None else out + self.bias
+        out: np.ndarray = centred / np.sqrt(var + self.eps) * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,8 +123,10 @@ class Mlp:
         if self.b_in is not None:
             up += self.b_in
         hidden = up * act(x @ self.w_gate) if self.w_gate is not None else act(up)  # [n, d_mlp]
-        out = hidden @ self.w_out  # [n, d_model]
-        return out if self.b_out is None else out + self.b_out
+        out: np.ndarray = hidden @ self.w_out  # [n, d_model]
+        if self.b_out is not None:
+            out = out + self.b_out
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +148,8 @@ class Block:
         """The stream after the block, given the stream before it and the attention's output, both [n, d_model]."""
         if self.pre_norm:
             s = stream + output
-            return s + self.mlp(self.norm_mlp(s) if self.norm_mlp is not None else s)
+            after: np.ndarray = s + self.mlp(self.norm_mlp(s) if self.norm_mlp is not None else s)
+            return after
         s = stream + output
         if self.norm_attn is not None:
             s = self.norm_attn(s)
@@ -169,7 +179,7 @@ class AttentionWeights:
     scale: float | None = None  # None: 1/√d_k
     rotary: float | None = None  # the RoPE base θ (LLaMA family), None: positions are not rotated
 
-    def arguments(self) -> dict:
+    def arguments(self) -> dict[str, Any]:
         return dict(
             w_q=self.w_q,
             w_k=self.w_k,
@@ -213,7 +223,7 @@ class Model:
     blocks: Sequence[Block]  # [n_layers]
     causal: bool
     max_positions: int
-    info: dict = field(default_factory=dict)  # what the reader wants to say (name, dtype, ...)
+    info: dict[str, Any] = field(default_factory=dict)  # what the reader wants to say (name, dtype, ...)
 
     @property
     def n_layers(self) -> int:
@@ -230,7 +240,7 @@ class LayerRun:
     after: np.ndarray  # [n, d_model] the stream after the whole block (attention, norms, MLP)
 
 
-def run(model: Model, ids, layers: int | None = None) -> list[LayerRun]:
+def run(model: Model, ids: Sequence[int] | np.ndarray, layers: int | None = None) -> list[LayerRun]:
     """Run `model` on token ids [n] through its first `layers` layers (all by default); one LayerRun per layer."""
     ids = np.asarray(ids, dtype=np.intp)
     count = model.n_layers if layers is None else layers
@@ -251,7 +261,12 @@ def run(model: Model, ids, layers: int | None = None) -> list[LayerRun]:
     return runs
 
 
-def run_blocks(blocks: Sequence[Block], x: np.ndarray, stream: np.ndarray, attend) -> list[tuple]:
+def run_blocks(
+    blocks: Sequence[Block],
+    x: np.ndarray,
+    stream: np.ndarray,
+    attend: Callable[[int, np.ndarray], AttentionResult],
+) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
     """The model's stack with editable attention: ``attend(layer, x)`` gives layer ℓ's AttentionResult.
 
     x [n, d_model] is what layer 1's attention reads (editable X), stream [n, d_model] the stream it writes into.
@@ -312,12 +327,12 @@ class Stack:
         return None
 
     # ---- as plain arrays and JSON (for session files) ------------------------------------------------------
-    def to_plain(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def to_plain(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-plain description, arrays by name) that ``from_plain`` turns back into the same stack."""
         arrays: dict[str, np.ndarray] = {}
         layers = []
         for i, b in enumerate(self.blocks):
-            entry: dict = {"pre_norm": b.pre_norm, "activation": b.mlp.activation, "norms": {}}
+            entry: dict[str, Any] = {"pre_norm": b.pre_norm, "activation": b.mlp.activation, "norms": {}}
             for which in ("norm_attn", "norm_mlp"):
                 norm = getattr(b, which)
                 if norm is not None:
@@ -333,7 +348,7 @@ class Stack:
         return {"family": self.family, "scale_factors": list(self.scale_factors), "layers": layers}, arrays
 
     @classmethod
-    def from_plain(cls, doc: dict, arrays: dict[str, np.ndarray]) -> Stack:
+    def from_plain(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Stack:
         """The stack of ``to_plain``; ModelError saying what is missing or does not fit."""
         try:
             blocks = []
