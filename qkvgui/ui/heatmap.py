@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, QSizeF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalette, QPen, QTransform
 from PySide6.QtWidgets import (
     QGraphicsItem,
@@ -18,6 +21,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from qkvgui.core.attention import block_max
 
 #: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
 #: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
@@ -37,6 +42,83 @@ MASKED_COLOR = QColor(118, 118, 118)
 MASKED_HATCH = QColor(80, 80, 80)
 
 MINUS = "\u2212"  # a real minus sign: the same width as the digits, and it matches "−∞"
+
+#: A matrix with more cells than this is drawn from a level-of-detail image prepared off the GUI thread
+#: (a 4,096 × 4,096 head is 16.8 M cells: converting and colouring it all takes ~0.5 s per view).
+LOD_CELLS = 1 << 20
+#: ...at most this many image pixels along a side: more than a view at 1280 × 800 shows, even focused.
+LOD_SIDE = 1024
+
+
+def level_of_detail(data: np.ndarray, fy: int, fx: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """data [n, m] reduced over fy × fx blocks to ([⌈n/fy⌉, ⌈m/fx⌉] float32, masked bool of the same shape).
+
+    kind "weights": each block's largest finite value, so a sharp attention line (one key that every query
+    looks at) is never averaged away. kind "diverging": each block's value of largest magnitude, with its sign.
+    Non-finite cells (masked scores) are left out; a block with nothing else is NaN and masked.
+    """
+    finite = np.isfinite(data)
+    hidden = ~finite
+    any_hidden = bool(hidden.any())
+    high = np.where(finite, data, -np.inf) if any_hidden else data
+    top = block_max(high, fy, fx)  # [ry, rx]
+    if kind == "weights":
+        out = top
+    else:
+        low = np.where(finite, -data, -np.inf) if any_hidden else -data
+        bottom = -block_max(low, fy, fx)
+        out = np.where(np.abs(bottom) > np.abs(top), bottom, top)
+    masked = ~np.isfinite(out)
+    image = out.astype(np.float32)
+    image[masked] = np.nan
+    return image, masked
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the GUI thread needs to draw a big matrix (or the part of it in view): made off the GUI thread."""
+
+    image: np.ndarray  # float32 [ry, rx], NaN where masked
+    masked: np.ndarray  # bool [ry, rx]
+    levels: tuple[float, float]
+    factor: tuple[int, int]  # cells per image pixel along y and x
+    origin: tuple[int, int]  # the cell (row, column) at the image's top-left
+
+
+def prepare(data: np.ndarray, kind: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
+            side: int = LOD_SIDE) -> Prepared:
+    """The image of data[rows, cols] (all of it by default) at no more than side pixels along a side."""
+    r0, r1 = rows or (0, data.shape[0])
+    c0, c1 = cols or (0, data.shape[1])
+    part = data[r0:r1, c0:c1]
+    fy, fx = max(1, -(-part.shape[0] // side)), max(1, -(-part.shape[1] // side))
+    image, masked = level_of_detail(part, fy, fx, kind)
+    if kind == "weights":
+        levels = (0.0, 1.0)
+    else:  # the largest magnitude survives pooling, so the pooled image has the data's levels
+        finite = image[~masked]
+        m = nice_ceiling(float(np.abs(finite).max(initial=0.0))) if finite.size else 0.0
+        levels = (-m, m) if m > 0 else (-1.0, 1.0)
+    return Prepared(image, masked, levels, (fy, fx), (r0, c0))
+
+
+_PREPARER: ThreadPoolExecutor | None = None
+_PREPARER_LOCK = threading.Lock()
+
+
+def _preparer() -> ThreadPoolExecutor:
+    """One background thread shared by every view (made on first use): big images are prepared in turn."""
+    global _PREPARER
+    with _PREPARER_LOCK:
+        if _PREPARER is None:
+            _PREPARER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-heatmap")
+        return _PREPARER
+
+
+class _Relay(QObject):
+    """Carries a prepared image from the background thread to the view's (GUI) thread, as a queued signal."""
+
+    ready = Signal(int, object)
 
 
 def format_cell(value: float) -> str:
@@ -310,6 +392,13 @@ class HeatmapView(QWidget):
         self._fg = QColor(0, 0, 0)
         self._hover = (-1, -1)
         self._closed = False
+        # Big matrices: images prepared off the GUI thread; a newer set_data or view range drops older ones.
+        self._relay = _Relay(self)
+        self._relay.ready.connect(self._apply_prepared)
+        self._generation = 0
+        self._preparing = False
+        self._overview: Prepared | None = None  # the whole matrix at level of detail
+        self._shown: tuple[int, int, int, int] = (1, 1, 0, 0)  # (fy, fx, row, col) of the image on screen
 
         self.setMinimumSize(160, 140)
         self._glw = pg.GraphicsLayoutWidget()
@@ -376,6 +465,7 @@ class HeatmapView(QWidget):
         self._plot.geometryChanged.connect(self._fit_range)
         self._plot.vb.sigResized.connect(self._fit_range)
         self._plot.vb.sigTransformChanged.connect(self._update_ticks)
+        self._plot.vb.sigRangeChanged.connect(self._refine)
 
     # ----------------------------------------------------------------------------------------------------- data
 
@@ -401,9 +491,22 @@ class HeatmapView(QWidget):
         # Most updates are new numbers in the same frame: only relayout when the shape or labels change,
         # since every axis change repaints the axis from scratch (the main cost of a redraw).
         relayout = data.shape != self._data.shape or rows != self._row_labels or cols != self._col_labels
-        if not relayout and data.size and np.array_equal(data, self._data, equal_nan=True):
+        big = data.size > LOD_CELLS
+        if not relayout and data.size and (data is self._data or not big and np.array_equal(data, self._data,
+                                                                                              equal_nan=True)):
             return  # the same picture (K and V when W_Q changed, say): no redraw, no repaint
         self._data, self._row_labels, self._col_labels = data, rows, cols
+        self._generation += 1  # whatever is being prepared for the previous data is stale now
+        self._overview = None
+        if big:
+            # Nothing proportional to n × m on the GUI thread: the picture is prepared in the background
+            # (_apply_prepared draws it); the axes, frame and labels follow now.
+            self._labels.set_cells(data, np.broadcast_to(False, data.shape))
+            self._request()
+            self._after_set_data(n, m, relayout)
+            return
+        self._preparing = False
+        self._set_cell_transform(1, 1, 0, 0)
 
         finite = np.isfinite(data)
         all_finite = bool(finite.all())
@@ -415,6 +518,12 @@ class HeatmapView(QWidget):
             self._image.setImage(image, autoLevels=False, levels=(lo, hi))
         else:
             self._image.clear()
+        self._set_levels(lo, hi)
+        self._masked.set_mask(None if all_finite else ~finite, (n, m))
+        self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
+        self._after_set_data(n, m, relayout)
+
+    def _set_levels(self, lo: float, hi: float) -> None:
         if (lo, hi) != self._bar_levels:
             self._bar_levels = (lo, hi)
             self._bar.setLevels((lo, hi))
@@ -426,25 +535,108 @@ class HeatmapView(QWidget):
             if width != self._bar.axis.width():
                 self._bar.axis.setWidth(width)
 
-        self._masked.set_mask(None if all_finite else ~finite, (n, m))
-        self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
+    def _after_set_data(self, n: int, m: int, relayout: bool) -> None:
         if relayout:
             self._highlights.set_shape((n, m))
             self._set_fixed_axis_space()
             self._frame.setRect(QRectF(0.0, 0.0, m, n))
-            self._frame.setVisible(data.size > 0)
+            self._frame.setVisible(n * m > 0)
             self._fit_range()
             self._update_ticks()
         if self._hover != (-1, -1) and not (self._hover[0] < n and self._hover[1] < m):
             self._hover = (-1, -1)
             self.cell_hovered.emit(-1, -1)
 
+    # ------------------------------------------------------------------------------------- big matrices (LOD)
+
+    def preparing(self) -> bool:
+        """True while the picture of a big matrix is being prepared in the background."""
+        return self._preparing
+
+    def _request(self, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> None:
+        """Prepare the image of the data (or of rows × cols of it) in the background; _apply_prepared draws it."""
+        self._generation += 1
+        generation, data, kind = self._generation, self._data, self._kind
+        self._preparing = True
+
+        def task() -> Prepared | None:
+            if generation != self._generation:
+                return None  # stale before it started: skip the work
+            return prepare(data, kind, rows, cols)
+
+        def deliver(future) -> None:
+            try:
+                prepared = None if future.cancelled() or future.exception() else future.result()
+                self._relay.ready.emit(generation, prepared)  # queued to the GUI thread
+            except RuntimeError:
+                pass  # the view is gone
+
+        _preparer().submit(task).add_done_callback(deliver)
+
+    def _apply_prepared(self, generation: int, prepared: Prepared | None) -> None:
+        if self._closed or generation != self._generation:
+            return
+        self._preparing = False
+        if prepared is None:
+            return
+        if prepared.origin == (0, 0) and prepared.image.shape[0] * prepared.factor[0] >= self._data.shape[0] \
+                and prepared.image.shape[1] * prepared.factor[1] >= self._data.shape[1]:
+            self._overview = prepared
+        self._show(prepared)
+        self._refine()  # zoomed in meanwhile? then the part in view at full resolution follows
+
+    def _show(self, p: Prepared) -> None:
+        self._image.setImage(p.image, autoLevels=False, levels=p.levels)
+        self._set_levels(*p.levels)
+        self._set_cell_transform(*p.factor, *p.origin)
+        self._masked.set_mask(p.masked if p.masked.any() else None, p.image.shape)
+
+    def _set_cell_transform(self, fy: int, fx: int, r0: int, c0: int) -> None:
+        """Place an image whose pixel is fy × fx cells, its top-left at cell (r0, c0); the cell-level items
+        (numbers, highlights, frame) keep cell coordinates whatever the image's resolution."""
+        if (fy, fx, r0, c0) == self._shown:
+            return
+        self._shown = (fy, fx, r0, c0)
+        self._image.setTransform(QTransform(fx, 0.0, 0.0, fy, c0 - 0.5, r0 - 0.5))
+        to_pixels = QTransform(1.0 / fx, 0.0, 0.0, 1.0 / fy, -c0 / fx, -r0 / fy)
+        for item in (self._labels, self._highlights, self._frame):
+            item.setTransform(to_pixels)
+
+    def _refine(self, *_args) -> None:
+        """Zoomed in on a big matrix: draw the cells in view (and a margin) at full resolution; zoomed out: the
+        level-of-detail overview."""
+        if self._closed or self._overview is None or self._data.size <= LOD_CELLS:
+            return
+        n, m = self._data.shape
+        (x0, x1), (y0, y1) = self._plot.vb.viewRange()
+        rows = (max(0, math.floor(y0 + 0.5)), min(n, math.ceil(y1 + 0.5)))
+        cols = (max(0, math.floor(x0 + 0.5)), min(m, math.ceil(x1 + 0.5)))
+        need = max(1, -(-max(rows[1] - rows[0], cols[1] - cols[0]) // LOD_SIDE))
+        if need >= max(self._overview.factor):  # the overview is as fine as this zoom can show
+            if self._shown != (*self._overview.factor, 0, 0):
+                self._generation += 1
+                self._preparing = False
+                self._show(self._overview)
+            return
+        fy, fx, r0, c0 = self._shown
+        shown_rows = (r0, r0 + self._image.image.shape[0] * fy) if self._image.image is not None else (0, 0)
+        shown_cols = (c0, c0 + self._image.image.shape[1] * fx) if self._image.image is not None else (0, 0)
+        if (max(fy, fx) <= need and shown_rows[0] <= rows[0] and rows[1] <= shown_rows[1]
+                and shown_cols[0] <= cols[0] and cols[1] <= shown_cols[1]):
+            return  # what is on screen already covers the view at least as finely as needed
+        # A margin of half the view on every side, so small pans need nothing new.
+        dr, dc = (rows[1] - rows[0]) // 2, (cols[1] - cols[0]) // 2
+        self._request((max(0, rows[0] - dr), min(n, rows[1] + dr)), (max(0, cols[0] - dc), min(m, cols[1] + dc)))
+
     def data(self) -> np.ndarray:
         """The last array given to set_data, as float64 (read-only)."""
         return self._data
 
     def image_array(self) -> np.ndarray | None:
-        """Exactly what the ImageItem holds: float32 (n, m), NaN at masked cells (None before any non-empty data)."""
+        """Exactly what the ImageItem holds: float32 (n, m), NaN at masked cells (None before any non-empty data).
+
+        For a matrix of more than LOD_CELLS cells: the level-of-detail image (see level_of_detail), or the part in
+        view at full resolution when zoomed in, once prepared (see preparing())."""
         return self._image.image
 
     def levels(self) -> tuple[float, float]:
@@ -499,7 +691,7 @@ class HeatmapView(QWidget):
         """The (i, j) of the cell under a scene position, or None outside the image."""
         if self._closed or not self._data.size:
             return None
-        p = self._image.mapFromScene(scene_pos)  # ImageItem pixel coordinates: cell (i, j) is [j, j+1] × [i, i+1]
+        p = self._highlights.mapFromScene(scene_pos)  # cell coordinates: cell (i, j) is [j, j+1] × [i, i+1]
         i, j = math.floor(p.y()), math.floor(p.x())
         n, m = self._data.shape
         return (i, j) if 0 <= i < n and 0 <= j < m else None
@@ -536,6 +728,8 @@ class HeatmapView(QWidget):
         self._plot.geometryChanged.disconnect(self._fit_range)
         self._plot.vb.sigResized.disconnect(self._fit_range)
         self._plot.vb.sigTransformChanged.disconnect(self._update_ticks)
+        self._plot.vb.sigRangeChanged.disconnect(self._refine)
+        self._generation += 1
         self._glw.close()
 
     # ------------------------------------------------------------------------------------------------- Qt events

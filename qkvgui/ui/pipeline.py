@@ -133,7 +133,7 @@ class PipelineView(QWidget):
 
     def drawing(self) -> bool:
         """True while a big result is still being drawn view by view."""
-        return bool(self._pending)
+        return bool(self._pending) or any(view.preparing() for view in self.all_views())
 
     def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool,
                     features, layer: int | None) -> list:
@@ -143,7 +143,7 @@ class PipelineView(QWidget):
         cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": list(features or dim_labels(d_model))}
         steps = []
         one = r.head(head)  # the selected head's n_q × n_k steps (computed on the worker when big)
-        for spec in VIEW_SPECS:
+        for spec in sorted(VIEW_SPECS, key=lambda spec: spec.name != "weights"):  # the weights first
             if spec.name in SCORE_VIEWS:
                 data = getattr(one, spec.name)
             else:
