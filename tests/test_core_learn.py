@@ -14,6 +14,7 @@ from qkvgui.core import (
     multi_head_attention,
     normalize_target,
     pattern_loss,
+    qk_singular_values,
     target_preset,
 )
 from qkvgui.core.embeddings import one_hot_features
@@ -296,3 +297,11 @@ def test_bad_input_is_refused_with_a_message():
         fit_pattern(x * np.nan, None, t, w, w, steps=1)
     with pytest.raises(QkvError, match="diverged"):
         fit_pattern(x, None, t, np.ones((16, 2)), -np.ones((16, 2)), steps=5, lr=1e300, optimizer="gd")
+
+
+@pytest.mark.parametrize("shape", [(16, 3), (4, 6)])
+def test_qk_singular_values_are_those_of_the_product(shape):
+    rng = np.random.default_rng(9)
+    w_q, w_k = rng.standard_normal(shape), rng.standard_normal(shape)
+    expected = np.linalg.svd(w_q @ w_k.T, compute_uv=False)[: min(shape)]
+    np.testing.assert_allclose(qk_singular_values(w_q, w_k)[: min(shape)], expected, rtol=1e-10)

@@ -315,3 +315,36 @@ def test_a_head_sharing_its_keys_fits_its_group_s_w_k(qtbot):
     assert all(weights[i, i - 1] >= 0.9 for i in range(2, n))
     assert stack.count() == 1
     panel.close_views()
+
+
+def test_also_learning_w_v_w_o_makes_the_head_copy_what_the_target_attends_to(qtbot, learn_window):
+    w = learn_window
+    panel = w.learn
+    w.session.resize(d_k=2)
+    qtbot.mouseClick(panel.fit_ov_box, Qt.LeftButton)
+    assert panel.fit_ov_box.isChecked()
+    panel.max_steps = 2500
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    wait_for_fit(qtbot, panel)
+    s = w.session
+    x = s.matrix("X")
+    wanted = panel.target() @ x  # each row: the embedding of the token the target attends to
+    r = multi_head_attention(x, s.matrix("W_Q"), s.matrix("W_K"), s.matrix("W_V"), s.matrix("W_O"), scale=s.scale())
+    assert np.linalg.norm(r.output - wanted) < 0.1 * np.linalg.norm(wanted)
+    assert "output error" in panel.loss_plot.getPlotItem().titleLabel.text
+
+
+def test_also_learning_x_moves_the_embeddings_and_one_undo_restores_them(qtbot, learn_window):
+    w = learn_window
+    panel = w.learn
+    x0 = w.session.matrix("X").copy()
+    qtbot.mouseClick(panel.fit_x_box, Qt.LeftButton)
+    panel.max_steps = 200
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    wait_for_fit(qtbot, panel)
+    assert not np.array_equal(w.session.matrix("X"), x0)
+    s = w.session
+    np.testing.assert_allclose(w.views["q"].data(), s.matrix("X") @ s.matrix("W_Q")[0])  # the views follow X
+    assert w.undo_stack.count() == 1
+    press_undo(qtbot, w)
+    np.testing.assert_array_equal(w.session.matrix("X"), x0)

@@ -619,8 +619,8 @@ def qk_singular_values(w_q: ArrayLike, w_k: ArrayLike) -> np.ndarray:
     a = np.asarray(w_q, dtype=np.float64)  # [d_model, d_k]
     b = np.asarray(w_k, dtype=np.float64)
     if a.shape[1] <= a.shape[0]:
-        a = np.linalg.qr(a, mode="r")  # W_Q = Q_a·R_a with orthonormal Q_a: same singular values
-        b = np.linalg.qr(b, mode="r")
+        a = np.asarray(np.linalg.qr(a, mode="r"))  # W_Q = Q_a·R_a with orthonormal Q_a: same singular values
+        b = np.asarray(np.linalg.qr(b, mode="r"))
     return np.asarray(np.linalg.svd(a @ b.T, compute_uv=False))
 
 

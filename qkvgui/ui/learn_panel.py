@@ -16,6 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QGraphicsItem,
@@ -187,6 +188,15 @@ class LearnPanel(QWidget):
         self.d_k_box.setObjectName("learn.d_k")
         self.d_k_box.setRange(1, 4096)
         self.d_k_box.setToolTip("d_k: the rank the bilinear form W_Q·W_Kᵀ can have (changes every head)")
+        self.fit_x_box = QCheckBox("also learn X")
+        self.fit_x_box.setObjectName("learn.fit_x")
+        self.fit_x_box.setToolTip("Let gradient descent move the token embeddings X too (first layer, self-attention)")
+        self.fit_ov_box = QCheckBox("also learn W_V, W_O to copy")
+        self.fit_ov_box.setObjectName("learn.fit_ov")
+        self.fit_ov_box.setToolTip(
+            "Also fit W_V and this head's block of W_O so that the head's output row i is "
+            "Σ_j target_ij·x_j: the head copies what the target attends to"
+        )
         self.status = QLabel("")
         self.status.setObjectName("learn.status")
         controls = QHBoxLayout()
@@ -199,6 +209,11 @@ class LearnPanel(QWidget):
         controls.addWidget(QLabel("d_k"))
         controls.addWidget(self.d_k_box)
         controls.addWidget(self.status, 1)
+        options = QHBoxLayout()
+        options.setContentsMargins(0, 0, 0, 0)
+        options.addWidget(self.fit_x_box)
+        options.addWidget(self.fit_ov_box)
+        options.addStretch(1)
 
         # ---- views
         self.target_view = HeatmapView("weights")
@@ -263,6 +278,7 @@ class LearnPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
+        layout.addLayout(options)
         layout.addWidget(body, 1)
 
         # subscriptions, in one block
@@ -271,6 +287,8 @@ class LearnPanel(QWidget):
         self.step_button.clicked.connect(self.step)
         self.reset_button.clicked.connect(self.reset)
         self.lr_box.valueChanged.connect(self._lr_changed)
+        self.fit_x_box.toggled.connect(lambda _on: self._invalidate(keep_running=True))
+        self.fit_ov_box.toggled.connect(lambda _on: self._invalidate(keep_running=True))
         self.d_k_box.editingFinished.connect(self._d_k_edited)
         ev = session.events
         for name in ("matrix", "tokens", "source_tokens", "shape", "settings", "layers", "head", "layer"):
@@ -422,16 +440,43 @@ class LearnPanel(QWidget):
     def _make_fitter(self) -> PatternFitter | None:
         s, h = self.session, self.session.head
         kv = s.kv_head()  # with shared key/value heads (GQA) this head reads W_K of its group
+        d_v = s.d_v
         try:
             x, x_kv = self._inputs()
+            fit_x = self.fit_x_box.isChecked()
+            if fit_x and (s.layer > 0 or s.cross):
+                raise QkvError("Learning X needs the first layer and self-attention: X is what that layer reads.")
+            ov = {}
+            if self.fit_ov_box.isChecked():
+                target = self.target()
+                ov = dict(
+                    w_v=s.matrix("W_V")[kv],
+                    w_o=s.matrix("W_O")[h * d_v : (h + 1) * d_v],
+                    target_output=target @ (x if x_kv is None else x_kv),  # [n_q, d_model] the attended rows
+                )
             return PatternFitter(
-                x, x_kv, self.target(), s.matrix("W_Q")[h], s.matrix("W_K")[kv], scale=s.scale(),
-                visible=self.visible(), lr=self.lr_box.value(), seed=self.undo_stack.index() + 1,
-                b_q=s.matrix("b_Q")[h], b_k=s.matrix("b_K")[kv], rotary=s.rope_theta if s.rotary else None,
+                x,
+                x_kv,
+                self.target(),
+                s.matrix("W_Q")[h],
+                s.matrix("W_K")[kv],
+                scale=s.scale(),
+                visible=self.visible(),
+                lr=self.lr_box.value(),
+                seed=self.undo_stack.index() + 1,
+                b_q=s.matrix("b_Q")[h],
+                b_k=s.matrix("b_K")[kv],
+                rotary=s.rope_theta if s.rotary else None,
+                fit_x=fit_x,
+                **ov,
             )
         except QkvError as e:
             self.message.emit(str(e))
             return None
+        finally:
+            both = self.fit_ov_box.isChecked()
+            self.loss_plot.setTitle("loss (cross-entropy + output error)" if both else "loss (cross-entropy)")
+            self._apply_palette()
 
     def _invalidate(self, keep_running: bool) -> None:
         """The fitter no longer matches the session (or the target): build a new one before the next step."""
@@ -529,6 +574,11 @@ class LearnPanel(QWidget):
         try:
             s.set_block("W_Q", 0, 0, burst["w_q"], head=h)
             s.set_block("W_K", 0, 0, burst["w_k"], head=s.kv_head(h))
+            if burst["w_v"] is not None:
+                s.set_block("W_V", 0, 0, burst["w_v"], head=s.kv_head(h))
+                s.set_block("W_O", h * s.d_v, 0, burst["w_o"])
+            if burst["x"] is not None:
+                s.set_matrix("X", burst["x"])
         finally:
             self._writing = False
         self._command.after = s.state()
@@ -698,6 +748,9 @@ def _burst(fitter: PatternFitter, max_steps: int, seconds: float) -> dict:
     return {
         "w_q": fitter.w_q.copy(),
         "w_k": fitter.w_k.copy(),
+        "w_v": None if fitter.w_v is None else fitter.w_v.copy(),
+        "w_o": None if fitter.w_o is None else fitter.w_o.copy(),
+        "x": None if fitter.x is None else fitter.x.copy(),
         "losses": np.append(all_losses[1:], fitter.loss),  # the loss after each step
         "step_numbers": np.arange(first + 1, fitter.steps_taken + 1),
         "steps": fitter.steps_taken,
