@@ -42,6 +42,7 @@ from qkvgui.state import (
     STATE_ARRAYS,
     Layer,
     SessionState,
+    check_extra,
     check_finite,
     check_sizes,
     compute_model,
@@ -323,7 +324,10 @@ class Session:
         return copy.deepcopy(self._s.extra)
 
     def set_extra(self, key: str, value: Any) -> None:
-        """Keep a JSON-plain value with the session; it is saved and loaded with it (no change is announced)."""
+        """Keep a JSON-plain value with the session; it is saved and loaded with it (no change is announced).
+        A value that is not plain JSON, or nested too deeply to copy, is refused with a SessionError."""
+        extra = {**self._s.extra, str(key): value}
+        check_extra(extra)  # before copying: deepcopy of 500 nested lists overflowed the stack
         self._s = self._s.replace(extra={**self._s.extra, str(key): copy.deepcopy(value)})
 
     @property
@@ -622,6 +626,7 @@ class Session:
             raise SessionError("A sequence needs at least one token.")
         if len(new_tokens) > LIMITS["tokens"]:
             raise SessionError(f"{len(new_tokens)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        self._check_sizes(**{"source_tokens" if source else "tokens": len(new_tokens)})
         s = self._s
         old_tokens = list(s.source_tokens if source else s.tokens)
         x = s.x_kv if source else s.x
@@ -683,12 +688,12 @@ class Session:
         dm = dm0 if d_model is None else int(d_model)
         dk = dk0 if d_k is None else int(d_k)
         dv = dv0 if d_v is None else int(d_v)
-        check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv)
+        kv0 = self.n_kv_heads
+        kv = h if kv0 == h0 else math.gcd(h, kv0)  # ordinary multi-head stays so; shared heads keep dividing h
+        self._check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv, kv_heads=kv)  # before allocating anything
         if s.model is not None and dm != dm0:
             raise SessionError(f"The model's own blocks (norms, MLPs) are {dm0} wide: d_model of a whole imported "
                                "model cannot change.")
-        kv0 = self.n_kv_heads
-        kv = h if kv0 == h0 else math.gcd(h, kv0)  # ordinary multi-head stays so; shared heads keep dividing h
         if s.rotary and dk % 2:
             raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must stay even (not {dk}).")
         layers = []
@@ -704,6 +709,15 @@ class Session:
                   x_residual=None if s.x_residual is None else _fit(s.x_residual, (len(s.tokens), dm)),
                   layers=tuple(layers), head=min(s.head, h - 1))
         self._emit("shape")
+
+    def _check_sizes(self, **changes: int) -> None:
+        """The session's sizes with ``changes`` applied are within LIMITS and MAX_MATRIX_BYTES (SessionError naming
+        the limit otherwise): checked before an edit allocates its new arrays."""
+        s = self._s
+        sizes = dict(heads=self.n_heads, d_model=self.d_model, d_k=self.d_k, d_v=self.d_v, tokens=len(s.tokens),
+                     source_tokens=len(s.source_tokens), layers=len(s.layers), kv_heads=self.n_kv_heads)
+        sizes.update(changes)
+        check_sizes(**sizes, residual=s.x_residual is not None)
 
     # ---- layers and heads --------------------------------------------------------------------------------
     def set_head(self, head: int) -> None:
@@ -730,6 +744,7 @@ class Session:
         """Append a layer of seeded random weights with the same sizes, and select it."""
         if self._s.model is not None:
             raise SessionError("A whole imported model has its own layers: layers cannot be added to it.")
+        self._check_sizes(layers=len(self._s.layers) + 1)
         first = self._s.layers[0]
         shapes = [getattr(first, a).shape for a in ("w_q", "w_k", "w_v", "w_o")]
         weights = [seeded_random(shape, seed * 4 + i) for i, shape in enumerate(shapes)]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from qkvgui.core import AttentionResult, NonFiniteError, SessionError, multi_head_attention
-from qkvgui.core.checks import LIMITS
+from qkvgui.core.checks import LIMITS, MAX_MATRIX_BYTES, byte_text, check_json_plain, matrix_bytes
 from qkvgui.core.checks import check_finite as _core_check_finite
 from qkvgui.core.format import format_shape
 from qkvgui.core.models import Stack, run_blocks
@@ -36,6 +36,8 @@ __all__ = [
     "layer_cost",
     "scale_of",
     "validate_state",
+    "check_extra",
+    "state_bytes",
 ]
 
 #: every editable matrix, by the name the UI and the files use
@@ -225,6 +227,9 @@ def validate_state(s: SessionState) -> None:
             f"W_K has {h_kv} key/value heads but W_Q has {h} query heads: the key/value heads must divide the query "
             f"heads into equal groups ({h} for one each, 1 for all to share one)."
         )
+    check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv, tokens=n, source_tokens=m, layers=len(s.layers),
+                residual=s.x_residual is not None, kv_heads=h_kv)
+    check_extra(s.extra)
     if s.rotary and dk % 2:
         raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must be even; it is {dk}.")
     if not (math.isfinite(s.rope_theta) and s.rope_theta > 1):
@@ -283,8 +288,10 @@ def validate_state(s: SessionState) -> None:
             raise SessionError("A whole model's layers read their own tokens: it cannot be cross-attention.")
 
 
-def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int) -> None:
-    """Each dimension between 1 and its LIMIT; raises SessionError naming the first that is not."""
+def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int, tokens: int = 1, source_tokens: int = 1,
+                layers: int = 1, residual: bool = False, kv_heads: int | None = None) -> None:
+    """Each dimension between 1 and its LIMIT, and all matrices together within MAX_MATRIX_BYTES (what a session
+    file holds); raises SessionError naming the first limit passed, before anything is allocated."""
     for what, value, limit in (
         ("heads", heads, LIMITS["heads"]),
         ("d_model", d_model, LIMITS["d_model"]),
@@ -293,6 +300,30 @@ def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int) -> None:
     ):
         if not 1 <= value <= limit:
             raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
+    total = matrix_bytes(tokens=tokens, source_tokens=source_tokens, d_model=d_model, heads=heads, d_k=d_k, d_v=d_v,
+                         layers=layers, residual=residual, kv_heads=kv_heads)
+    if total > MAX_MATRIX_BYTES:
+        raise SessionError(
+            f"{heads} heads × d_model {d_model} × d_k {d_k} × d_v {d_v} over {layers} layer{'s' * (layers > 1)} and "
+            f"{max(tokens, source_tokens)} tokens would take {byte_text(total)} of matrices; a session holds at most "
+            f"{byte_text(MAX_MATRIX_BYTES)} (what a session file can save and load). Nothing was changed."
+        )
+
+
+def check_extra(extra: object) -> None:
+    """The free-form extra data is plain JSON of bounded depth and size (raises SessionError otherwise)."""
+    if not isinstance(extra, dict):
+        raise SessionError(f"The session's extra data must be a dict, not {type(extra).__name__}.")
+    check_json_plain(extra, "The session's extra data", SessionError)
+
+
+def state_bytes(s: SessionState) -> int:
+    """Bytes of every matrix of a state, as float64 (from the shapes: nothing is touched)."""
+    total = s.x.size + s.x_kv.size + (0 if s.x_residual is None else s.x_residual.size)
+    for L in s.layers:
+        total += sum(int(np.size(getattr(L, a))) for a in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
+                     if getattr(L, a) is not None)
+    return 8 * total
 
 
 def check_finite(name: str, a: np.ndarray) -> None:

@@ -30,7 +30,7 @@ def test_csv_from_a_spreadsheet_with_tabs_or_commas(tmp_path):
         ("b.csv", "1,2\n3\n", "could not be read"),
         ("c.csv", "1,nan\n", "finite"),
         ("d.txt", "1", ".npy or .csv"),
-        ("e.npy", b"not an npy file at all", "not a .npy array"),
+        ("e.npy", b"not an npy file at all", "not a valid .npy array"),
     ],
 )
 def test_bad_files_are_refused_clearly(tmp_path, name, content, message):

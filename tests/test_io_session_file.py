@@ -338,7 +338,7 @@ BAD_SETTINGS = {
     "shape not numbers": (_set("layers", 0, "shapes", "W_O", [6.0, 12]), ["'layers[0].shapes.W_O'", "whole numbers"]),
     "shape absurd": (_set("shapes", "X", [10**9, 12]), ["'shapes.X'", "tokens", "4096"]),
     "shape zero": (_set("layers", 0, "shapes", "W_V", [2, 12, 0]), ["'layers[0].shapes.W_V'", "d_head", "between 1"]),
-    "shapes too large in all": (_set("layers", 0, "shapes", "W_Q", [256, 8192, 4096]), ["64.0 GiB", "2.0 GiB"]),
+    "shapes too large in all": (_set("layers", 0, "shapes", "W_Q", [256, 8192, 4096]), ["64.0 GiB", "1.0 GiB"]),
     "no matrices": (_delete("matrices"), ["'matrices'", "missing"]),
     "matrix member missing": (_set("layers", 0, "matrices", "W_K", "gone.npy"), ["gone.npy", "W_K", "no member"]),
     "matrix member not text": (_set("layers", 0, "matrices", "W_K", 3), ["'layers[0].matrices.W_K'", "text"]),

@@ -9,10 +9,64 @@ import numpy as np
 
 from .errors import NonFiniteError
 
-__all__ = ["LIMITS", "check_finite"]
+__all__ = ["LIMITS", "MAX_EXTRA_DEPTH", "MAX_EXTRA_ITEMS", "MAX_MATRIX_BYTES", "check_finite", "check_json_plain",
+           "matrix_bytes", "byte_text"]
 
 #: the largest sizes a session may have; files, resizes and imports beyond them are refused before allocating
 LIMITS = {"tokens": 4096, "d_model": 8192, "heads": 256, "d_head": 4096, "layers": 64}
+#: the most bytes all matrices of one session may take as float64: what a session file saves and loads, so the
+#: window never builds a document it cannot save (checked before allocating, and before a file's arrays are read)
+MAX_MATRIX_BYTES = 1024**3
+#: how deep a session's free-form extra data may nest, and how many values it may hold (each is copied on the way
+#: in and out: 500 levels of lists overflowed Python's stack)
+MAX_EXTRA_DEPTH = 32
+MAX_EXTRA_ITEMS = 100_000
+
+
+def byte_text(n: int | float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def matrix_bytes(*, tokens: int, source_tokens: int, d_model: int, heads: int, d_k: int, d_v: int, layers: int,
+                 residual: bool = False, kv_heads: int | None = None) -> int:
+    """Bytes of every matrix of a session of these sizes, as float64 (X, X_kv, the residual stream, and per layer
+    W_Q, W_K, W_V, W_O and the biases; W_K, W_V and their biases per key/value head, ``heads`` unless given);
+    computed without allocating anything."""
+    kv = heads if kv_heads is None else kv_heads
+    per_layer = (heads * d_model * d_k + kv * d_model * (d_k + d_v) + heads * d_v * d_model + heads * d_k
+                 + kv * (d_k + d_v) + d_model)
+    return 8 * ((tokens * (2 if residual else 1) + source_tokens) * d_model + layers * per_layer)
+
+
+def check_json_plain(value: object, what: str, error: type[Exception] = ValueError) -> None:
+    """``value`` is plain JSON (dicts with text keys, lists, text, finite numbers, true/false, null), nested at most
+    MAX_EXTRA_DEPTH deep with at most MAX_EXTRA_ITEMS values; walked without recursion, so no depth can overflow."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    items = 0
+    while stack:
+        v, depth = stack.pop()
+        items += 1
+        if items > MAX_EXTRA_ITEMS:
+            raise error(f"{what} holds more than {MAX_EXTRA_ITEMS:,} values; it is free-form data, not a store.")
+        if depth > MAX_EXTRA_DEPTH:
+            raise error(f"{what} is nested more than {MAX_EXTRA_DEPTH} levels deep.")
+        if isinstance(v, dict):
+            for k, inner in v.items():
+                if not isinstance(k, str):
+                    raise error(f"{what} is not plain JSON: it has a key that is not text ({type(k).__name__}).")
+                stack.append((inner, depth + 1))
+        elif isinstance(v, list | tuple):
+            stack.extend((inner, depth + 1) for inner in v)
+        elif isinstance(v, float):
+            if not np.isfinite(v):
+                raise error(f"{what} is not plain JSON: it holds {v} (only finite numbers are).")
+        elif not (v is None or isinstance(v, str | int | bool)):
+            raise error(f"{what} is not plain JSON: it holds a {type(v).__name__} (text, numbers, true/false, null, "
+                        "lists and objects are kept with a session).")
 
 
 def check_finite(name: str, a: np.ndarray) -> None:

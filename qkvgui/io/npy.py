@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
-from qkvgui.core.errors import QkvError
 from qkvgui.io.files import reason
 
 __all__ = ["NpyHeader", "MAX_NPY_HEADER", "read_npy_header", "check_number_dtype"]
@@ -38,11 +38,12 @@ class NpyHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_npy_header(f: BinaryIO, where: str, error: type[QkvError]) -> NpyHeader:
-    """Read and check the header at the current position of ``f``; ``where`` names the file in messages."""
+def read_npy_header(f: BinaryIO, where: str, error: Callable[[str], Exception]) -> NpyHeader:
+    """Read and check the header at the current position of ``f``; ``where`` names the file in messages, and
+    ``error(message)`` makes the exception raised (a ``QkvError`` class, or a function adding context)."""
     magic = f.read(6)
     if len(magic) < 6 or magic[:6] != b"\x93NUMPY":
-        raise error(f"{where} is not a .npy array (it does not start with numpy's signature).")
+        raise error(f"{where} is not a valid .npy array: it does not start with numpy's signature.")
     version_bytes = f.read(2)
     if len(version_bytes) < 2:
         raise error(f"{where} is truncated inside its .npy header.")
@@ -68,14 +69,16 @@ def read_npy_header(f: BinaryIO, where: str, error: type[QkvError]) -> NpyHeader
     try:
         shape, fortran, dtype = reader(io.BytesIO(length_bytes + text))
     except Exception as e:  # noqa: BLE001 - tokenize.TokenError, SyntaxError, ValueError, MemoryError...
-        raise error(f"{where} has a damaged .npy header ({type(e).__name__}: {reason(e)}).") from None
+        raise error(
+            f"{where} is not a valid .npy array: its header is damaged ({type(e).__name__}: {reason(e)})."
+        ) from None
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise error(f"{where} has a .npy header with an impossible shape {shape!r:.80}.")
     check_number_dtype(dtype, where, error)
     return NpyHeader(tuple(shape), bool(fortran), dtype, 6 + 2 + len(length_bytes) + length)
 
 
-def check_number_dtype(dtype: np.dtype, where: str, error: type[QkvError]) -> None:
+def check_number_dtype(dtype: np.dtype, where: str, error: Callable[[str], Exception]) -> None:
     """Refuse anything but real numbers (and booleans) of at most 8 bytes."""
     if dtype.hasobject:
         raise error(
@@ -87,4 +90,4 @@ def check_number_dtype(dtype: np.dtype, where: str, error: type[QkvError]) -> No
     if dtype.kind == "c":
         raise error(f"{where} holds complex numbers ({dtype}); a matrix must hold real numbers.")
     if dtype.kind not in "fiub" or dtype.itemsize > 8:
-        raise error(f"{where} holds {dtype} values, not numbers a matrix can hold.")
+        raise error(f"{where} holds {dtype} values; a matrix must hold real numbers.")

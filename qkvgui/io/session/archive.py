@@ -7,7 +7,6 @@ The limits are the same for writing (``writer.py`` refuses what could not be rea
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 import zipfile
@@ -16,7 +15,9 @@ import zlib
 import numpy as np
 
 from qkvgui.core import SessionFileError
+from qkvgui.core.checks import MAX_MATRIX_BYTES as _MAX_MATRIX_BYTES
 from qkvgui.core.format import format_shape
+from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
 from qkvgui.state import BIASES, LIMITS
 
 #: the metadata member of the archive
@@ -26,10 +27,9 @@ JSON_MEMBER = "session.json"
 MAX_MEMBER_BYTES = 2 * 1024**3
 #: the largest session.json read
 MAX_JSON_BYTES = 16 * 1024**2
-#: the most bytes all matrices of one session may take, as float64
-MAX_MATRIX_BYTES = 2 * 1024**3
-#: the largest .npy header read (numpy writes a few dozen bytes; its own reader refuses more than 10000)
-MAX_NPY_HEADER = 65536
+#: the most bytes all matrices of one session may take, as float64: the document's own budget, checked from the
+#: declared shapes before any array is read (a 248 KB file of deflated |u1 members once widened to 1.7 GiB)
+MAX_MATRIX_BYTES = _MAX_MATRIX_BYTES
 #: the most members an archive may list (a session has 3 + 8 per layer, at most 64 layers)
 MAX_MEMBERS = 1000
 #: the most bytes read from one archive, all members together (duplicate references count each time)
@@ -52,7 +52,6 @@ AXES = {
     "b_V": ("heads", "d_head"),
     "b_O": ("d_model",),
 }
-_NPY_LENGTH = {(1, 0): "<H", (2, 0): "<I"}  # the header-length field of each .npy version
 #: the matrices of each layer, from version 2 on
 LAYER_MATRICES = ("W_Q", "W_K", "W_V", "W_O", *BIASES)
 
@@ -160,30 +159,18 @@ class Archive:
         """(dtype, fortran_order, offset of the data) of a .npy stream, refusing any header that does not promise
         exactly the declared shape of plain numbers. The header is length-checked before it is read."""
         try:
-            magic = m.read(np.lib.format.MAGIC_LEN)
-            version = np.lib.format.read_magic(io.BytesIO(magic))
-            if version not in _NPY_LENGTH:
-                raise self.error(
-                    f"{where} is a .npy of version {version[0]}.{version[1]}; only versions 1.0 and 2.0 are read."
-                )
-            length_format = _NPY_LENGTH[version]
-            length_bytes = m.read(struct.calcsize(length_format))
-            (length,) = struct.unpack(length_format, length_bytes)
-            if length > MAX_NPY_HEADER:
-                raise self.error(f"{where} has a header of {length} bytes; a .npy header is a few dozen.")
-            text = m.read(length)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            got, fortran, dtype = reader(io.BytesIO(length_bytes + text))
+            header = read_npy_header(m, where, self.error)  # any parser failure becomes one message
         except SessionFileError:
             raise
         except UNREADABLE as e:  # the archive's own checks: a CRC, a compression method, a password
             raise self.error(f"{where} cannot be read ({reason(e)}): the file is damaged.") from None
         except DAMAGE as e:
             raise self.error(f"{where} is not a valid .npy array ({reason(e)}).") from None
+        got, fortran, dtype = header.shape, header.fortran_order, header.dtype
         check_dtype(self, where, dtype)
         if tuple(got) != shape:
             raise self.error(f"{where} is {format_shape(got)} but {JSON_MEMBER} declares {format_shape(shape)}.")
-        return dtype, fortran, len(magic) + len(length_bytes) + len(text)
+        return dtype, fortran, header.offset
 
 
 def check_dtype(archive: Archive, where: str, dtype: np.dtype) -> None:

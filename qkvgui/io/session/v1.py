@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qkvgui.core.checks import check_json_plain
 from qkvgui.io.session.archive import Archive, Fields, check_total, declared_shapes
 from qkvgui.state import LIMITS, SCALE_MODES, Layer, SessionState
 
@@ -39,6 +40,10 @@ def load_settings(fields: Fields) -> dict[str, Any]:
     description = fields.get("description", str)
     features = fields.strings("features", low=0, high=LIMITS["d_model"], default=[])
     extra = fields.get("extra", dict, default={})
+    try:  # checked here, before any matrix is read: a deep extra also overflowed the stack when it was copied
+        check_json_plain(extra, "it", ValueError)
+    except ValueError as e:
+        raise fields.error("extra", str(e).removeprefix("it ")) from None
 
     return dict(
         tokens=tokens,
