@@ -85,16 +85,25 @@ def _rows_end(text: str) -> int:
     return end
 
 
-def block_shape(text: str) -> tuple[int, int]:
-    """(rows, columns) of pasted text, from its line count and its first line only: cheap, before parsing."""
+def block_shape(text: str, max_rows: int | None = None) -> tuple[int, int]:
+    """(rows, columns) of pasted text, from its line count and its first line only: cheap, before parsing.
+
+    With ``max_rows``, counting stops after ``max_rows + 1`` lines: a block of more rows than fit reports
+    ``max_rows + 1`` (a 400 MB paste is refused after reading a few lines, not after counting all of them)."""
     end = _rows_end(text)
     if end == 0:
         return 0, 0
-    newline = "\n" if "\n" in text else "\r"
-    rows = text.count(newline, 0, end) + 1
+    newline = "\n" if "\n" in text[: min(end, 1 << 20)] or "\r" not in text else "\r"
     first_end = text.find(newline, 0, end)
     first = text[: first_end if first_end >= 0 else end].rstrip("\r")
-    return rows, len(_split_line(first, "\t" in text))
+    cols = len(_split_line(first, "\t" in first or "\t" in text[: min(end, 1 << 20)]))
+    if max_rows is None:
+        return text.count(newline, 0, end) + 1, cols
+    rows, at = 1 + (first_end >= 0), first_end
+    while at >= 0 and rows <= max_rows:
+        at = text.find(newline, at + 1, end)
+        rows += at >= 0
+    return rows, cols
 
 
 def _split_line(line: str, tabs: bool) -> list[str]:
@@ -114,13 +123,13 @@ def parse_block(text: str, fits: tuple[int, int] | None = None, progress=None) -
     ``MAX_NUMBER_CHARS`` characters. ``progress(done_rows, rows)`` is called now and then while parsing; when it
     returns False the parse stops with ``PasteError("cancelled")``.
     """
-    rows_count, cols_count = block_shape(text)
+    rows_count, cols_count = block_shape(text, None if fits is None else fits[0])
     if rows_count == 0:
         raise PasteError("There are no numbers to paste")
     if fits is not None:
         if rows_count > fits[0] or cols_count > fits[1]:
-            raise PasteError(f"The pasted block is {rows_count} × {cols_count} but only {fits[0]} × {fits[1]} cells "
-                             "fit")
+            rows = f"more than {fits[0]}" if rows_count > fits[0] else str(rows_count)
+            raise PasteError(f"The pasted block is {rows} × {cols_count} but only {fits[0]} × {fits[1]} cells fit")
         if len(text) > rows_count * cols_count * (MAX_NUMBER_CHARS + 2) + 2 * rows_count + 1024:
             raise PasteError(f"The pasted text is too long for {rows_count} × {cols_count} numbers: an entry is "
                              f"longer than {MAX_NUMBER_CHARS} characters")
@@ -528,10 +537,12 @@ class MatrixEditor(QWidget):
             return False
         top, left = bounds[:2]
         n_rows, n_cols = self.model.matrix().shape
-        height, width = block_shape(text)  # the shape first: a block that cannot fit is never parsed
+        # The shape first: a block that cannot fit is never parsed, and a huge one is not even counted through.
+        height, width = block_shape(text, max_rows=None if len(text) < 1 << 20 else n_rows - top)
         if height and (top + height > n_rows or left + width > n_cols):
+            rows = f"{height}" if len(text) < 1 << 20 or height <= n_rows - top else f"more than {n_rows - top}"
             self.message.emit(
-                f"The pasted block is {height} × {width} but only {n_rows - top} × {n_cols - left} cells fit below "
+                f"The pasted block is {rows} × {width} but only {n_rows - top} × {n_cols - left} cells fit below "
                 f"and right of ({self.model.where(top, left)}) in {self.model.name}"
             )
             return False
