@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn`."""
+"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn|hostile`."""
 
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def bench_gpt2_session(repeats: int = 5, folder: str | None = None) -> tuple[flo
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup"],
+    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup",
+                                         "hostile"],
                         help="which benchmark")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
@@ -177,6 +178,10 @@ def main(argv=None) -> int:
         from qkvgui.ui import bench_long  # each figure is measured in a child process
 
         return bench_long.run_long_bench() if args.what == "long" else bench_long.run_startup_bench()
+    if args.what == "hostile":
+        from qkvgui.bench_hostile import bench_hostile
+
+        return bench_hostile()
     if args.what == "learn":
         return bench_learn(args.repeats)
     if args.what == "figures":
