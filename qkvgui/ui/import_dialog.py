@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
-
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -13,7 +11,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -23,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from qkvgui.core import QkvError
 from qkvgui.session import Session
+from qkvgui.ui.jobs import JobRunner
 
 
 class ImportLayerDialog(QDialog):
@@ -65,9 +63,10 @@ class ImportLayerDialog(QDialog):
         self.info = QLabel("BERT (BertModel) and GPT-2 (GPT2Model, GPT2LMHeadModel) checkpoints in the Hugging Face "
                            "layout.")
         self.info.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 0)  # busy: the forward pass has no useful fraction to show
-        self.progress.hide()
+        # The import runs on a worker: a busy bar and Cancel while it does; any failure (a hostile config, bfloat16
+        # weights, a bug) ends it with a message and Import enabled again, never a bar spinning forever.
+        self.jobs = JobRunner(None, self)
+        self.progress = self.jobs.widget
         form = QFormLayout()
         form.addRow("model folder", row)
         form.addRow("sentence", self.text_edit)
@@ -81,10 +80,6 @@ class ImportLayerDialog(QDialog):
         layout.addWidget(self.info)
         layout.addWidget(self.progress)
         layout.addWidget(self.buttons)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-import")
-        self._job: Future | None = None
-        self._poll = QTimer(self, interval=20)
-        self._poll.timeout.connect(self._collect)
         if folder:
             self._folder_changed()
         self.layer_spin.setValue((layer or 0) + 1)
@@ -107,44 +102,36 @@ class ImportLayerDialog(QDialog):
         self.info.setText(f"{info['label']}, {info['layers']} layers, up to {info['positions']} tokens.")
 
     def start(self) -> None:
-        """Load the layer on a worker thread; the dialog stays responsive and shows that it is busy."""
-        if self._job is not None:
+        """Load the layer on a worker thread; the dialog stays responsive, shows that it is busy, and can cancel."""
+        if self.jobs.busy():
             return
         layer = None if self.all_button.isChecked() else self.layer_spin.value() - 1
         folder, text = self.folder_edit.text(), self.text_edit.text()
-        self._job = self._pool.submit(self._load, folder, layer, text)
-        self.progress.show()
         self.buttons.button(QDialogButtonBox.Ok).setEnabled(False)
         self.info.setText("Reading the checkpoint and running the model…")
-        self._poll.start()
+        self.jobs.run("Importing the model", lambda progress: self._load(folder, layer, text), self._loaded,
+                      self._failed)
 
     @staticmethod
     def _load(folder, layer, text):
         try:
-            return Session.from_checkpoint(folder, layer, text), None
-        except QkvError as e:
-            return None, str(e)
+            return Session.from_checkpoint(folder, layer, text)
         except ImportError as e:
-            return None, f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e})."
+            raise QkvError(f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e}).") \
+                from None
 
-    def _collect(self) -> None:
-        if self._job is None or not self._job.done():
-            return
-        self._poll.stop()
-        session, error = self._job.result()
-        self._job = None
-        self.progress.hide()
+    def _failed(self, message: str) -> None:
         self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
-        if error:
-            self.info.setText(error)
-            return
+        self.info.setText(message)
+
+    def _loaded(self, session) -> None:
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
         self.imported.emit(session)
         self.accept()
 
     def busy(self) -> bool:
-        return self._job is not None
+        return self.jobs.busy()
 
     def done(self, result: int) -> None:  # noqa: D401 - Qt's name
-        self._poll.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.jobs.shutdown()
         super().done(result)

@@ -1,0 +1,209 @@
+"""Long work off the GUI thread, with a progress bar and Cancel in the status bar: opening a session, importing a
+matrix or a model layer, parsing a large paste.
+
+The pattern is the recompute scheduler's: a ``ThreadPoolExecutor`` does the work, a ``QTimer`` on the GUI thread
+polls for the result (no signal crosses threads), and the GUI thread only ever applies a finished result. The work
+function gets a ``Progress`` to report how far it is and to notice Cancel; Cancel returns control at once (the
+result, whenever it comes, is dropped), so the window keeps what it had.
+
+    jobs = JobRunner(status_bar, parent)
+    jobs.run("Opening big.qkv", lambda progress: Session.load(path), done=show, failed=report)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QStatusBar, QWidget
+
+from qkvgui.core import QkvError
+
+__all__ = ["Cancelled", "JobRunner", "Progress"]
+
+#: how often the GUI thread looks for a finished job (ms): well under one frame of a 50 ms budget
+POLL_MS = 15
+
+
+class Cancelled(Exception):
+    """Raised inside a job by ``Progress.check()`` once the user pressed Cancel."""
+
+
+class Progress:
+    """What a job tells the window (thread-safe: plain attribute writes, read by the GUI thread's poll)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0  # 0: no known total (a busy bar)
+        self.text = ""
+        self._cancel = threading.Event()
+
+    def __call__(self, done: int, total: int, text: str | None = None) -> bool:
+        """Report progress; returns False once cancelled (for loops that prefer a flag to an exception)."""
+        self.done, self.total = int(done), int(total)
+        if text is not None:
+            self.text = text
+        return not self._cancel.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise ``Cancelled`` when the user has cancelled."""
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+class _Bar(QWidget):
+    """The status bar's part: what is running, a progress bar, and Cancel (Esc works too while it is shown)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("jobs.bar")
+        self.label = QLabel()
+        self.bar = QProgressBar()
+        self.bar.setObjectName("jobs.progress")
+        self.bar.setMaximumWidth(180)
+        self.bar.setMaximumHeight(16)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("jobs.cancel")
+        self.cancel_button.setToolTip("Stop this and keep everything as it was (Esc)")
+        self.cancel_button.setShortcut(Qt.Key.Key_Escape)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.cancel_button)
+
+
+class JobRunner(QObject):
+    """Runs one job at a time on a worker thread and reports it in ``status_bar`` (or in its own bar widget).
+
+    ``started(title)``, ``finished(title)``; ``done(result)`` and ``failed(message)`` callbacks run on the GUI
+    thread. Any exception in the job becomes a message (a ``QkvError`` as it is, anything else named as what
+    failed), never an exception out of a slot.
+    """
+
+    started = Signal(str)
+    finished = Signal(str)
+
+    def __init__(self, status_bar: QStatusBar | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.widget = _Bar()
+        self.widget.hide()
+        if status_bar is not None:
+            status_bar.addPermanentWidget(self.widget)
+        self.widget.cancel_button.clicked.connect(self.cancel)
+        # several threads: a cancelled job may still be finishing while the next one starts
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qkvgui-job")
+        self._job: Future | None = None
+        self._progress: Progress | None = None
+        self._title = ""
+        self._callbacks: tuple[Callable[[Any], None], Callable[[str], None]] | None = None
+        self._started_at = 0.0
+        self.last_message = ""
+        self._poll = QTimer(self, interval=POLL_MS)
+        self._poll.timeout.connect(self._collect)
+
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def run(
+        self, title: str, work: Callable[[Progress], Any], done: Callable[[Any], None], failed: Callable[[str], None]
+    ) -> bool:
+        """Start ``work(progress)`` on the worker; False (and ``failed``) when another job is still running."""
+        if self._job is not None:
+            failed(f"{self._title} is still running: wait for it or cancel it first.")
+            return False
+        progress = Progress()
+        self._progress, self._title, self._callbacks = progress, title, (done, failed)
+        self._started_at = time.perf_counter()
+        self._job = self._pool.submit(_guarded, work, progress, title)
+        self.widget.label.setText(title + "…")
+        self.widget.bar.setRange(0, 0)
+        self.widget.show()
+        self.started.emit(title)
+        self._poll.start()
+        return True
+
+    def cancel(self) -> None:
+        """Stop waiting for the running job: it is told to stop, its result will be dropped, the window keeps what
+        it had."""
+        if self._job is None or self._progress is None:
+            return
+        self._progress.cancel()
+        callbacks, title = self._callbacks, self._title
+        self._end()
+        if callbacks is not None:
+            callbacks[1](f"{title}: cancelled; nothing was changed.")
+
+    def wait(self, timeout: float = 30.0) -> bool:
+        """Block until the running job has finished and its callback has run (tests, scripts); True if it did."""
+        from PySide6.QtCore import QCoreApplication
+
+        deadline = time.monotonic() + timeout
+        while self._job is not None and time.monotonic() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.002)
+        return self._job is None
+
+    def _collect(self) -> None:
+        job, progress = self._job, self._progress
+        if job is None or progress is None:
+            self._poll.stop()
+            return
+        if not job.done():
+            bar = self.widget.bar
+            if progress.total > 0:
+                if bar.maximum() != progress.total:
+                    bar.setRange(0, progress.total)
+                bar.setValue(min(progress.done, progress.total))
+            if progress.text:
+                self.widget.label.setText(progress.text)
+            return
+        callbacks = self._callbacks
+        result, error = job.result()  # _guarded never raises
+        self._end()
+        if callbacks is None:
+            return
+        if error is not None:
+            callbacks[1](error)
+        else:
+            callbacks[0](result)
+
+    def _end(self) -> None:
+        self._poll.stop()
+        title = self._title
+        self._job, self._progress, self._callbacks = None, None, None
+        self.widget.hide()
+        self.finished.emit(title)
+
+    def shutdown(self) -> None:
+        """At close: stop polling, tell a running job to stop, and do not wait for it."""
+        if self._progress is not None:
+            self._progress.cancel()
+        self._poll.stop()
+        self._job, self._callbacks = None, None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _guarded(work: Callable[[Progress], Any], progress: Progress, title: str) -> tuple[Any, str | None]:
+    """Run a job; every failure becomes a message for the user (a job never raises into the GUI thread)."""
+    try:
+        return work(progress), None
+    except Cancelled:
+        return None, f"{title}: cancelled; nothing was changed."
+    except QkvError as e:
+        return None, str(e)
+    except MemoryError:
+        return None, f"{title}: there is not enough memory for it; nothing was changed."
+    except Exception as e:  # noqa: BLE001 - a bug must not freeze the window or lose the document
+        return None, f"{title} failed ({type(e).__name__}: {e}); nothing was changed."
