@@ -2,10 +2,21 @@
 stall the window."""
 
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PySide6.QtCore import Qt
 
 from qkvgui.ui.matrix_editor import MatrixEditor
-from qkvgui.ui.text import MAX_DISPLAY_CHARS, MAX_LABEL_CHARS, display_text, one_line, short_label
+from qkvgui.ui.text import (
+    MAX_DISPLAY_CHARS,
+    MAX_LABEL_CHARS,
+    display_text,
+    format_tokens,
+    one_line,
+    parse_tokens,
+    short_label,
+)
 
 
 def test_display_text_is_capped_and_breakable():
@@ -37,3 +48,19 @@ def test_a_huge_token_is_a_short_header(qtbot):
     assert len(model.headerData(1, Qt.Orientation.Horizontal)) == MAX_LABEL_CHARS
     assert model.headerData(1, Qt.Orientation.Vertical) == "cat"
     assert len(model.where(0, 1)) < 3 * MAX_LABEL_CHARS
+
+
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=8))
+def test_token_text_round_trips_every_token_list(tokens):
+    """Issue 11, item 14: the token field re-split "new york" into two tokens; quoted tokens come back exactly."""
+    assert parse_tokens(format_tokens(tokens)) == tokens
+
+
+def test_token_text_reads_as_words_and_says_what_is_wrong():
+    assert format_tokens(["the", "new york", "café"]) == 'the "new york" café'
+    assert parse_tokens('  the "new york"   café ') == ["the", "new york", "café"]
+    assert parse_tokens("don't stop") == ["don't", "stop"]
+    with pytest.raises(ValueError, match="not closed"):
+        parse_tokens('the "new york')
+    with pytest.raises(ValueError, match="put a space after"):
+        parse_tokens('"new"york')

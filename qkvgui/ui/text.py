@@ -4,13 +4,25 @@ the window (Qt lays out an unbreakable word in time quadratic in its length: 300
     display_text(description)   for paragraphs: at most MAX_DISPLAY_CHARS, a break opportunity every 80 characters
     short_label(token)          for headers, ticks and list items: one line, at most MAX_LABEL_CHARS
     one_line(message)           for the status bar: the first line, capped
+    format_tokens / parse_tokens  a token field's text and back, exactly (quoted tokens may hold spaces)
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 
-__all__ = ["MAX_DISPLAY_CHARS", "MAX_LABEL_CHARS", "display_text", "one_line", "short_label"]
+__all__ = [
+    "MAX_DISPLAY_CHARS",
+    "MAX_LABEL_CHARS",
+    "MAX_TOKENS_TEXT",
+    "display_text",
+    "format_tokens",
+    "one_line",
+    "parse_tokens",
+    "short_label",
+]
 
 #: the longest text shown as a paragraph (a description); the rest is summarised
 MAX_DISPLAY_CHARS = 4000
@@ -58,3 +70,51 @@ def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     first = message[: limit + 1].split("\n", 1)[0]
     first = _printable(first)
     return first if len(first) <= limit and len(message) <= limit else first[: limit - 1] + "…"
+
+
+# ---- the token fields: tokens as one line of text, and back, exactly ---------------------------------------------
+#: the longest text a token field holds (about 0.5 s of layout); longer token lists are shown read-only
+MAX_TOKENS_TEXT = 1_000_000
+_DECODER = json.JSONDecoder()
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_QUOTE = re.compile(r'^$|^"|\s|[\ud800-\udfff]')
+
+
+def format_tokens(tokens: Sequence[str]) -> str:
+    """Tokens as the text of a token field: separated by spaces; a token that holds a space (``new york``), is
+    empty, starts with a quote or holds a character that is not text is written as a JSON string
+    (``"new york"``), so that ``parse_tokens`` gives every token back exactly."""
+    return " ".join(_quoted(t) if _QUOTE.search(t) else t for t in tokens)
+
+
+def _quoted(token: str) -> str:
+    return json.dumps(token, ensure_ascii=bool(_SURROGATE.search(token)))  # a lone surrogate as \udXXX
+
+
+def parse_tokens(text: str) -> list[str]:
+    """The tokens in a token field's text: runs of non-space characters, or JSON strings in double quotes (which
+    may hold spaces). Raises ValueError saying where a quoted token is not closed. Linear in the text's length."""
+    tokens: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] == '"':
+            try:
+                token, end = _DECODER.raw_decode(text, i)
+            except ValueError:
+                raise ValueError(f'the quoted token at character {i + 1} is not closed (end it with ")') from None
+            if end < n and not text[end].isspace():
+                raise ValueError(f"put a space after the quoted token that ends at character {end}")
+            tokens.append(token)
+            i = end
+            continue
+        j = i
+        while j < n and not text[j].isspace():
+            j += 1
+        tokens.append(text[i:j])
+        i = j
+    return tokens
