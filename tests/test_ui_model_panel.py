@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QToolTip
 
 from qkvgui.core.heads import SCORES
 from qkvgui.session import Session
-from qkvgui.ui.model_panel import ModelPanel, mosaic
+from qkvgui.ui.panels.model import ModelPanel, mosaic
 
 
 @pytest.fixture

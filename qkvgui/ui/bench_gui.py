@@ -114,7 +114,7 @@ def model_tab_draw_seconds(results, tokens: list[str], repeats: int = 5) -> tupl
 
     from PySide6.QtWidgets import QApplication
 
-    from qkvgui.ui.model_panel import ModelPanel
+    from qkvgui.ui.panels.model import ModelPanel
 
     app = QApplication.instance() or QApplication([])
     panel = ModelPanel()

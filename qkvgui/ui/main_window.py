@@ -25,9 +25,9 @@ from qkvgui.ui.controllers.inspector import InspectorController, make_inspector
 from qkvgui.ui.heatmap import HeatmapView
 from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.matrix_editor import MatrixEditor
-from qkvgui.ui.model_panel import install_model_tab
 from qkvgui.ui.panels.controls import ControlsPanel
 from qkvgui.ui.panels.editors import EditorTabs
+from qkvgui.ui.panels.model import install_model_tab
 from qkvgui.ui.panels.views import ViewsPanel
 from qkvgui.ui.scheduler import RecomputeScheduler
 
