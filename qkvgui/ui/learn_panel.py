@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTextBrowser,
@@ -199,6 +200,9 @@ class LearnPanel(QWidget):
         )
         self.status = QLabel("")
         self.status.setObjectName("learn.status")
+        # its text changes on every burst: a fixed share of the row, so the views below are never re-laid out
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setMinimumWidth(160)
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
         for w in (self.preset_box, self.start_button, self.step_button, self.reset_button):
@@ -813,6 +817,7 @@ def run_learn_bench(seconds: float = 3.0) -> int:
         window = MainWindow(session)
         window.show()
         panel = window.learn
+        assert window.right_tabs.currentWidget() is panel, "the benchmark measures with the Learn tab shown"
         panel.max_steps = 10**9
         redraws = _Counter()
         window.scheduler.computed.connect(redraws.count)
@@ -864,4 +869,5 @@ def _bench_big() -> Session:
         causal=True,
     )
     s.set_extra("learn_target", "previous-token")
+    s.set_extra("view", "learn")  # the window opens on the Learn tab, as for the guided example
     return s
