@@ -42,3 +42,31 @@ def test_hovering_a_weight_of_a_long_layer_explains_it(window, qtbot):
     text = window.inspector.toPlainText()
     assert "Query 299" in text
     assert _num(window.result.head(0).weights[299, 5]) in text
+
+
+def test_import_takes_text_up_to_the_models_context_and_refuses_more(qtbot, window, tmp_path):
+    import pytest
+
+    pytest.importorskip("safetensors")
+    from tiny_gpt2 import CONFIG, write_tiny_gpt2
+
+    from qkvgui.ui.import_dialog import ImportLayerDialog
+
+    folder = write_tiny_gpt2(tmp_path / "tiny-gpt2")
+    dialog = ImportLayerDialog(window)
+    qtbot.addWidget(dialog)
+    dialog.folder_edit.setText(str(folder))
+    dialog._folder_changed()
+    context = CONFIG["n_positions"]
+    assert f"up to {context} tokens" in dialog.info.text()
+    long_text = "the cat sat on the mat " * 20_000  # 460,000 characters: the field keeps them all
+    dialog.text_edit.setText(long_text)
+    assert dialog.text_edit.text() == long_text
+    dialog.start()
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=20000)
+    assert f"at most {context}" in dialog.info.text()  # refused with the model's limit, nothing replaced
+    dialog.text_edit.setText(" ".join(["the", "cat", "sat", "on", "the", "mat"] * (context // 6)))
+    dialog.imported.connect(window.show_imported)
+    dialog.start()
+    qtbot.waitUntil(lambda: not dialog.busy(), timeout=20000)
+    qtbot.waitUntil(lambda: len(window.session.tokens) == context, timeout=20000)

@@ -43,6 +43,9 @@ class ImportLayerDialog(QDialog):
         row.addWidget(browse)
         self.text_edit = QLineEdit(text or "The cat sat on the mat because it was tired.")
         self.text_edit.setObjectName("import.text")
+        # A model's whole context (1,024 GPT-2 tokens, thousands for LLaMA) is far more than QLineEdit's default
+        # 32,767 characters; the model's own limit is checked on import.
+        self.text_edit.setMaxLength(1 << 22)
         self.layer_spin = QSpinBox(minimum=1, maximum=1)
         self.layer_spin.setObjectName("import.layer")
         self.all_button = QRadioButton("all layers: the whole model, its own blocks between the layers")
