@@ -115,13 +115,20 @@ def test_causal_switch_zeroes_the_weights_above_the_diagonal(qtbot, window):
     assert np.all(np.isneginf(window.views["masked"].data()[np.triu_indices(6, 1)]))
 
 
+def type_tokens(qtbot, edit, text):
+    """Replace a token field's text by typing, then press Enter, as a user does."""
+    edit.setFocus()
+    edit.selectAll()
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+
+
 def test_cross_attention_shapes_follow_the_source(qtbot, window):
     window.cross_box.setChecked(True)
     settle(qtbot, window)
     assert window.editors["X_kv"].isVisible()
     assert window.views["weights"].image_array().shape == (6, 5)
-    window.source_edit.setText("ein zwei drei")
-    window.source_edit.editingFinished.emit()
+    type_tokens(qtbot, window.source_edit, "ein zwei drei")
     settle(qtbot, window)
     assert window.session.matrix("X_kv").shape == (3, 12)
     assert window.views["scores"].image_array().shape == (6, 3)
@@ -156,8 +163,7 @@ def test_resizing_heads_keeps_values_and_views_follow(qtbot, window):
 
 
 def test_tokens_line_edits_rows_of_x(qtbot, window):
-    window.tokens_edit.setText("the cat sat")
-    window.tokens_edit.editingFinished.emit()
+    type_tokens(qtbot, window.tokens_edit, "the cat sat")
     settle(qtbot, window)
     assert window.session.tokens == ["the", "cat", "sat"]
     assert window.editors["X"].model.rowCount() == 3
@@ -326,11 +332,11 @@ def test_a_bad_file_is_refused_and_the_session_kept(qtbot, window, tmp_path):
 
 def test_unsaved_changes_are_asked_about_and_autosaved(qtbot, window, tmp_path):
     from qkvgui import Session
-    from qkvgui.ui.main_window import autosave_path
+    from qkvgui.ui.main_window import recovery_folder
 
     window.edit_block("X", 0, 0, np.array([[3.0]]))
     path = window.autosave()
-    assert path == autosave_path() and Session.load(path).matrix("X")[0, 0] == 3.0
+    assert path.parent == recovery_folder() and Session.load(path).matrix("X")[0, 0] == 3.0
     window.ask_unsaved = lambda: "cancel"
     window.new_session()
     assert window.session.matrix("X")[0, 0] == 3.0  # cancel keeps the work

@@ -55,6 +55,13 @@ class Orphan:
     title: str
     saved_at: float  # seconds since the epoch
 
+    @property
+    def label(self) -> str:
+        """How the document is named to the user: its file's name, or its title, or "an untitled session"."""
+        if self.source:
+            return Path(self.source).name
+        return f"“{self.title[:60]}”" if self.title else "an untitled session"
+
     def matches(self, path: str | os.PathLike | None) -> bool:
         return (
             path is not None
@@ -203,6 +210,11 @@ class RecoveryStore:
         if not any(self.folder.glob(f"{orphan.instance}--*.json")):
             self._release(orphan.instance)
             (self.folder / f"{orphan.instance}.lock").unlink(missing_ok=True)
+
+    def release(self, orphan: Orphan) -> None:
+        """Leave an orphan for later: its lock is released, so the next qkvgui to start offers it again."""
+        if orphan.instance in self._adopted and orphan.instance != self.instance:
+            self._release(orphan.instance)
 
     def _adopt(self, instance: str) -> bool:
         """Take the lock of another instance: True when its process is gone (the lock was free)."""

@@ -18,10 +18,11 @@ def freeze_startup_objects() -> None:
 
 
 def run_app(session=None, path: Path | None = None) -> int:
-    """Build the app and the window, offer to recover autosaved work, run the event loop; returns its exit code."""
-    from PySide6.QtWidgets import QApplication, QMessageBox
+    """Build the app and the window, offer to recover the work of crashed runs (however the app was launched),
+    clean up after killed saves, run the event loop; returns its exit code."""
+    from PySide6.QtWidgets import QApplication
 
-    from qkvgui.ui.main_window import MainWindow, autosave_path
+    from qkvgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qkvgui")
@@ -29,15 +30,8 @@ def run_app(session=None, path: Path | None = None) -> int:
     window = MainWindow(session, path)
     window.show()
     freeze_startup_objects()
-    recovered = autosave_path()
-    if session is None and recovered.exists():
-        answer = QMessageBox.question(
-            window, "Recover unsaved work?",
-            "qkvgui did not close cleanly last time. Recover the unsaved session it kept?",
-            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
-        if answer == QMessageBox.Yes:
-            window.document.recover(recovered)  # shown as unsaved work
-        recovered.unlink(missing_ok=True)
+    window.document.clean_up_at_start()
+    window.document.offer_recovery()
     return app.exec()
 
 

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidge
 from qkvgui.core import AttentionResult
 from qkvgui.session import Session
 from qkvgui.ui.controllers.actions import Menus, build_standard_menus
-from qkvgui.ui.controllers.document import DocumentController, autosave_path, settings
+from qkvgui.ui.controllers.document import DocumentController, recovery_folder, settings
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.controllers.figures import FigureController
 from qkvgui.ui.controllers.inspector import InspectorController, make_inspector
@@ -30,8 +30,9 @@ from qkvgui.ui.panels.editors import EditorTabs
 from qkvgui.ui.panels.model import install_model_tab
 from qkvgui.ui.panels.views import ViewsPanel
 from qkvgui.ui.scheduler import RecomputeScheduler
+from qkvgui.ui.text import dead_rows_text, one_line
 
-__all__ = ["MainWindow", "autosave_path"]
+__all__ = ["MainWindow", "recovery_folder"]
 
 #: controls kept as window attributes for scripts and tests (``window.head_spin``), from the panel that owns them
 _CONTROL_ALIASES = {
@@ -175,7 +176,7 @@ class MainWindow(QMainWindow):
         self.document.new_session()
 
     def open_path(self, path: str | Path, ask: bool = True) -> bool:
-        return self.document.open_path(path, ask)
+        return self.document.open_path(path, ask, wait=True)  # scripts and tests get the outcome
 
     def open_preset(self, name: str) -> bool:
         return self.document.open_preset(name)
@@ -196,10 +197,10 @@ class MainWindow(QMainWindow):
         self.document.show_imported(session)
 
     def reset_to_model(self) -> bool:
-        return self.document.reset_to_model()
+        return self.document.reset_to_model(wait=True)
 
     def import_matrix(self, name: str, path: str | Path) -> bool:
-        return self.document.import_matrix(name, path)
+        return self.document.import_matrix(name, path, wait=True)
 
     def export_matrix(self, name: str, path: str | Path) -> bool:
         return self.document.export_matrix(name, path)
@@ -219,6 +220,7 @@ class MainWindow(QMainWindow):
 
     # ---- messages, layout, closing -------------------------------------------------------------------------
     def show_message(self, text: str) -> None:
+        text = one_line(text)  # a message quoting a file's content stays one readable line
         self.statusBar().showMessage(text, 8000)
         self.last_message = text
 
@@ -227,8 +229,8 @@ class MainWindow(QMainWindow):
         if result is None:
             return
         ms = self.scheduler.last_compute_seconds * 1e3
-        dead = f"; query rows {list(result.dead_rows)} see no key and take nothing" if len(result.dead_rows) else ""
-        self.statusBar().showMessage(f"computed in {ms:.1f} ms{dead}", 4000)
+        dead = dead_rows_text(result.dead_rows, self.session.tokens)
+        self.statusBar().showMessage(f"computed in {ms:.1f} ms{'; ' + dead if dead else ''}", 4000)
 
     def _on_clean_changed(self, clean: bool) -> None:
         self.setWindowModified(not clean)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
@@ -26,13 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qkvgui.core.errors import ShapeError
+from qkvgui.core.errors import QkvError, ShapeError
 from qkvgui.ui.text import short_label
 
 MINUS = "\u2212"  # a real minus sign, as the heatmaps draw it: the same width as the digits
 #: A number in the C locale: an optional sign, ASCII digits with at most one ".", an optional exponent. No "," or "_".
 #: Written so that no two parts can match the same digits: matching is linear in the length of the text.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: pasted text longer than this is parsed off the GUI thread when the editor has a ``background`` runner
+BACKGROUND_PASTE_CHARS = 64 * 1024
 #: the longest text read as one number (a float64 needs at most 24 characters; exact decimals run to ~770)
 MAX_NUMBER_CHARS = 1024
 _NON_FINITE_WORDS = {"nan", "inf", "infinity"}
@@ -110,7 +112,7 @@ def _split_line(line: str, tabs: bool) -> list[str]:
     return line.split("\t") if tabs else re.split(r"\s*,\s*|\s+", line.strip())
 
 
-class PasteError(ValueError):
+class PasteError(QkvError):
     """Pasted text that is not a block of numbers, or does not fit; the message says which and where."""
 
 
@@ -365,6 +367,9 @@ class MatrixEditor(QWidget):
     def __init__(self, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.seed = 0  # the next "random" fill uses default_rng(seed), then seed += 1: reproducible sessions
+        #: runs long work off the GUI thread: background(title, work(progress), done(result), failed(message)),
+        #: as ``JobRunner.run``; None: everything on the calling thread
+        self.background: Callable[..., bool] | None = None
         self._col_labels: list[str] | None = None  # the column names last shown (to refit widths only on change)
         self.model = MatrixTableModel(name, self)
         self.title = QLabel()
@@ -546,8 +551,24 @@ class MatrixEditor(QWidget):
                 f"and right of ({self.model.where(top, left)}) in {self.model.name}"
             )
             return False
+        fits = (n_rows - top, n_cols - left)
+        if self.background is not None and len(text) > BACKGROUND_PASTE_CHARS:
+            # A large block is parsed on a worker (progress and Cancel); the edit is requested when it is complete.
+            name, shape = self.model.name, self.model.matrix().shape
+
+            def parse(progress) -> np.ndarray:
+                return parse_block(text, fits=fits, progress=progress)
+
+            def parsed(block: np.ndarray) -> None:
+                if self.model.matrix().shape != shape or self.model.name != name:
+                    self.message.emit(f"{name} changed while the paste was read: nothing was pasted.")
+                    return
+                self.model.request_block(top, left, block)
+
+            return self.background(f"Pasting {height} × {width} numbers into {name}", parse, parsed,
+                                   lambda e: self.message.emit(f"{e}; nothing was pasted into {name}"))
         try:
-            block = parse_block(text, fits=(n_rows - top, n_cols - left))
+            block = parse_block(text, fits=fits)
         except ValueError as e:
             self.message.emit(f"{e}; nothing was pasted into {self.model.name}")
             return False

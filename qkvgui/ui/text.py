@@ -5,6 +5,7 @@ the window (Qt lays out an unbreakable word in time quadratic in its length: 300
     short_label(token)          for headers, ticks and list items: one line, at most MAX_LABEL_CHARS
     one_line(message)           for the status bar: the first line, capped
     format_tokens / parse_tokens  a token field's text and back, exactly (quoted tokens may hold spaces)
+    dead_rows_text(rows, tokens)  numbers for people in the status bar
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "MAX_DISPLAY_CHARS",
     "MAX_LABEL_CHARS",
     "MAX_TOKENS_TEXT",
+    "dead_rows_text",
     "display_text",
     "format_tokens",
     "one_line",
@@ -57,6 +59,8 @@ def display_text(text: str, limit: int = MAX_DISPLAY_CHARS) -> str:
 def short_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
     """One line of at most ``limit`` characters (an ellipsis marks a cut): for headers, ticks and list items."""
     text = str(text)
+    if len(text) <= limit and text.isprintable():  # the common case, at C speed (headers ask for every section)
+        return text
     head = text[: limit + 1]
     if "\n" in head or "\r" in head:
         head = head.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
@@ -118,3 +122,20 @@ def parse_tokens(text: str) -> list[str]:
         tokens.append(text[i:j])
         i = j
     return tokens
+
+
+def dead_rows_text(rows: Sequence[int], tokens: Sequence[str], shown: int = 6) -> str:
+    """"query rows 0 ('the') and 2 ('cat') see no key and take nothing": numbers for people, never np.int64(0)."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return ""
+
+    def one(i: int) -> str:
+        return f"{i} ({short_label(tokens[i], 16)!r})" if 0 <= i < len(tokens) else str(i)
+
+    named = [one(i) for i in rows[:shown]]
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + (", " if more else " and ") + named[-1]
+    noun = "query row" if len(rows) == 1 else "query rows"
+    verb = "sees" if len(rows) == 1 else "see"
+    return f"{noun} {listed}{more} {verb} no key and take{'s' if len(rows) == 1 else ''} nothing"

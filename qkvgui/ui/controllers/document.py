@@ -1,35 +1,64 @@
 """The document's life: new, open, save, save as, recent files, autosave and recovery, imported model layers,
-and single matrices read from and written to files."""
+and single matrices read from and written to files.
+
+Every file boundary goes through here the same way: the work (reading a session, a matrix, a model) runs on a
+worker (``ui.jobs``) with a progress bar and Cancel in the status bar, any failure comes back as one message naming
+the file and what was wrong, and the window keeps what it had until a result is complete. Unsaved work is kept per
+document and per process (``io.recovery``): a crash loses at most AUTOSAVE_SECONDS, and no running qkvgui ever
+offers or deletes another one's work.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, QStandardPaths, Qt, QTimer, Signal
-from PySide6.QtWidgets import QApplication, QFileDialog, QMainWindow, QMenu, QMessageBox
+from PySide6.QtCore import QObject, QSettings, QStandardPaths, QTimer, Signal
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox
 
 from qkvgui.core import QkvError
+from qkvgui.io.atomic import clean_stale_temporaries
 from qkvgui.io.matrix_file import read_matrix, write_matrix
+from qkvgui.io.recovery import Orphan, RecoveryStore, document_key
 from qkvgui.session import PER_HEAD, Session
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.import_dialog import ImportLayerDialog
+from qkvgui.ui.jobs import JobRunner
 from qkvgui.ui.matrix_editor import MatrixEditor
+from qkvgui.ui.text import one_line
 
 SESSION_FILTER = "qkvgui sessions (*.qkv)"
 MAX_RECENT = 8
 AUTOSAVE_SECONDS = 30
 
 
-def autosave_path() -> Path:
-    """Where the unsaved work of a running window is kept, for recovery after a crash."""
+def recovery_folder() -> Path:
+    """Where the unsaved work of running windows is kept, for recovery after a crash."""
     folder = (
         os.environ.get("QKVGUI_AUTOSAVE_DIR")
         or QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
         or str(Path.home() / ".qkvgui")
     )
-    return Path(folder) / "autosave.qkv"
+    return Path(folder) / "recovery"
+
+
+_STORES: dict[Path, RecoveryStore] = {}  # one per folder and process: its lock lives as long as the process
+_UNTITLED = itertools.count(1)
+
+
+def recovery_store() -> RecoveryStore | None:
+    """This process's recovery store (claimed on first use); None when the folder cannot be used."""
+    folder = recovery_folder()
+    if folder not in _STORES:
+        try:
+            _STORES[folder] = RecoveryStore(folder)
+        except OSError:
+            return None
+    return _STORES[folder]
 
 
 def quiet() -> bool:
@@ -65,9 +94,20 @@ class DocumentController(QObject):
         #: asks what to do with unsaved changes: returns "save", "discard" or "cancel"
         self.ask_unsaved: Callable[[], str] = ask_unsaved or self._ask_unsaved
         self.before_save: list[Callable[[], None]] = []
+        #: asks what to do with a crashed run's work: "recover", "discard" or "later" (tests replace it)
+        self.ask_recover: Callable[[Orphan], str] = self._ask_recover
+        self.jobs = JobRunner(window.statusBar(), self)
+        self.jobs.started.connect(lambda title: self.message.emit(title + "…"))
+        self._untitled = f"untitled-{next(_UNTITLED)}"
+        self._autosaved_key: str | None = None  # the recovery data this document last wrote
         self._autosave = QTimer(self, interval=AUTOSAVE_SECONDS * 1000)
         self._autosave.timeout.connect(self.autosave)
         self._autosave.start()
+
+    @property
+    def key(self) -> str:
+        """The name of this document's recovery data: from its file, or its untitled number."""
+        return document_key(self.path, self._untitled)
 
     def update_title(self) -> None:
         name = self.path.name if self.path else "untitled"
@@ -78,6 +118,7 @@ class DocumentController(QObject):
     def replace_session(self, new: Session, path: Path | None) -> None:
         """Show another session in this window (New, Open): a fresh undo history, nothing modified."""
         self.session.set_state(new.state())
+        self._forget_autosave()  # the previous document was saved or its changes discarded
         self.path = path
         self.undo_stack.clear()
         self.undo_stack.setClean()
@@ -97,21 +138,45 @@ class DocumentController(QObject):
         if path:
             self.open_path(path, ask=False)
 
-    def open_path(self, path: str | Path, ask: bool = True) -> bool:
-        """Load a session file into the window; a bad file is refused with a message and changes nothing."""
+    def run_job(self, title: str, work: Callable, done: Callable[[Any], object], failed: Callable[[str], None],
+                wait: bool = False) -> bool:
+        """Run work(progress) on the worker, then done(result) or failed(message) on the GUI thread. Returns whether
+        it started, or with ``wait`` (scripts, tests) whether it succeeded (done did not return False)."""
+        outcome: list[bool] = []
+
+        def finished(result: Any) -> None:
+            outcome.append(done(result) is not False)
+
+        def refused(message: str) -> None:
+            outcome.append(False)
+            failed(message)
+
+        if not self.jobs.run(title, work, finished, refused):
+            return False
+        if wait:
+            self.jobs.wait()
+            return bool(outcome and outcome[0])
+        return True
+
+    def open_path(self, path: str | Path, ask: bool = True, wait: bool = False) -> bool:
+        """Load a session file into the window on a worker (progress and Cancel in the status bar); a bad file is
+        refused with a message naming it, and the window keeps what it had. Returns whether the load started (with
+        ``wait``: whether it succeeded)."""
         if ask and not self.maybe_keep_changes():
             return False
-        try:
-            new = Session.load(path)
-        except QkvError as e:
-            self.message.emit(str(e))
+        path = Path(path)
+
+        def opened(new: Session) -> None:
+            self.replace_session(new, path)
+            self.remember_recent(path)
+            self.message.emit(f"opened {path}")
+
+        def refused(message: str) -> None:
+            self.message.emit(message)
             if self.window.isVisible() and not quiet():
-                QMessageBox.warning(self.window, "Cannot open session", str(e))
-            return False
-        self.replace_session(new, Path(path))
-        self.remember_recent(Path(path))
-        self.message.emit(f"opened {path}")
-        return True
+                QMessageBox.warning(self.window, "Cannot open session", message)
+
+        return self.run_job(f"Opening {path.name}", lambda progress: Session.load(path), opened, refused, wait)
 
     def open_preset(self, name: str) -> bool:
         if not self.maybe_keep_changes():
@@ -119,15 +184,68 @@ class DocumentController(QObject):
         self.replace_session(Session.from_preset(name), None)
         return True
 
-    def recover(self, recovered: Path) -> None:
-        """Show autosaved work from a crashed run as unsaved work."""
+    def recover(self, recovered: Path, source: Path | None = None) -> bool:
+        """Show autosaved work from a crashed run as unsaved work (``source``: the file it was the work on)."""
         try:
-            self.replace_session(Session.load(recovered), None)
+            new = Session.load(recovered)
         except QkvError as e:
-            self.message.emit(f"The autosaved session could not be read: {e}")
-            return
+            self.message.emit(f"The recovered work could not be read: {e}")
+            return False
+        self.replace_session(new, source)
         self.undo_stack.resetClean()
         self.window.setWindowModified(True)
+        self.autosave()  # kept as this process's recovery data before the crashed run's is deleted
+        return True
+
+    def offer_recovery(self) -> int:
+        """Offer the work of crashed runs (their process is gone), the one on this window's file first; one can be
+        recovered into this window, the rest are kept for later unless discarded. Returns how many were offered."""
+        store = recovery_store()
+        if store is None:
+            return 0
+        orphans = store.orphans()
+        orphans.sort(key=lambda o: not o.matches(self.path))  # stable: the newest first otherwise
+        offered, recovered = 0, False
+        for orphan in orphans:
+            if recovered:
+                store.release(orphan)
+                continue
+            offered += 1
+            answer = self.ask_recover(orphan)
+            if answer == "recover" and self.undo_stack.isClean():
+                source = Path(orphan.source) if orphan.source else None
+                if self.recover(orphan.data, source):
+                    store.forget(orphan)
+                    recovered = True
+                    self.message.emit(f"Recovered the unsaved work on {orphan.label}.")
+                    continue
+            if answer == "discard":
+                store.forget(orphan)
+            else:
+                store.release(orphan)
+        return offered
+
+    def clean_up_at_start(self) -> list[Path]:
+        """Remove the temporary files that killed saves left beside this document and the recent files."""
+        folders = {Path(p).parent for p in self.recent()} | ({self.path.parent} if self.path else set())
+        return [p for folder in folders for p in clean_stale_temporaries(folder)]
+
+    def _ask_recover(self, orphan: Orphan) -> str:
+        if quiet():  # tests and headless runs: never block, never delete
+            return "later"
+        box = QMessageBox(self.window)
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Recover unsaved work?")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(orphan.saved_at))
+        box.setText(f"qkvgui did not close cleanly. It kept the unsaved work on {orphan.label} from {when}.")
+        box.setInformativeText("Recover it into this window, discard it, or decide at the next start?")
+        recover = box.addButton("Recover", QMessageBox.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.DestructiveRole)
+        box.addButton("Later", QMessageBox.RejectRole)
+        box.setDefaultButton(recover)
+        box.exec()
+        clicked = box.clickedButton()
+        return "recover" if clicked is recover else "discard" if clicked is discard else "later"
 
     # ---- saving --------------------------------------------------------------------------------------------
     def save(self) -> bool:
@@ -150,14 +268,14 @@ class DocumentController(QObject):
             hook()
         try:
             self.session.save(path)
-        except (QkvError, OSError) as e:
-            self.message.emit(f"Could not save {path}: {e}")
+        except (QkvError, OSError) as e:  # a read-only file, a full disk: the old file is intact
+            self.message.emit(one_line(f"Could not save {path}: {e}"))
             return False
+        self._forget_autosave()
         self.path = Path(path)
         self.undo_stack.setClean()
         self.update_title()
         self.remember_recent(self.path)
-        autosave_path().unlink(missing_ok=True)
         self.message.emit(f"saved {path}")
         return True
 
@@ -184,22 +302,36 @@ class DocumentController(QObject):
         return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(button, "cancel")
 
     def autosave(self) -> Path | None:
-        """Keep unsaved work where a crashed run can be recovered from (see qkvgui.ui.app)."""
+        """Keep unsaved work where a crashed run can be recovered from: this document's own recovery data, guarded
+        by this process's lock. Returns where it went (None when there is nothing unsaved)."""
         if self.undo_stack.isClean():
             return None
-        target = autosave_path()
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.session.save(target)
-        except (QkvError, OSError) as e:
-            self.message.emit(f"Autosave failed: {e}")
+        store = recovery_store()
+        if store is None:
+            self.message.emit(f"Autosave is off: {recovery_folder()} cannot be used.")
             return None
+        key = self.key
+        if self._autosaved_key not in (None, key):
+            store.discard(self._autosaved_key)  # saved under another name since: one file per document
+        try:
+            target = store.autosave(key, self.session.save, source=self.path, title=self.session.title)
+        except (QkvError, OSError) as e:
+            self.message.emit(one_line(f"Autosave failed: {e}"))
+            return None
+        self._autosaved_key = key
         return target
+
+    def _forget_autosave(self) -> None:
+        store = recovery_store() if self._autosaved_key is not None else None
+        if store is not None and self._autosaved_key is not None:
+            store.discard(self._autosaved_key)
+        self._autosaved_key = None
 
     def closing(self) -> None:
         """The window closes with nothing left to recover: saved, clean or discarded."""
-        autosave_path().unlink(missing_ok=True)
+        self._forget_autosave()
         self._autosave.stop()
+        self.jobs.shutdown()
 
     # ---- recent files --------------------------------------------------------------------------------------
     def remember_recent(self, path: Path) -> None:
@@ -238,53 +370,68 @@ class DocumentController(QObject):
         self.undo_stack.resetClean()  # an import is new work, not a saved file
         self.window.setWindowModified(True)
 
-    def reset_to_model(self) -> bool:
-        """Bring the imported layer's matrices back to the checkpoint's (one undo step)."""
+    def reset_to_model(self, wait: bool = False) -> bool:
+        """Bring the imported layer's matrices back to the checkpoint's (one undo step), read on a worker."""
         source = self.session.extra.get("checkpoint")
         if not source:
             self.message.emit("This session was not imported from a model: there are no model weights to reset to.")
             return False
-        QApplication.setOverrideCursor(Qt.WaitCursor)
-        try:
-            fresh = Session.from_checkpoint(source["path"], source.get("layer"), source["text"], ids=source.get("ids"))
-        except (QkvError, ImportError) as e:
-            self.message.emit(f"Could not reload the model: {e}")
-            return False
-        finally:
-            QApplication.restoreOverrideCursor()
-        return self.edits.change("reset to model weights", self.session.set_state, fresh.state())
+
+        def load(progress) -> Session:
+            try:
+                return Session.from_checkpoint(source["path"], source.get("layer"), source["text"],
+                                               ids=source.get("ids"))
+            except ImportError as e:
+                raise QkvError(f"Could not reload the model: {e}") from None
+
+        def loaded(fresh: Session) -> bool:
+            return self.edits.change("reset to model weights", self.session.set_state, fresh.state())
+
+        return self.run_job("Reading the model's weights", load, loaded, self.message.emit, wait)
 
     # ---- single matrices in and out ------------------------------------------------------------------------
     def add_matrix_file_actions(self, editors: dict[str, MatrixEditor]) -> None:
         """Each editor's context menu imports and exports its matrix."""
         for name, editor in editors.items():
+            editor.background = self.jobs.run  # a large paste is parsed on the worker
             editor.menu.addSeparator()
             editor.menu.addAction("Import matrix from file…", lambda name=name: self.import_matrix_dialog(name))
             editor.menu.addAction("Export matrix to file…", lambda name=name: self.export_matrix_dialog(name))
         self._editors = editors
 
-    def import_matrix(self, name: str, path: str | Path) -> bool:
-        """Replace the matrix shown in an editor (one head's slice for W_Q, W_K, W_V) with a file's, undoably."""
-        target = self._editors[name].model.matrix()
-        try:
-            block = read_matrix(path)
-        except QkvError as e:
-            self.message.emit(str(e))
-            return False
-        if block.shape != target.shape:
-            where = f"{name} (head {self.session.head + 1})" if name in PER_HEAD else name
-            self.message.emit(
-                f"{Path(path).name} holds {block.shape[0]} × {block.shape[1]} numbers but {where} is "
-                f"{target.shape[0]} × {target.shape[1]}: resize one of them first."
-            )
-            return False
-        return self.edits.edit_block(name, 0, 0, block)
+    def import_matrix(self, name: str, path: str | Path, wait: bool = False) -> bool:
+        """Replace the matrix shown in an editor (one head's slice for W_Q, W_K, W_V) with a file's, undoably. The
+        file is read on a worker; one of another shape is refused before its numbers are read. Returns whether the
+        reading started (with ``wait``: whether the matrix was imported)."""
+        path = Path(path)
+        shape = self._editors[name].model.matrix().shape
+        head = self.session.head
+        where = f"{name} (head {head + 1})" if name in PER_HEAD else name
+
+        def read(progress) -> object:
+            try:
+                return read_matrix(path, shape=shape)
+            except QkvError as e:
+                if "are needed" in str(e):
+                    raise QkvError(f"{path.name}: {where} is {shape[0]} × {shape[1]}; {e}") from None
+                raise
+
+        def loaded(block) -> bool:
+            if self._editors[name].model.matrix().shape != shape or self.session.head != head:
+                self.message.emit(f"{where} changed while {path.name} was read: nothing was imported.")
+                return False
+            if not self.edits.edit_block(name, 0, 0, block):
+                return False
+            self.message.emit(f"imported {path.name} into {where}")
+            return True
+
+        return self.run_job(f"Reading {path.name}", read, loaded, self.message.emit, wait)
 
     def export_matrix(self, name: str, path: str | Path) -> bool:
         try:
             write_matrix(path, self._editors[name].model.matrix())
         except (QkvError, OSError) as e:
-            self.message.emit(f"Could not write {path}: {e}")
+            self.message.emit(one_line(f"Could not write {path}: {e}"))
             return False
         self.message.emit(f"wrote {path}")
         return True

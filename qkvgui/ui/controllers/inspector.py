@@ -11,6 +11,7 @@ from qkvgui.session import Session
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
 from qkvgui.ui.panels.views import ViewsPanel
 from qkvgui.ui.pipeline import SCORE_VIEWS, SPECS
+from qkvgui.ui.text import display_text
 
 PLACEHOLDER = (
     "Hover a cell of scores, scaled, masked or weights to see how it was made; hover a head output row "
@@ -106,4 +107,6 @@ class InspectorController(QObject):
     def show_description(self) -> None:
         """A preset (or a session with a title) says what it demonstrates when it is opened."""
         if self.session.title:
-            self.inspector.setHtml(f"<h3>{escape(self.session.title)}</h3><p>{escape(self.session.description)}</p>")
+            # capped and breakable: a 15 MiB one-word description took minutes to lay out
+            title, description = display_text(self.session.title, 400), display_text(self.session.description)
+            self.inspector.setHtml(f"<h3>{escape(title)}</h3><p>{escape(description)}</p>")

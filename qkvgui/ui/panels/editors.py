@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,6 +24,7 @@ from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.pipeline import concat_labels, dim_labels
+from qkvgui.ui.text import MAX_TOKENS_TEXT, display_text, format_tokens, parse_tokens, short_label
 
 EDITOR_TIPS = {
     "X": "X: one row per token, the residual stream the layer reads. Queries (and keys, in self-attention) come "
@@ -79,20 +80,31 @@ class EditorTabs(QTabWidget):
         self.refresh()
 
     # ---- building ----------------------------------------------------------------------------------------
+    _token_text: dict[int, str]
+
     def _build_input_tab(self) -> QWidget:
+        self._token_text = {}
         tab = QWidget()
         layout = QVBoxLayout(tab)
         form = QFormLayout()
         self.tokens_edit = QLineEdit()
         self.tokens_edit.setObjectName("control.tokens")
-        self.tokens_edit.setToolTip("The tokens, separated by spaces. Press Enter to apply; X gains or loses rows.")
+        self.tokens_edit.setToolTip('The tokens, separated by spaces ("new york" in quotes is one token). Press Enter '
+                                    "to apply; X gains or loses rows.")
         form.addRow("tokens", self.tokens_edit)
         self.cross_box = QCheckBox("cross-attention: keys and values from a source sequence")
         self.cross_box.setObjectName("control.cross")
         form.addRow(self.cross_box)
         self.source_edit = QLineEdit()
         self.source_edit.setObjectName("control.source_tokens")
-        self.source_edit.setToolTip("The source tokens of cross-attention, separated by spaces; Enter applies.")
+        self.source_edit.setToolTip('The source tokens of cross-attention, separated by spaces ("new york" in quotes '
+                                    "is one token); Enter applies.")
+        for edit in (self.tokens_edit, self.source_edit):
+            # Qt's default cap (32,767 characters) cut longer text silently; a paste beyond this one is refused
+            edit.setMaxLength(MAX_TOKENS_TEXT)
+            edit.inputRejected.connect(lambda edit=edit: self._token_text_rejected(edit))
+            # the text before each change (inputRejected comes after the cut insert, before textChanged)
+            edit.textChanged.connect(lambda text, edit=edit: self._token_text.__setitem__(id(edit), text))
         form.addRow("source", self.source_edit)
         self.padding_list = QListWidget()
         self.padding_list.setObjectName("control.padding")
@@ -161,12 +173,43 @@ class EditorTabs(QTabWidget):
 
     def _tokens_edited(self, source: bool) -> None:
         edit = self.source_edit if source else self.tokens_edit
-        tokens = edit.text().split()
+        if not edit.isModified():  # Enter in an unchanged field changes nothing (it re-split tokens with spaces)
+            return
+        try:
+            tokens = parse_tokens(edit.text())
+        except ValueError as e:
+            self.edits.refused.emit(f"The {'source ' if source else ''}tokens were not changed: {e}.")
+            return
         current = self.session.source_tokens if source else self.session.tokens
         if tokens != current:
             self._change(
                 "edit source tokens" if source else "edit tokens", self.session.set_tokens, tokens, source=source
             )
+        edit.setModified(False)
+
+    def _token_text_rejected(self, edit: QLineEdit) -> None:
+        """A paste longer than the field holds: Qt has cut it; put back the text from before it, and say so."""
+        before, modified = self._token_text.get(id(edit), ""), edit.isModified()
+
+        def restore() -> None:
+            edit.setText(before)
+            edit.setModified(modified)
+
+        QTimer.singleShot(0, restore)  # after Qt has finished the cut insert
+        self.edits.refused.emit(f"That text is longer than the {edit.maxLength():,} characters a token field holds: "
+                                "nothing was pasted.")
+
+    def _show_tokens(self, edit: QLineEdit, tokens: list[str]) -> None:
+        """The tokens as the field's text, exactly (quoted where needed), or read-only when they are too long."""
+        text = format_tokens(tokens)
+        if len(text) > MAX_TOKENS_TEXT:
+            edit.setText("")
+            edit.setReadOnly(True)
+            edit.setPlaceholderText(f"{len(tokens)} tokens, {len(text):,} characters: too long to edit here")
+        else:
+            edit.setReadOnly(False)
+            edit.setPlaceholderText("")
+            edit.setText(text)  # clears isModified: an unchanged field applies nothing
 
     def _padding_edited(self, _item=None) -> None:
         if self._updating:
@@ -234,13 +277,14 @@ class EditorTabs(QTabWidget):
             self.dmodel_spin.setValue(s.d_model)
             self.dk_spin.setValue(s.d_k)
             self.dv_spin.setValue(s.d_v)
-            self.tokens_edit.setText(" ".join(s.tokens))
-            self.source_edit.setText(" ".join(s.source_tokens))
+            self._show_tokens(self.tokens_edit, s.tokens)
+            self._show_tokens(self.source_edit, s.source_tokens)
             self.source_edit.setEnabled(s.cross)
             self.editors["X_kv"].setVisible(s.cross)
             self.padding_list.clear()
             for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
-                item = QListWidgetItem(token)
+                item = QListWidgetItem(short_label(token))
+                item.setToolTip(display_text(token, 400))
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 item.setCheckState(Qt.Checked if pad else Qt.Unchecked)
                 self.padding_list.addItem(item)
