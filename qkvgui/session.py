@@ -241,8 +241,8 @@ class Session:
         b_V [h, d_v], b_O [d_model]."""
         _known(name)
         if name in STATE_ARRAYS:
-            return getattr(self._s, STATE_ARRAYS[name])  # type: ignore[no-any-return]
-        return getattr(self._layer(layer), ARRAY_FIELDS[name])  # type: ignore[no-any-return]
+            return getattr(self._s, STATE_ARRAYS[name])  # type: ignore[no-any-return, unused-ignore]
+        return getattr(self._layer(layer), ARRAY_FIELDS[name])  # type: ignore[no-any-return, unused-ignore]
 
     def ablated(self, layer: int | None = None) -> np.ndarray:
         """[h] bool: the heads of a layer that are switched off."""

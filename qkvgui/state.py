@@ -65,7 +65,7 @@ def frozen_array(a: Any, dtype: type = np.float64) -> Any:
         return a
     if a.dtype == dtype and not a.flags.writeable and a.flags.owndata:
         return a
-    out = np.array(a, dtype=dtype, copy=True)
+    out: np.ndarray = np.array(a, dtype=dtype, copy=True)
     out.flags.writeable = False
     return out
 
@@ -424,9 +424,10 @@ def _reusable_heads(L: Layer, P: Layer, r: AttentionResult) -> tuple[AttentionRe
     if L.w_q.shape != P.w_q.shape or L.w_k.shape != P.w_k.shape or L.w_v.shape != P.w_v.shape:
         return None
 
-    def per_head(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        n = len(pairs[0][0])
-        return np.array([all(_same(a[i], b[i]) for a, b in pairs) for i in range(n)], dtype=bool)
+    def per_head(*pairs: tuple[np.ndarray | None, np.ndarray | None]) -> np.ndarray:  # filled: never None
+        arrays = [(np.asarray(a), np.asarray(b)) for a, b in pairs]
+        n = len(arrays[0][0])
+        return np.array([all(_same(a[i], b[i]) for a, b in arrays) for i in range(n)], dtype=bool)
 
     same_q = per_head((L.w_q, P.w_q), (L.b_q, P.b_q), (L.ablated, P.ablated))
     same_kv = per_head((L.w_k, P.w_k), (L.w_v, P.w_v), (L.b_k, P.b_k), (L.b_v, P.b_v))

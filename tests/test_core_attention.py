@@ -57,7 +57,7 @@ def test_matches_pytorch_reference(fields):
 
 @pytest.mark.parametrize("fields", list(torch_cases()))
 def test_matches_pytorch_live(fields):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import make_torch_reference
 
     inputs = {k: v for k, v in fields.items() if not k.startswith("torch_")}
@@ -67,7 +67,6 @@ def test_matches_pytorch_live(fields):
         inputs["scale"] = float(inputs["scale"])
     weights, output = make_torch_reference.torch_attention(inputs)
     r = multi_head_attention(*(fields[a] for a in ARGS), **core_kwargs(fields))
-    assert torch.__version__
     np.testing.assert_allclose(r.weights, weights, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(r.output, output, rtol=1e-9, atol=1e-9)
 
@@ -206,6 +205,18 @@ def test_overflow_is_reported_not_returned_as_nan():
     layer["x_q"] *= 1e200
     with pytest.raises(NonFiniteError, match="overflowed"):
         run(layer)
+
+
+def test_an_overflow_inside_a_switched_off_head_is_reported_not_left_in_v():
+    """The head writes nothing, so the residual stays finite; its V would hold inf and is refused by name."""
+    layer, _ = random_layer(np.random.default_rng(7))
+    h = layer["w_v"].shape[0]
+    layer["w_v"] = layer["w_v"].copy()
+    layer["w_v"][0] = 1.5e308  # finite, but X·W_V is not
+    off = np.zeros(h, bool)
+    off[0] = True
+    with pytest.raises(NonFiniteError, match=r"V = X_kv·W_V \+ b_V overflowed"):
+        run(layer, ablate=off)
 
 
 # ---- properties -------------------------------------------------------------------------------------------

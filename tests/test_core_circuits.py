@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qkvgui.core import ShapeError, multi_head_attention, ov_circuit, qk_circuit, spectrum
+from qkvgui.core import NonFiniteError, ShapeError, multi_head_attention, ov_circuit, qk_circuit, spectrum
 
 
 def test_qk_circuit_predicts_the_scores_and_has_rank_at_most_d_k():
@@ -32,8 +32,24 @@ def test_ov_circuit_uses_each_heads_block_of_w_o():
     np.testing.assert_allclose(ov[1], w_v[1] @ w_o[3:])
     s = spectrum(ov[1])
     assert s.rank == d_v
-    np.testing.assert_allclose(s.singular_values, np.linalg.svd(ov[1], compute_uv=False))
+    # an independent reference: the singular values are the square roots of the eigenvalues of OVᵀ·OV
+    eig = np.sort(np.linalg.eigvalsh(ov[1].T @ ov[1]))[::-1]
+    np.testing.assert_allclose(s.singular_values[:d_v], np.sqrt(eig[:d_v]), rtol=1e-10)
+    assert np.all(np.abs(s.singular_values[d_v:]) < 1e-10 * s.singular_values[0])
     assert np.all(np.diff(s.singular_values) <= 0)
+
+
+def test_spectrum_of_a_known_matrix_and_of_a_non_finite_one():
+    u, _ = np.linalg.qr(np.random.default_rng(4).standard_normal((5, 5)))
+    v, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((4, 4)))
+    want = np.array([3.0, 2.0, 0.5, 0.0])
+    m = u[:, :4] @ np.diag(want) @ v.T  # singular values 3, 2, 0.5, 0 by construction
+    s = spectrum(m)
+    np.testing.assert_allclose(s.singular_values, want, atol=1e-12)
+    assert s.rank == 3
+    m[1, 2] = np.inf
+    with pytest.raises(NonFiniteError, match=r"W_QK holds inf at \[1, 2\]"):
+        spectrum(m, "W_QK")
 
 
 def test_symmetric_qk_when_w_q_equals_w_k():

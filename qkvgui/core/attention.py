@@ -418,6 +418,10 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     q = _project(x_q, w_q, biases["b_Q"], None if reuse is None else (reuse[0].q, reuse[1]))  # [h, n_q, d_k]
     k = _project(x_kv, w_k, biases["b_K"], None if reuse is None else (reuse[0].k, reuse[2]))  # [h_kv, n_k, d_k]
     v = _project(x_kv, w_v, biases["b_V"], None if reuse is None else (reuse[0].v, reuse[2]))  # [h_kv, n_k, d_v]
+    # Checked here, not only in the residual: a switched-off head's Q, K, V stay in the result but never reach it.
+    _check_overflow("Q = X·W_Q + b_Q", q)
+    _check_overflow("K = X_kv·W_K + b_K", k)
+    _check_overflow("V = X_kv·W_V + b_V", v)
     # A query head's output can be taken over when its projections and its key/value head's are unchanged.
     kept = np.zeros(h, dtype=bool) if reuse is None else reuse[1] & reuse[2][np.arange(h) * k.shape[0] // h]
     q_angles = k_angles = None
@@ -462,6 +466,7 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
                 weights_pooled[head, a // pool : -(-b // pool)] = block_max(steps.weights[a:b], pool, pool)
             np.matmul(steps.weights, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
             continue
+        assert w is not None  # allocated whenever a head is computed here
         np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
         for (a, b), span in zip(blocks, spans, strict=True):
             _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)

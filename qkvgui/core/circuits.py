@@ -5,41 +5,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from .checks import check_finite
 from .errors import ShapeError
 
-__all__ = ["qk_circuit", "ov_circuit", "Spectrum", "spectrum", "composition_scores"]
+__all__ = ["COMPOSITION_FORMULAS", "qk_circuit", "ov_circuit", "Spectrum", "spectrum", "composition_scores"]
+
+#: what composition_scores computes, in our row-vector convention (⁰ the earlier head, ¹ the later one); the UI
+#: shows these words, so the formula a learner reads is the one computed
+COMPOSITION_FORMULAS = {
+    "Q": "‖W_OV⁰·W_QK¹‖_F / (‖W_OV⁰‖_F ‖W_QK¹‖_F)",
+    "K": "‖W_QK¹·W_OV⁰ᵀ‖_F / (‖W_QK¹‖_F ‖W_OV⁰‖_F)",
+    "V": "‖W_OV⁰·W_OV¹‖_F / (‖W_OV⁰‖_F ‖W_OV¹‖_F)",
+}
 
 
-def qk_circuit(w_q, w_k) -> np.ndarray:
+def qk_circuit(w_q: ArrayLike, w_k: ArrayLike) -> np.ndarray:
     """W_QK[h] = W_Q[h]·W_K[h]ᵀ, the bilinear form with score(i, j) = x_i·W_QK·x_jᵀ (before biases, scale, mask).
 
     w_q, w_k [h, d_model, d_k] -> [h, d_model, d_model], of rank at most d_k.
     """
-    w_q, w_k = np.asarray(w_q), np.asarray(w_k)
-    if w_q.ndim != 3 or w_k.ndim != 3:
-        raise ShapeError(f"W_Q and W_K must be (heads × d_model × d_k); got {w_q.shape} and {w_k.shape}.")
-    if w_q.shape != w_k.shape:
-        raise ShapeError(f"W_Q has shape {w_q.shape} but W_K has shape {w_k.shape}: the QK circuit needs both alike.")
-    return w_q @ w_k.transpose(0, 2, 1)  # [h, d_model, d_model]
+    q, k = np.asarray(w_q), np.asarray(w_k)
+    if q.ndim != 3 or k.ndim != 3:
+        raise ShapeError(f"W_Q and W_K must be (heads × d_model × d_k); got {q.shape} and {k.shape}.")
+    if q.shape != k.shape:
+        raise ShapeError(f"W_Q has shape {q.shape} but W_K has shape {k.shape}: the QK circuit needs both alike.")
+    out: np.ndarray = q @ k.transpose(0, 2, 1)  # [h, d_model, d_model]
+    return out
 
 
-def ov_circuit(w_v, w_o) -> np.ndarray:
+def ov_circuit(w_v: ArrayLike, w_o: ArrayLike) -> np.ndarray:
     """W_OV[h] = W_V[h]·W_O[block h]: what head h writes to the residual stream for each unit it attends to.
 
     w_v [h, d_model, d_v], w_o [h·d_v, d_model] -> [h, d_model, d_model], of rank at most d_v.
     """
-    w_v, w_o = np.asarray(w_v), np.asarray(w_o)
-    if w_v.ndim != 3 or w_o.ndim != 2:
+    v, o = np.asarray(w_v), np.asarray(w_o)
+    if v.ndim != 3 or o.ndim != 2:
         raise ShapeError(
-            f"W_V must be (heads × d_model × d_v) and W_O (heads·d_v × d_model); got {w_v.shape}, {w_o.shape}."
+            f"W_V must be (heads × d_model × d_v) and W_O (heads·d_v × d_model); got {v.shape}, {o.shape}."
         )
-    h, d_model, d_v = w_v.shape
-    if w_o.shape != (h * d_v, d_model):
+    h, d_model, d_v = v.shape
+    if o.shape != (h * d_v, d_model):
         raise ShapeError(
-            f"W_O has shape {w_o.shape} but {h} heads × d_v {d_v} into d_model {d_model} needs ({h * d_v}, {d_model})."
+            f"W_O has shape {o.shape} but {h} heads × d_v {d_v} into d_model {d_model} needs ({h * d_v}, {d_model})."
         )
-    return w_v @ w_o.reshape(h, d_v, d_model)  # [h, d_model, d_model]
+    out: np.ndarray = v @ o.reshape(h, d_v, d_model)  # [h, d_model, d_model]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +62,20 @@ class Spectrum:
     rank: int
 
 
-def spectrum(m) -> Spectrum:
-    """Singular values and rank of a 2-D matrix; rank counts values above NumPy's default tolerance."""
-    m = np.asarray(m, dtype=np.float64)
-    s = np.linalg.svd(m, compute_uv=False)
-    tol = s.max(initial=0.0) * max(m.shape) * np.finfo(m.dtype).eps
+def spectrum(m: ArrayLike, name: str = "The matrix") -> Spectrum:
+    """Singular values and rank of a 2-D matrix; rank counts values above NumPy's default tolerance.
+
+    A matrix holding NaN or an infinity (an overflowed circuit) raises NonFiniteError naming it, not LinAlgError."""
+    a = np.asarray(m, dtype=np.float64)
+    check_finite(name, a)
+    s = np.linalg.svd(a, compute_uv=False)
+    tol = s.max(initial=0.0) * max(a.shape) * np.finfo(a.dtype).eps
     return Spectrum(singular_values=s, rank=int(np.count_nonzero(s > tol)))
 
 
-def composition_scores(w_q1, w_k1, w_v1, w_o1, w_v0, w_o0) -> dict[str, np.ndarray]:
+def composition_scores(
+    w_q1: ArrayLike, w_k1: ArrayLike, w_v1: ArrayLike, w_o1: ArrayLike, w_v0: ArrayLike, w_o0: ArrayLike
+) -> dict[str, np.ndarray]:
     """Q-, K- and V-composition between every head of a later layer (1) and every head of an earlier one (0).
 
     Elhage et al. (2021), "A Mathematical Framework for Transformer Circuits": the composition of head h of
@@ -76,10 +93,10 @@ def composition_scores(w_q1, w_k1, w_v1, w_o1, w_v0, w_o0) -> dict[str, np.ndarr
         raise ShapeError(f"The layers have d_model {qk1.shape[1]} and {ov0.shape[1]}: they must share one residual "
                          "stream.")
 
-    def fro(m):  # [..., d, d] -> [...]
+    def fro(m: np.ndarray) -> np.ndarray:  # [..., d, d] -> [...]
         return np.sqrt(np.einsum("...ij,...ij->...", m, m))
 
-    def score(products, a, b):  # products [h1, h0, d, d]; a [h1, d, d]; b [h0, d, d]
+    def score(products: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # [h1, h0, d, d]; [h1|h0, d, d]
         denom = fro(a)[:, None] * fro(b)[None, :]
         return np.divide(fro(products), denom, out=np.zeros_like(denom), where=denom > 0)
 

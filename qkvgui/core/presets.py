@@ -5,8 +5,9 @@ Every preset is a ``Preset`` in the core's own argument names and shapes (row ve
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,12 +35,14 @@ class Preset:
     source_padding: np.ndarray | None = None  # [m] bool
     features: list[str] = field(default_factory=list)  # a name for each column of X, for the axis labels
     #: further layers over the same residual stream, each (w_q, w_k, w_v, w_o) with the first layer's shapes
-    more_layers: tuple = ()
+    more_layers: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] = ()
     #: JSON-plain data kept with the session (e.g. {"view": "learn"}: the window opens on that tab)
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _previous_token_layer(tokens: list[str], sharpness: float = 12.0, extra: int = 0):
+def _previous_token_layer(
+    tokens: list[str], sharpness: float = 12.0, extra: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """A residual stream [token one-hot | position one-hot | previous-token block], and a head that fills the
     previous-token block: W_Q reads position p and asks for p − 1, W_K offers each token's own position,
     W_V reads the token, W_O writes it into the previous-token block.
@@ -66,7 +69,7 @@ def _previous_token_layer(tokens: list[str], sharpness: float = 12.0, extra: int
     return x, w_q, w_k, w_v, w_o, vocab
 
 
-def _feature_names(vocab: list[str], n: int, extra: list[str] = ()) -> list[str]:
+def _feature_names(vocab: list[str], n: int, extra: Sequence[str] = ()) -> list[str]:
     return [f"tok:{t}" for t in vocab] + [f"pos:{p}" for p in range(n)] + list(extra)
 
 

@@ -16,6 +16,7 @@ which depends on the positions only through i − j: this is what makes RoPE "re
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import ShapeError
 
@@ -44,7 +45,7 @@ def rope_frequencies(d_k: int, theta: float = DEFAULT_THETA) -> np.ndarray:
     return 1.0 / theta ** (np.arange(0, d_k, 2, dtype=np.float64) / d_k)  # [d_k/2]
 
 
-def rope_angles(n: int, d_k: int, theta: float = DEFAULT_THETA, positions=None) -> np.ndarray:
+def rope_angles(n: int, d_k: int, theta: float = DEFAULT_THETA, positions: ArrayLike | None = None) -> np.ndarray:
     """The rotation angle of every position and frequency pair, in radians.  # [n, d_k/2]
 
     positions [n] defaults to 0, 1, …, n − 1 (the token's index in the sentence).

@@ -91,13 +91,13 @@ def run_gui_bench(repeats: int = 15) -> int:
     print(f"  default session (6 tokens, d_model 12, 2 heads): {statistics.median(small) * 1e3:7.2f} ms "
           f"(target <= 16)")
     window.session.set_state(_layer_state(window.session.state(), 128, 768, 12, 64))
-    while window.result.n_q != 128:
+    while window.result is None or window.result.n_q != 128:
         app.processEvents()
     big = _edit_latency(app, window, repeats)
     print(f"  GPT-2-size layer, n = 128 (d_model 768, 12 heads of 64): {statistics.median(big) * 1e3:7.2f} ms "
           f"(target <= 100)")
     window.session.set_state(_layer_state(window.session.state(), 1024, 768, 12, 64))
-    while window.result.n_q != 1024 or window.pipeline.drawing():
+    while window.result is None or window.result.n_q != 1024 or window.pipeline.drawing():
         app.processEvents()
     stalls = [_longest_stall(app, window, 1024) for _ in range(3)]
     worst = max(s for s, _ in stalls)

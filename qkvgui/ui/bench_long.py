@@ -42,11 +42,11 @@ def child_core(n: int) -> dict:
     from qkvgui.core import multi_head_attention
 
     x, w, w_o = _layer(64)
-    multi_head_attention(x, *w, w_o, causal=True).head(0)  # load BLAS, warm its threads
+    multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True).head(0)  # load BLAS, warm its threads
     x, w, w_o = _layer(n)
     before = _peak_mb()
     t0 = time.perf_counter()
-    r = multi_head_attention(x, *w, w_o, causal=True)
+    r = multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True)
     t1 = time.perf_counter()
     r.head(0)
     t2 = time.perf_counter()

@@ -6,7 +6,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from qkvgui.core import composition_scores, ov_circuit, qk_circuit, spectrum
+from qkvgui.core import QkvError, composition_scores, ov_circuit, qk_circuit, spectrum
+from qkvgui.core.circuits import COMPOSITION_FORMULAS
 from qkvgui.ui.heatmap import HeatmapView
 
 #: above this d_model the singular values are not computed live (an SVD of 1024 × 1024 takes ~0.3 s)
@@ -56,9 +57,11 @@ class CircuitsPanel(QWidget):
         self.composition = HeatmapView("weights")
         self.composition.setObjectName("view.composition")
         self.composition.setToolTip(
-            "Q-, K- and V-composition (Elhage et al. 2021) between each head of a layer and each head of the layer "
-            "before: ‖W_QKᵀ·W_OV‖_F / (‖W_QK‖_F ‖W_OV‖_F) and likewise. High K-composition: the later head's keys "
-            "read what the earlier head wrote (an induction head reading a previous-token head).")
+            "Q-, K- and V-composition (Elhage et al. 2021) between each head of a layer (¹) and each head of the "
+            "layer before (⁰), in our row-vector convention:\n"
+            + "\n".join(f"{kind}: {formula}" for kind, formula in COMPOSITION_FORMULAS.items())
+            + "\nHigh K-composition: the later head's keys read what the earlier head wrote (an induction head "
+            "reading a previous-token head).")
         self.views["composition"] = self.composition
         grid.addWidget(self.spectra, 4, 0)
         grid.addWidget(self.composition, 4, 1)
@@ -94,8 +97,13 @@ class CircuitsPanel(QWidget):
             self.views["circuit_scores"].set_data(result.head(head).scores, q_tokens, k_tokens)
             self.views["circuit_scores"].set_title(f"scores = Q·Kᵀ\nhead {head + 1} · {token_qk.shape[0]} × "
                                                    f"{token_qk.shape[1]}")
-        if session.d_model <= MAX_SVD:
-            qk_s, ov_s = spectrum(self.qk), spectrum(self.ov)
+        try:
+            spectra = (spectrum(self.qk, "W_QK"), spectrum(self.ov, "W_OV")) if session.d_model <= MAX_SVD else None
+        except QkvError as e:  # an overflowed circuit: say so instead of drawing nonsense
+            spectra = None
+            self.rank_label.setText(str(e))
+        if spectra is not None:
+            qk_s, ov_s = spectra
             self._qk_bars.setData(np.arange(len(qk_s.singular_values)), qk_s.singular_values)
             self._ov_bars.setData(np.arange(len(ov_s.singular_values)), ov_s.singular_values)
             self.rank_label.setText(
@@ -106,6 +114,7 @@ class CircuitsPanel(QWidget):
         else:
             self._qk_bars.setData([], [])
             self._ov_bars.setData([], [])
+        if spectra is None and session.d_model > MAX_SVD:
             self.rank_label.setText(f"d_model = {session.d_model}: singular values are not computed live above "
                                     f"{MAX_SVD}.")
 
@@ -116,8 +125,9 @@ class CircuitsPanel(QWidget):
         if session.n_layers < 2:
             return
         later = max(session.layer, 1)
-        c = composition_scores(*(session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O")),
-                               session.matrix("W_V", layer=later - 1), session.matrix("W_O", layer=later - 1))
+        w_q1, w_k1, w_v1, w_o1 = (session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O"))
+        c = composition_scores(w_q1, w_k1, w_v1, w_o1, session.matrix("W_V", layer=later - 1),
+                               session.matrix("W_O", layer=later - 1))
         h = session.n_heads
         data = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
         rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]

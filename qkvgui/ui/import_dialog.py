@@ -74,8 +74,8 @@ class ImportLayerDialog(QDialog):
         form.addRow("model folder", row)
         form.addRow("sentence", self.text_edit)
         form.addRow("layers", which)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.buttons.button(QDialogButtonBox.Ok).setText("Import")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
         self.buttons.accepted.connect(self.start)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -110,7 +110,7 @@ class ImportLayerDialog(QDialog):
             return
         layer = None if self.all_button.isChecked() else self.layer_spin.value() - 1
         folder, text = self.folder_edit.text(), self.text_edit.text()
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(False)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
         self.info.setText("Reading the checkpoint and running the model…")
         self.jobs.run("Importing the model", lambda progress: self._load(folder, layer, text), self._loaded,
                       self._failed)
@@ -124,11 +124,11 @@ class ImportLayerDialog(QDialog):
                 from None
 
     def _failed(self, message: str) -> None:
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)
         self.info.setText(message)
 
     def _loaded(self, session) -> None:
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(True)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)
         self.imported.emit(session)
         self.accept()
 

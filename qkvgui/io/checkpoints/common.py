@@ -139,6 +139,7 @@ def setting(
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise CheckpointError(f"config.json's '{key}' is {value!r}; it must be a {kind.__name__}.")
     if kind in (int, float):
+        assert isinstance(value, int | float)
         if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
             raise CheckpointError(f"config.json's '{key}' is {value!r}; it must lie between {low} and {high}.")
     return value

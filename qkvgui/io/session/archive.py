@@ -11,6 +11,8 @@ import math
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable
+from typing import IO, Any, BinaryIO, cast
 
 import numpy as np
 
@@ -155,11 +157,11 @@ class Archive:
         array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
         return np.array(array, dtype=np.float64, order="C")
 
-    def _npy_header(self, m, where: str, shape: tuple[int, ...]) -> tuple[np.dtype, bool, int]:
+    def _npy_header(self, m: IO[bytes], where: str, shape: tuple[int, ...]) -> tuple[np.dtype, bool, int]:
         """(dtype, fortran_order, offset of the data) of a .npy stream, refusing any header that does not promise
         exactly the declared shape of plain numbers. The header is length-checked before it is read."""
         try:
-            header = read_npy_header(m, where, self.error)  # any parser failure becomes one message
+            header = read_npy_header(cast(BinaryIO, m), where, self.error)  # any parser failure becomes one message
         except SessionFileError:
             raise
         except UNREADABLE as e:  # the archive's own checks: a CRC, a compression method, a password
@@ -190,13 +192,13 @@ def check_dtype(archive: Archive, where: str, dtype: np.dtype) -> None:
 class Fields:
     """Typed access to session.json's fields; a missing or mistyped field raises SessionFileError naming it."""
 
-    def __init__(self, doc: dict, archive: Archive, prefix: str = ""):
+    def __init__(self, doc: dict[str, Any], archive: Archive, prefix: str = ""):
         self.doc, self.archive, self.prefix = doc, archive, prefix
 
     def error(self, key: str, message: str) -> SessionFileError:
         return self.archive.error(f"{JSON_MEMBER}: the field '{self.prefix}{key}' {message}")
 
-    def get(self, key: str, kind: type | tuple[type, ...], default=...):
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if key not in self.doc:
             if default is not ...:
                 return default
@@ -209,7 +211,7 @@ class Fields:
             raise self.error(key, f"must be {names}, not {json_kind(value)}.")
         return value
 
-    def strings(self, key: str, *, low: int, high: int, default=...) -> list[str]:
+    def strings(self, key: str, *, low: int, high: int, default: Any = ...) -> list[str]:
         values = self.get(key, list, default)
         if not low <= len(values) <= high:
             raise self.error(key, f"has {len(values)} entries; it must have between {low} and {high}.")
@@ -241,7 +243,7 @@ _JSON_NAMES = {
 }
 
 
-def check_total(archive: Archive, shapes) -> None:
+def check_total(archive: Archive, shapes: Iterable[tuple[int, ...]]) -> None:
     total = sum(math.prod(shape) for shape in shapes) * 8
     if total > MAX_MATRIX_BYTES:
         raise archive.error(
@@ -250,7 +252,7 @@ def check_total(archive: Archive, shapes) -> None:
         )
 
 
-def declared_shapes(shapes: Fields, names) -> dict[str, tuple[int, ...]]:
+def declared_shapes(shapes: Fields, names: Iterable[str]) -> dict[str, tuple[int, ...]]:
     """Each named matrix's shape from session.json, every axis within LIMITS (checked before anything is
     allocated)."""
     out = {}
@@ -263,7 +265,7 @@ def declared_shapes(shapes: Fields, names) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def shape_problem(name: str, dims) -> str | None:
+def shape_problem(name: str, dims: Any) -> str | None:
     """What is wrong with a matrix shape for a session file (the same rule for writing and reading), or None."""
     axes = AXES[name]
     if len(dims) != len(axes) or not all(type(d) is int for d in dims):
@@ -287,7 +289,7 @@ def reason(e: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def json_kind(value) -> str:
+def json_kind(value: object) -> str:
     if isinstance(value, bool):
         return "true/false"
     if value is None:

@@ -73,5 +73,5 @@ def load(fields: Fields, archive: Archive) -> SessionState:
         **settings,
         x=arrays["X"],
         x_kv=arrays["X_kv"],
-        layers=[Layer(arrays["W_Q"], arrays["W_K"], arrays["W_V"], arrays["W_O"])],
+        layers=(Layer(arrays["W_Q"], arrays["W_K"], arrays["W_V"], arrays["W_O"]),),
     )

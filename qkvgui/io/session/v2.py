@@ -38,10 +38,11 @@ def load(fields: Fields, archive: Archive) -> SessionState:
         }
         h = layer_shapes["W_Q"][0]
         ablated = lf.flags("ablated", h, "heads")
-        layers.append(Layer(*(got[n] for n in LAYER_MATRICES), ablated=ablated))
+        layers.append(Layer(got["W_Q"], got["W_K"], got["W_V"], got["W_O"], got["b_Q"], got["b_K"], got["b_V"],
+                            got["b_O"], ablated=ablated))
     layer = fields.get("layer", int)
     if not 0 <= layer < len(layers):
         raise fields.error("layer", f"is {layer}; a layer index runs from 0 to {len(layers) - 1}.")
     return SessionState(
-        **v1, x=arrays["X"], x_kv=arrays["X_kv"], x_residual=arrays.get("X_residual"), layers=layers, layer=layer
+        **v1, x=arrays["X"], x_kv=arrays["X_kv"], x_residual=arrays.get("X_residual"), layers=tuple(layers), layer=layer
     )

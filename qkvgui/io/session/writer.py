@@ -124,7 +124,7 @@ def _metadata(s: SessionState) -> bytes:
         "matrices": {name: f"{name}.npy" for name in _session_arrays(s)},
         "layers": [
             {
-                "ablated": [bool(f) for f in layer.ablated.tolist()],
+                "ablated": [bool(f) for f in np.asarray(layer.ablated).tolist()],
                 "shapes": {name: list(getattr(layer, _ATTR[name]).shape) for name in LAYER_MATRICES},
                 "matrices": {name: f"layers/{i}/{name}.npy" for name in LAYER_MATRICES},
             }

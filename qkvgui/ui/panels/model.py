@@ -9,6 +9,7 @@ in the step-by-step view; hovering shows the head's scores. The table beside it 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QPoint, QRect, QSize, Qt, QTimer, Signal
@@ -129,6 +130,7 @@ class HeadGrid(QWidget):
 
     def cell_rect(self, layer: int, head: int) -> QRect:
         target = self._target()
+        assert self._image is not None  # a cell exists only once the image is drawn
         sx = target.width() / self._image.width()
         sy = target.height() / self._image.height()
         return QRect(
@@ -153,11 +155,13 @@ class HeadGrid(QWidget):
         for layer in range(0, layers, step_l):
             r = self.cell_rect(layer, 0)
             painter.drawText(
-                QRect(0, r.y(), self.margin_left - 4, r.height()), Qt.AlignRight | Qt.AlignVCenter, f"L{layer + 1}"
+                QRect(0, r.y(), self.margin_left - 4, r.height()),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                f"L{layer + 1}",
             )
         for head in range(0, heads, step_h):
             r = self.cell_rect(0, head)
-            painter.drawText(QRect(r.x(), 0, r.width(), self.margin_top), Qt.AlignCenter, f"H{head + 1}")
+            painter.drawText(QRect(r.x(), 0, r.width(), self.margin_top), Qt.AlignmentFlag.AlignCenter, f"H{head + 1}")
         if self._selected[0] < layers and self._selected[1] < heads:
             painter.setPen(QPen(QColor(255, 80, 80), 2))
             painter.drawRect(self.cell_rect(*self._selected).adjusted(-1, -1, 1, 1))
@@ -185,7 +189,7 @@ class _Number(QTableWidgetItem):
     def __init__(self, value: float, digits: int = 3):
         super().__init__("–" if np.isnan(value) else f"{value:.{digits}f}")
         self.value = float(value)
-        self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
         a = self.value if not np.isnan(self.value) else -np.inf
@@ -216,7 +220,7 @@ class ModelPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.table.horizontalHeader().setDefaultSectionSize(74)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setSortIndicator(0, Qt.AscendingOrder)
+        self.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
         for column, width in enumerate([44, 40] + [70] * len(SCORES)):
             self.table.setColumnWidth(column, width)
         self.table.setSortingEnabled(True)
@@ -328,7 +332,7 @@ class ModelPanel(QWidget):
 
     def sort_by(self, name: str) -> list[tuple[int, int]]:
         """Sort the table by a score, best first, and return its (layer, head) rows in order (0-based)."""
-        self.table.sortItems(2 + SCORES.index(name), Qt.DescendingOrder)
+        self.table.sortItems(2 + SCORES.index(name), Qt.SortOrder.DescendingOrder)
         return [
             (int(self.table.item(r, 0).value) - 1, int(self.table.item(r, 1).value) - 1)
             for r in range(self.table.rowCount())
@@ -353,7 +357,7 @@ class ModelTab(QObject):
         self._poll.timeout.connect(self._collect)
         self._seed = 0
         self.afters: list | None = None  # the stream after each layer's own block (whole models)
-        self._blocks_for = None
+        self._blocks_for: list[Any] | None = None
         self._blocks_job: Future | None = None
         # subscriptions, in one block
         window.scheduler.computed.connect(self._on_computed)
