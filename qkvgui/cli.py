@@ -1,13 +1,18 @@
 """The command line: open the explorer, list the presets, or export figures without a display.
 
-    qkvgui [SESSION]                 open the app (on a session file)
+    qkvgui [SESSION]                 open the app (on a session file); the same as `qkvgui open [SESSION]`
     qkvgui --preset NAME             open the app on a preset
     qkvgui presets                   list the presets
+    qkvgui --version                 print the version
     qkvgui export SESSION --out DIR --format png,svg,pdf [--views weights,concat,...] [--size 16x10cm]
                      [--dpi 300] [--font-size 9] [--numbers on|off] [--theme light|dark|transparent]
                      [--heads current|all|N] [--animate gif,mp4]
 
 Exit code 0 on success; on bad input, 2 and one line on stderr (never a traceback).
+
+One argparse parser with a subcommand per job (``open``, ``presets``, ``export``); ``open`` is the default, so
+``qkvgui FILE`` keeps working. A new export option goes into ``_add_export_arguments`` and is read in
+``cmd_export``; a new command is one ``sub.add_parser`` line in ``build_parser`` and one entry in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -29,19 +34,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _open_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="qkvgui", description="A desktop attention explorer.",
-                epilog="Also: 'qkvgui presets' lists the presets; 'qkvgui export --help' exports figures.")
-    p.add_argument("session", nargs="?", help="a session file (.qkv) to open")
-    p.add_argument("--preset", metavar="NAME", help="open a preset instead (see 'qkvgui presets')")
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: `qkvgui [--version] COMMAND ...`."""
+    from qkvgui import __version__
+
+    p = _Parser(prog="qkvgui", description="A desktop attention explorer: edit Q, K, V and O and watch every step "
+                "of attention redraw live.",
+                epilog="Without a command qkvgui opens the explorer: 'qkvgui [SESSION]' is 'qkvgui open [SESSION]'.")
+    p.add_argument("--version", action="version", version=f"qkvgui {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_open_arguments(sub.add_parser("open", help="open the explorer (the default command)",
+                                       description="Open the explorer on a session file, a preset or the default."))
+    sub.add_parser("presets", help="list the presets", description="List the presets: name and title.")
+    _add_export_arguments(sub.add_parser("export", help="write figures of a session without a display",
+                                         description="Write figures of a session's views without a display, laid "
+                                         "out for the size asked for."))
     return p
 
 
-def _export_parser() -> argparse.ArgumentParser:
+def _add_open_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session", nargs="?", help="a session file (.qkv) to open")
+    p.add_argument("--preset", metavar="NAME", help="open a preset instead (see 'qkvgui presets')")
+
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     from qkvgui.io.figure_views import view_names
 
-    p = _Parser(prog="qkvgui export", description="Write figures of a session's views without a display, laid out "
-                "for the size asked for.")
     p.add_argument("session", nargs="?", help="the session file (.qkv)")
     p.add_argument("--preset", metavar="NAME", help="export a preset instead of a session file")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into (created if missing)")
@@ -65,7 +83,6 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0,
                    help="PNG pixels (and DPI) per figure pixel, on top of --size and --dpi (default: 1)")
     p.add_argument("--head", type=int, default=None, help="the head to show (1-based; default: the session's)")
-    return p
 
 
 def _figure_options(args):
@@ -124,7 +141,7 @@ def _split(value: str, allowed, what: str) -> list[str]:
     return items
 
 
-def cmd_presets() -> int:
+def cmd_presets(args: argparse.Namespace) -> int:
     from qkvgui.core.presets import make_preset, preset_names
 
     for name in preset_names():
@@ -132,8 +149,7 @@ def cmd_presets() -> int:
     return EXIT_OK
 
 
-def cmd_export(argv: list[str]) -> int:
-    args = _export_parser().parse_args(argv)
+def cmd_export(args: argparse.Namespace) -> int:
     if not args.session and not args.preset:
         raise UsageError("export needs a session file or --preset NAME")
     from qkvgui.io.animation import ANIMATION_FORMATS
@@ -183,8 +199,7 @@ def cmd_export(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def cmd_open(argv: list[str]) -> int:
-    args = _open_parser().parse_args(argv)
+def cmd_open(args: argparse.Namespace) -> int:
     session = _load(args.session, args.preset)
     from qkvgui.ui.app import run_app
 
@@ -193,15 +208,22 @@ def cmd_open(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["open", *argv]  # the default command: `qkvgui FILE`, `qkvgui --preset NAME`
     try:
-        if argv and argv[0] == "presets":
-            if len(argv) > 1:
-                raise UsageError(f"'presets' takes no arguments, got {' '.join(argv[1:])}")
-            return cmd_presets()
-        if argv and argv[0] == "export":
-            return cmd_export(argv[1:])
-        return cmd_open(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            if args.command == "presets":
+                raise UsageError(f"'presets' takes no arguments, got {' '.join(extra)}")
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        return COMMANDS[args.command](args)
+    except SystemExit as e:  # --help and --version print and stop
+        return e.code if isinstance(e.code, int) else EXIT_OK
     except UsageError as e:
         message = str(e).encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate prints too
         print(f"qkvgui: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+
+
+#: every subcommand and the function that runs it
+COMMANDS = {"open": cmd_open, "presets": cmd_presets, "export": cmd_export}

@@ -124,3 +124,14 @@ def test_export_writes_the_animation(tmp_path):
     assert frames.shape == (20, 360, 640, 3)  # 10 steps, two frames each
     video = iio.imread(tmp_path / "steps.mp4", plugin="FFMPEG", index=None)
     assert video.shape[1:] == (360, 640, 3) and video.shape[0] >= 20
+
+
+def test_version_and_subcommands():
+    import qkvgui as package
+
+    out = qkvgui("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"qkvgui {package.__version__}"
+    helped = qkvgui("--help")
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("open", "presets", "export"))
+    refused = qkvgui("open", "--preset", "nope")  # the default command, named
+    assert refused.returncode == 2 and "no preset 'nope'" in refused.stderr

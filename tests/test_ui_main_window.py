@@ -214,6 +214,7 @@ def test_big_layer_is_computed_off_the_gui_thread(qtbot):
     w.close()
 
 
+@pytest.mark.slow  # ~17 s; runs by default and in CI (deselect locally with -m 'not slow')
 def test_window_survives_thousands_of_drawn_edits(qtbot):
     """PySide6 6.12.0 on Python 3.11 aborts a window of pyqtgraph views within a few hundred edits
     (none_dealloc); this drives the real window through 2,000 drawn edits so the version pin cannot go silently."""
