@@ -1,6 +1,9 @@
 """The words beside the numbers: formulas with the current shapes, and each sum adding up to the number shown."""
 
+import re
+
 import numpy as np
+import pytest
 
 from qkvgui.core import multi_head_attention
 from qkvgui.ui.explain import explain_output_row, explain_score, view_formula
@@ -28,7 +31,14 @@ def test_score_explanation_adds_up_to_the_score():
     products = r.q[1, 2] * r.k[1, 4]
     assert f"{r.scores[1, 2, 4]:.4g}".replace("-", "−") in text
     assert f"{r.q[1, 2, 0]:.4g}".replace("-", "−") + "×" in text  # the first product is written out
-    np.testing.assert_allclose(products.sum(), r.scores[1, 2, 4])
+    # the text's own arithmetic adds up: the products it writes out sum to the score it shows (4 digits each)
+    def number(t: str) -> float:
+        return float(t.replace("−", "-"))
+
+    pairs = re.findall(r"([−\d.e+]+)×([−\d.e+]+)", text)
+    assert len(pairs) == len(products)
+    shown = number(re.search(r"&nbsp;&nbsp;= <b>([^<]+)</b>", text).group(1))
+    assert sum(number(a) * number(b) for a, b in pairs) == pytest.approx(shown, rel=2e-3, abs=2e-3)
     assert "key visible" in text
 
 
