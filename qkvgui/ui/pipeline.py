@@ -148,8 +148,8 @@ class PipelineView(QWidget):
                 data = getattr(one, spec.name)
             else:
                 data = getattr(r, spec.name)
-                if spec.per_head:
-                    data = data[head]
+                if spec.per_head:  # K and V of grouped-query heads are shared: head reads its group's row
+                    data = data[r.kv_head(head) if spec.name in ("k", "v") else head]
             rows = q_tokens if spec.rows == "query" else k_tokens
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
             if not cross:

@@ -30,14 +30,16 @@ class EditController(QObject):
 
     def edit_block(self, name: str, row: int, col: int, block: np.ndarray) -> bool:
         """Write a block into a matrix (the selected head's slice for W_Q, W_K, W_V) as one undoable edit."""
-        head = self.session.head if name in PER_HEAD else None
+        s = self.session  # W_K/W_V rows are per key/value head: shared by a group of query heads under GQA
+        head = (s.head if name == "W_Q" else s.kv_head()) if name in PER_HEAD else None
         try:
             old = self.session.set_block(name, row, col, block, head=head)
         except QkvError as e:
             self.refused.emit(str(e))
             return False
         r, c = block.shape
-        where = f" (head {head + 1})" if head is not None else ""
+        kv = "kv " if name in ("W_K", "W_V") and s.n_kv_heads < s.n_heads else ""
+        where = f" ({kv}head {head + 1})" if head is not None else ""
         text = f"edit {name}{where} [{row}, {col}]" if r * c == 1 else f"edit {r} × {c} cells of {name}{where}"
         self.undo_stack.push(BlockEdit(self.session, name, head, row, col, block, old, text))
         return True

@@ -265,9 +265,13 @@ class EditorTabs(QTabWidget):
             editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), features)
             editor.set_title(f"W_O (layer {s.layer + 1})" if s.n_layers > 1 else "W_O")
         else:
-            editor.set_matrix(m[s.head], features, dim_labels(m.shape[2]))
+            # With shared key/value heads (GQA) query head h edits W_K/W_V of its group s.kv_head(), as set_block does.
+            shared = name != "W_Q" and s.n_kv_heads < s.n_heads
+            head = s.kv_head() if name != "W_Q" else s.head
+            editor.set_matrix(m[head], features, dim_labels(m.shape[2]))
             layer = f"layer {s.layer + 1}, " if s.n_layers > 1 else ""
-            editor.set_title(f"{name} ({layer}head {s.head + 1})")
+            which = f"kv head {head + 1}, shared by head {s.head + 1}" if shared else f"head {s.head + 1}"
+            editor.set_title(f"{name} ({layer}{which})")
 
     def refresh_controls(self) -> None:
         s = self.session
