@@ -53,3 +53,18 @@ def test_typing_into_shared_w_k_edits_the_group_row(qtbot, gqa_window):
     type_into(qtbot, w, "W_K", 0, 0, "0.75")
     assert s.matrix("W_K")[1, 0, 0] == 0.75
     np.testing.assert_array_equal(w.editors["W_K"].model.matrix(), s.matrix("W_K")[1])
+
+
+def test_head_thumbnails_of_a_12_head_layer_at_1280x800_are_labelled_in_full(qtbot):
+    s = Session()
+    s.resize(n_heads=12)
+    w = MainWindow(s)
+    qtbot.addWidget(w)
+    w.resize(1280, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    thumb = w.findChild(type(w.views["q"]), "view.weights.head12")
+    qtbot.waitUntil(lambda: thumb.isVisible() and thumb.width() > 0)
+    thumb._update_title()  # as on resize
+    # Used to read "head…" for heads 10-12: the 60 px thumbnail lost 16 px of margin to the elision.
+    assert "head 12" in thumb._title_item.text

@@ -898,7 +898,7 @@ class HeatmapView(QWidget):
             return
         font = QFont(self.font())
         font.setPointSizeF(9.0)
-        available = max(40, self.width() - 16)
+        available = max(40, self.width() - (6 if self._compact else 16))  # thumbnails: 'head 12' fits in 60 px
         metrics = QFontMetricsF(font)
         # One line per line of the title (formula, then head and shape), each elided on its own. The label is
         # HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
