@@ -622,6 +622,9 @@ class Session:
     def set_tokens(self, tokens: Sequence[object], source: bool = False) -> None:
         """Change the token strings; rows of X (or X_kv) follow their tokens, new tokens get new random rows."""
         new_tokens = [str(t) for t in tokens]
+        if self._s.model is not None and new_tokens != list(self._s.source_tokens if source else self._s.tokens):
+            raise SessionError("A whole imported model reads the tokens its tokenizer made: to change the sentence, "
+                               "import the model again (File ▸ Import model), or use Repeat random tokens.")
         if not new_tokens:
             raise SessionError("A sequence needs at least one token.")
         if len(new_tokens) > LIMITS["tokens"]:

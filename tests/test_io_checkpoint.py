@@ -236,6 +236,9 @@ def test_blocks_between_layers_are_the_models_own_read_only(gpt2):
         assert not after.flags.writeable
     block = s.model.blocks[0]
     assert not block.mlp.w_in.flags.writeable and not block.norm_attn.weight.flags.writeable
+    with pytest.raises(SessionError, match="import the model again"):
+        s.set_tokens(["the", "dog", "sat"])
+    assert s.tokens == ["the", "cat", "sat"]
     with pytest.raises(SessionError, match="own layers"):
         s.add_layer()
     with pytest.raises(SessionError, match="cannot change"):
