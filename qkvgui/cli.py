@@ -144,8 +144,10 @@ def _split(value: str, allowed, what: str) -> list[str]:
 def cmd_presets(args: argparse.Namespace) -> int:
     from qkvgui.core.presets import make_preset, preset_names
 
-    for name in preset_names():
-        print(f"{name:16} {make_preset(name).title}")
+    names = preset_names()
+    width = max(map(len, names), default=0) + 2  # titles in one column, however long a name is
+    for name in names:
+        print(f"{name:{width}}{make_preset(name).title}")
     return EXIT_OK
 
 

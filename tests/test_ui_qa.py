@@ -68,3 +68,14 @@ def test_head_thumbnails_of_a_12_head_layer_at_1280x800_are_labelled_in_full(qtb
     thumb._update_title()  # as on resize
     # Used to read "head…" for heads 10-12: the 60 px thumbnail lost 16 px of margin to the elision.
     assert "head 12" in thumb._title_item.text
+
+
+def test_preset_titles_line_up_in_one_column():
+    from test_cli import qkvgui
+
+    out = qkvgui("presets")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    # Each title starts where the longest name's padding ends ("learn-previous-token" used to run into its title).
+    starts = {len(line) - len(line.split(None, 1)[1]) for line in lines}
+    assert len(starts) == 1, lines
