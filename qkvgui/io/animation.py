@@ -208,7 +208,7 @@ def animation_frames(
     options = options or FigureOptions(*DEFAULT_FRAME)
     if options.theme == "transparent":  # video has no alpha: transparent means a light page
         options = replace(options, theme="light")
-    frames = []
+    frames: list[tuple[np.ndarray, float]] = []
     total = 2 * len(STEPS)
     for k in range(len(STEPS)):
         for reveal, seconds in zip((False, True), GROUP_SECONDS, strict=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -207,7 +208,7 @@ class FigureData:
     w_o: np.ndarray  # [h·d_v, d_model]
     x: np.ndarray  # [n, d_model] what the layer reads
     x_kv: np.ndarray  # [m, d_model]
-    result: object  # the core's AttentionResult
+    result: Any  # the core's AttentionResult
     head: int
     layer: int
     n_layers: int
@@ -234,6 +235,7 @@ class FigureData:
         return [h]
 
     def array(self, name: str, head: int | None = None) -> np.ndarray:
+        head = self.head if head is None else head
         """The values of a view (for one head if it has heads)."""
         r = self.result
         if name == "x":
@@ -326,7 +328,7 @@ class FigureData:
         if name not in VIEWS:
             raise FigureError(f"There is no view {name!r}: choose from {', '.join(view_names())}.")
         info = VIEWS[name]
-        shown = self.heads(heads) if info.per_head else [None]
+        shown: list[int | None] = list(self.heads(heads)) if info.per_head else [None]
         arrays = [np.asarray(self.array(name, h), dtype=np.float64) for h in shown]
         if info.kind == "weights":
             levels = (0.0, 1.0)
@@ -344,7 +346,7 @@ class FigureData:
             caption = f"head {h + 1}" if h is not None and len(shown) > 1 else ""
             matrices.append(Matrix(a, rows, cols, levels, caption, row_tok, col_tok))
         parts = []
-        if info.per_head and len(shown) == 1:
+        if info.per_head and len(shown) == 1 and shown[0] is not None:
             parts.append(f"head {shown[0] + 1}")
         elif info.per_head:
             parts.append(f"{len(shown)} heads")
@@ -371,8 +373,12 @@ def figure_data(session, layer: int | None = None, results: list | None = None) 
     composition, pair = None, (0, 0)
     if session.n_layers > 1:
         later = max(layer, 1)
+        q1, k1, v1, o1 = (session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O"))
         composition = composition_scores(
-            *(session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O")),
+            q1,
+            k1,
+            v1,
+            o1,
             session.matrix("W_V", layer=later - 1),
             session.matrix("W_O", layer=later - 1),
         )

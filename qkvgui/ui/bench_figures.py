@@ -15,10 +15,10 @@ def bench_session(n: int = 32, h: int = 12, d_model: int = 768, d_head: int = 64
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, d_model))
-    w = [rng.standard_normal((h, d_model, d_head)) / np.sqrt(d_model) for _ in range(3)]
+    w_q, w_k, w_v = (rng.standard_normal((h, d_model, d_head)) / np.sqrt(d_model) for _ in range(3))
     w_o = rng.standard_normal((h * d_head, d_model)) / np.sqrt(h * d_head)
     tokens = (("the quick brown fox jumps over the lazy dog " * 4).split())[:n]
-    return Session.from_arrays(x, w[0], w[1], w[2], w_o, tokens=tokens, causal=True)
+    return Session.from_arrays(x, w_q, w_k, w_v, w_o, tokens=tokens, causal=True)
 
 
 def run_figures_bench(repeats: int = 3) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, QSettings, QThreadPool, Signal
 from PySide6.QtWidgets import (
@@ -32,6 +33,17 @@ from qkvgui.io.figure_paint import THEMES, Figure, FigureOptions, figure_image, 
 from qkvgui.io.figure_views import FIGURE_VIEWS, FigureData, figure_data
 from qkvgui.io.figures import FORMATS
 from qkvgui.ui.figure_preview import FigurePreview, watch_session
+
+W = TypeVar("W", bound=QWidget)
+
+
+def _named(widget: W, name: str, props: dict[str, object] | None = None) -> W:
+    """The widget with its objectName (for scripts and tests) and properties set."""
+    widget.setObjectName(name)
+    for key, value in (props or {}).items():
+        getattr(widget, "set" + key[0].upper() + key[1:])(value)
+    return widget
+
 
 __all__ = ["ExportFigureDialog", "figure_choices", "saved_choice"]
 
@@ -94,33 +106,35 @@ class ExportFigureDialog(QDialog):
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_written)
 
-        self.view = QComboBox(objectName="export.view")
+        self.view = _named(QComboBox(), "export.view")
         for name, text in figure_choices(self.data()):
             self.view.addItem(text, name)
-        self.heads = QComboBox(objectName="export.heads")
+        self.heads = _named(QComboBox(), "export.heads")
         self.heads.addItem(f"Current head ({session.head + 1})", "current")
         self.heads.addItem(f"All {session.n_heads} heads", "all")
-        self.preset = QComboBox(objectName="export.preset")
+        self.preset = _named(QComboBox(), "export.preset")
         self.preset.addItem("Custom size")
         for label, w, h, unit, dpi in PRESETS:
             self.preset.addItem(f"{label}: {w:g} × {h:g} {unit}", (w, h, unit, dpi))
-        self.width_box = QDoubleSpinBox(objectName="export.width", decimals=2, minimum=0.1, maximum=20000)
-        self.height_box = QDoubleSpinBox(objectName="export.height", decimals=2, minimum=0.1, maximum=20000)
-        self.unit = QComboBox(objectName="export.unit")
+        self.width_box = _named(QDoubleSpinBox(), "export.width", {"decimals": 2, "minimum": 0.1, "maximum": 20000})
+        self.height_box = _named(QDoubleSpinBox(), "export.height", {"decimals": 2, "minimum": 0.1, "maximum": 20000})
+        self.unit = _named(QComboBox(), "export.unit")
         self.unit.addItems(["px", "cm", "in"])
-        self.dpi = QSpinBox(objectName="export.dpi", minimum=36, maximum=1200, suffix=" dpi")
-        self.font_pt = QDoubleSpinBox(objectName="export.font", decimals=1, minimum=4, maximum=48, suffix=" pt")
-        self.numbers = QCheckBox("Numbers in cells (where they fit)", objectName="export.numbers")
-        self.colorbar = QCheckBox("Colour bar", objectName="export.colorbar")
-        self.theme = QComboBox(objectName="export.theme")
+        self.dpi = _named(QSpinBox(), "export.dpi", {"minimum": 36, "maximum": 1200, "suffix": " dpi"})
+        self.font_pt = _named(
+            QDoubleSpinBox(), "export.font", {"decimals": 1, "minimum": 4, "maximum": 48, "suffix": " pt"}
+        )
+        self.numbers = _named(QCheckBox("Numbers in cells (where they fit)"), "export.numbers")
+        self.colorbar = _named(QCheckBox("Colour bar"), "export.colorbar")
+        self.theme = _named(QComboBox(), "export.theme")
         for name in THEMES:
             self.theme.addItem({"light": "Light", "dark": "Dark", "transparent": "Transparent background"}[name], name)
-        self.format = QComboBox(objectName="export.format")
+        self.format = _named(QComboBox(), "export.format")
         for fmt in FORMATS:
             self.format.addItem(
                 {"png": "PNG image", "svg": "SVG (vector, text as text)", "pdf": "PDF (vector, text as text)"}[fmt], fmt
             )
-        self.info = QLabel(objectName="export.info")
+        self.info = _named(QLabel(), "export.info")
         self.info.setWordWrap(True)
         self.preview = FigurePreview(self.figure, self)
         self.preview.setObjectName("export.preview")
@@ -145,8 +159,8 @@ class ExportFigureDialog(QDialog):
         form.addRow("Fo&rmat", self.format)
         form.addRow(self.info)
         buttons = QDialogButtonBox()
-        self.export_button = QPushButton("&Export…", objectName="export.save")
-        self.copy_button = QPushButton("&Copy", objectName="export.copy")
+        self.export_button = _named(QPushButton("&Export…"), "export.save")
+        self.copy_button = _named(QPushButton("&Copy"), "export.copy")
         buttons.addButton(self.export_button, QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.addButton(self.copy_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(QDialogButtonBox.StandardButton.Close)
@@ -375,7 +389,7 @@ def _setting(settings: QSettings | None, key: str):
         if isinstance(default, bool):
             return value if isinstance(value, bool) else str(value).lower() == "true"
         if isinstance(default, float):
-            return float(value)
+            return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return default
     return value

@@ -9,6 +9,7 @@ session, so an edit in the editors retells the current step at once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -29,6 +30,17 @@ from qkvgui.io.figure_paint import Figure, FigureOptions
 from qkvgui.io.figure_views import FigureData, figure_data
 from qkvgui.ui.figure_preview import FigurePreview, watch_session
 
+W = TypeVar("W", bound=QWidget)
+
+
+def _named(widget: W, name: str, props: dict[str, object] | None = None) -> W:
+    """The widget with its objectName (for scripts and tests) and properties set."""
+    widget.setObjectName(name)
+    for key, value in (props or {}).items():
+        getattr(widget, "set" + key[0].upper() + key[1:])(value)
+    return widget
+
+
 __all__ = ["AnimationExport", "StepThroughDialog", "export_animation_dialog"]
 
 
@@ -42,27 +54,27 @@ class StepThroughDialog(QDialog):
         self.setModal(False)
         self.session = session
         self._data: FigureData | None = None
-        self.steps = QListWidget(objectName="step.list")
+        self.steps = _named(QListWidget(), "step.list")
         for k, step in enumerate(STEPS):
             self.steps.addItem(f"{k + 1}. {step.title}")
         self.steps.setMaximumWidth(240)
         self.figure_view = FigurePreview(self.figure, self)
         self.figure_view.setObjectName("step.figure")
-        self.narration = QLabel(objectName="step.narration")
+        self.narration = _named(QLabel(), "step.narration")
         self.narration.setWordWrap(True)
         self.narration.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.narration.setMinimumHeight(64)
-        self.back = QPushButton("◀ &Back", objectName="step.back")
-        self.next = QPushButton("&Next ▶", objectName="step.next")
-        self.export_button = QPushButton("Export &animation…", objectName="step.export")
+        self.back = _named(QPushButton("◀ &Back"), "step.back")
+        self.next = _named(QPushButton("&Next ▶"), "step.next")
+        self.export_button = _named(QPushButton("Export &animation…"), "step.export")
         self.back.clicked.connect(lambda: self.go(self.current() - 1))
         self.next.clicked.connect(lambda: self.go(self.current() + 1))
         self.export_button.clicked.connect(lambda: export_animation_dialog(self, self.session))
         for keys, delta in ((("Right", "PgDown", "Space"), 1), (("Left", "PgUp", "Backspace"), -1)):
             for key in keys:
-                QShortcut(QKeySequence(key), self, activated=lambda d=delta: self.go(self.current() + d))
-        QShortcut(QKeySequence("Home"), self, activated=lambda: self.go(0))
-        QShortcut(QKeySequence("End"), self, activated=lambda: self.go(len(STEPS) - 1))
+                QShortcut(QKeySequence(key), self, lambda d=delta: self.go(self.current() + d))
+        QShortcut(QKeySequence("Home"), self, lambda: self.go(0))
+        QShortcut(QKeySequence("End"), self, lambda: self.go(len(STEPS) - 1))
         self.steps.currentRowChanged.connect(self._show)
 
         buttons = QHBoxLayout()
