@@ -411,16 +411,48 @@ def test_token_qk_circuit_of_a_later_layer_reads_the_residual_stream(qtbot):
 
 
 def test_export_figures_from_the_window(qtbot, window, tmp_path):
+    """Figures are drawn from the session at the size last chosen in the export dialog, not copied from the views:
+    a circuit view never shown exports too, and nothing of the screen (hover marks) gets in."""
     from PySide6.QtGui import QImage
 
+    from qkvgui.ui.export_dialog import saved_choice
+
+    _, options = saved_choice()
+    window.views["weights"].highlight(rows=(1,), cols=(2,))  # a hovered row on screen
     assert window.export_figure("weights", tmp_path / "w.png", scale=2)
     image = QImage(str(tmp_path / "w.png"))
-    view = window.views["weights"].graphics_widget().viewport()
-    assert image.width() == 2 * view.width() and image.height() == 2 * view.height()
+    width, height = options.pixel_size()
+    assert (image.width(), image.height()) == (2 * width, 2 * height)
+    assert window.export_figure("ov_circuit", tmp_path / "ov.png", scale=1)  # the circuits tab was never shown
+    a = np.frombuffer(QImage(str(tmp_path / "ov.png")).convertToFormat(QImage.Format.Format_RGB888).constBits(),
+                      np.uint8)
+    assert a.std() > 20
     assert window.export_figure("pipeline", tmp_path / "all.pdf")
     assert (tmp_path / "all.pdf").read_bytes()[:4] == b"%PDF"
     assert not window.export_figure("weights", tmp_path / "w.gif")
     assert "png" in window.last_message and "svg" in window.last_message
+
+
+def test_figure_menus_open_the_export_dialog_and_the_step_through(qtbot, window):
+    from PySide6.QtGui import QAction
+
+    from qkvgui.ui.export_dialog import ExportFigureDialog
+    from qkvgui.ui.step_through import StepThroughDialog
+
+    actions = {a.objectName(): a for a in window.findChildren(QAction)}
+    for name in ("action.export_figure", "action.copy_figure", "action.export_animation", "action.step_through"):
+        assert name in actions, name
+    actions["action.export_figure"].trigger()
+    dialog = window.figures.export_dialog
+    assert isinstance(dialog, ExportFigureDialog) and dialog.isVisible()
+    qtbot.waitUntil(lambda: not dialog.preview.busy() and not dialog.preview.image().isNull(), timeout=10000)
+    actions["action.step_through"].trigger()
+    steps = window.figures.step_dialog
+    assert isinstance(steps, StepThroughDialog) and steps.isVisible()
+    actions["action.copy_figure"].trigger()
+    assert "copied the" in window.last_message
+    window.figures.close_dialogs()
+    assert not dialog.isVisible() and not steps.isVisible()
 
 
 def test_import_a_model_layer_edit_it_and_reset(qtbot, window, tmp_path):

@@ -263,5 +263,6 @@ class MainWindow(QMainWindow):
             store.setValue("main_splitter", self.main_splitter.saveState())
             store.setValue("right_splitter", self.right_splitter.saveState())
         self.scheduler.shutdown()
+        self.figures.close_dialogs()
         self.right_tabs.close_views()  # graphics views alive at interpreter exit can crash Python 3.11
         super().closeEvent(event)

@@ -68,7 +68,9 @@ def build_standard_menus(window, menus: Menus) -> None:
     window.reset_action = add("File", "Reset to &model weights", doc.reset_to_model, None, "reset_to_model")
     menus.menu("File").addSeparator()
     add("File", "&Export figure…", figures.export_figure_dialog, "Ctrl+E", "export_figure")
-    add("File", "&Copy figure to clipboard…", figures.copy_figure_dialog, "Ctrl+Shift+C", "copy_figure")
+    add("File", "&Copy figure to clipboard", figures.copy_figure_dialog, "Ctrl+Shift+C", "copy_figure")
+    add("File", "Export &animation…", figures.export_animation_dialog, None, "export_animation")
+    add("View", "&Step through…", figures.step_through, "Ctrl+T", "step_through")
     menus.menu("File").addSeparator()
     add("File", "&Quit", window.close, QKeySequence.Quit, "quit")
 

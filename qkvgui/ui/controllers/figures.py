@@ -1,62 +1,102 @@
-"""Figures of the window's views: File ▸ Export figure and File ▸ Copy figure."""
+"""Figures of the session: File ▸ Export figure (a dialog with a live preview), Copy figure, Export animation, and
+View ▸ Step through. Everything is drawn by the figure renderer from the session, never copied from the views, so
+any view exports whether or not it is on screen, with no hover or selection marks, in the theme asked for."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSizeF, Signal
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QWidget
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QApplication, QWidget
 
-from qkvgui.io.figures import figure_to_image
-from qkvgui.ui.figure_export import copy_view_to_clipboard, export_pipeline, export_view, pipeline_panels
-from qkvgui.ui.panels.views import ViewsPanel
+from qkvgui.core.errors import QkvError
+from qkvgui.io.figure_paint import Figure, figure_image, write_figure_file
+from qkvgui.io.figure_views import figure_data, view_names
+from qkvgui.io.figures import FORMATS
+from qkvgui.ui.export_dialog import ExportFigureDialog, saved_choice
+from qkvgui.ui.step_through import StepThroughDialog, export_animation_dialog
 
 
 class FigureController(QObject):
     message = Signal(str)
 
-    def __init__(self, window: QWidget, panel: ViewsPanel):
+    def __init__(self, window: QWidget, panel=None):
         super().__init__(window)
         self.window, self.panel = window, panel
+        self.export_dialog: ExportFigureDialog | None = None
+        self.step_dialog: StepThroughDialog | None = None
+        self._jobs: list = []
 
     def figure_names(self) -> list[str]:
-        """What can be exported: the whole pipeline, then every view by its name."""
-        return ["pipeline", *self.panel.views]
+        """What can be exported: the whole pipeline, the circuits, then every view by its name."""
+        return view_names()
 
     def export_figure(self, name: str, path: str | Path, scale: float = 2.0) -> bool:
-        """Write a view (or 'pipeline', the whole figure) as PNG, SVG or PDF, chosen by the file's suffix."""
+        """Write a figure ('pipeline', 'circuits' or a view) as PNG, SVG or PDF (by the file's suffix), laid out as
+        last chosen in the export dialog; a PNG gets `scale` times the pixels (and DPI) of that size."""
+        path = Path(path)
         try:
-            if name == "pipeline":
-                written = export_pipeline(self.panel.pipeline, path, None, scale)
+            if path.suffix.lower().lstrip(".") not in FORMATS:
+                raise QkvError(f"{path.name}: a figure is written as .png, .svg or .pdf.")
+            _, options = saved_choice()
+            if options.unit == "px":
+                options = replace(options, width=options.width * scale, height=options.height * scale,
+                                  dpi=options.dpi * scale)
             else:
-                written = export_view(self.panel.views[name], path, None, scale)
-        except (ValueError, OSError) as e:
+                options = replace(options, dpi=options.dpi * scale)
+            written = write_figure_file(path, Figure(figure_data(self.window.session), name, options))
+        except (QkvError, ValueError, OSError) as e:
             self.message.emit(f"Could not export {name}: {e}")
             return False
         self.message.emit(f"wrote {written}")
         return True
 
-    def _pick_figure(self, verb: str) -> str | None:
-        name, ok = QInputDialog.getItem(self.window, f"{verb} figure", "Which figure?", self.figure_names(), 0, False)
-        return name if ok else None
-
     def export_figure_dialog(self) -> None:
-        name = self._pick_figure("Export")
-        if name is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(
-            self.window, f"Export {name}", f"{name}.png", "PNG image (*.png);;SVG vector (*.svg);;PDF document (*.pdf)"
-        )
-        if path:
-            self.export_figure(name, path)
+        """File ▸ Export figure: the dialog, beside the window (it follows edits while open)."""
+        if self.export_dialog is not None and self.export_dialog.session is not self.window.session:
+            self.export_dialog.close()
+            self.export_dialog = None
+        if self.export_dialog is None or not self.export_dialog.isVisible():
+            self.export_dialog = ExportFigureDialog(self.window.session, self.window)
+            self.export_dialog.exported.connect(lambda path: self.message.emit(f"wrote {path}"))
+        self.export_dialog.show()
+        self.export_dialog.raise_()
+        self.export_dialog.activateWindow()
 
     def copy_figure_dialog(self) -> None:
-        name = self._pick_figure("Copy")
-        if name is None:
+        """File ▸ Copy figure: the figure last chosen in the export dialog, as an image on the clipboard."""
+        name, options = saved_choice()
+        try:
+            image = figure_image(Figure(figure_data(self.window.session), name, options))
+        except (QkvError, ValueError, MemoryError) as e:
+            self.message.emit(f"Could not copy the figure: {e}")
             return
-        pipeline = self.panel.pipeline
-        if name == "pipeline":
-            QApplication.clipboard().setImage(figure_to_image(pipeline_panels(pipeline), QSizeF(pipeline.size()), 2.0))
-        else:
-            copy_view_to_clipboard(self.panel.views[name])
-        self.message.emit(f"copied the {name} figure")
+        QApplication.clipboard().setImage(image)
+        self.message.emit(f"copied the {name} figure ({image.width()} × {image.height()} px; "
+                          "File ▸ Export figure chooses which and how)")
+
+    def export_animation_dialog(self) -> None:
+        """File ▸ Export animation: the steps of attention as a GIF or MP4, written off the GUI thread."""
+        job = export_animation_dialog(self.window, self.window.session, self.message.emit)
+        if job is not None:
+            self._jobs = [j for j in self._jobs if j.dialog.isVisible()] + [job]
+
+    def step_through(self) -> None:
+        """View ▸ Step through: a window that walks the computation one step at a time."""
+        if self.step_dialog is not None and self.step_dialog.session is not self.window.session:
+            self.step_dialog.close()
+            self.step_dialog = None
+        if self.step_dialog is None or not self.step_dialog.isVisible():
+            self.step_dialog = StepThroughDialog(self.window.session, self.window)
+        self.step_dialog.show()
+        self.step_dialog.raise_()
+        self.step_dialog.activateWindow()
+
+    def close_dialogs(self) -> None:
+        for dialog in (self.export_dialog, self.step_dialog):
+            if dialog is not None:
+                dialog.close()
+        for job in self._jobs:
+            job.cancel()
+            job.wait()
