@@ -33,3 +33,30 @@ def run_app(session=None, path: Path | None = None) -> int:
     window.document.clean_up_at_start()
     window.document.offer_recovery()
     return app.exec()
+
+
+def show_window(session=None):
+    """Open the explorer on `session` and return the window at once, without running an event loop.
+
+    For IPython and Jupyter: after ``%gui qt`` the kernel's own loop drives the window, so the session can be
+    changed from code (``session.set_matrix(...)``) and every view follows live. In a plain script, call
+    ``QApplication.instance().exec()`` afterwards. The application keeps the window alive until it is closed.
+    """
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from qkvgui.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("qkvgui")
+    window = MainWindow(session)
+    window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+    # a reference held by the application (not a module global): an unassigned show() keeps its window
+    kept = getattr(app, "_qkvgui_windows", None)
+    if kept is None:
+        kept = app._qkvgui_windows = []
+    kept.append(window)
+    window.destroyed.connect(lambda *_: kept.remove(window) if window in kept else None)
+    window.show()
+    window.raise_()
+    return window
