@@ -11,7 +11,7 @@ def test_a_new_tab_and_its_views_join_the_window(qtbot, window):
     index = window.add_tab(view, "Extra", views={"extra": view})
     assert window.right_tabs.tabText(index) == "Extra"
     assert window.views["extra"] is view
-    assert "extra" in window.figure_names()
+    # figures are drawn from the session by the renderer (qkvgui.io.figure_paint), not copied from tab widgets
     window.right_tabs.setCurrentIndex(index)
     assert view.isVisible()
 
