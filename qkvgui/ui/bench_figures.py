@@ -22,14 +22,13 @@ def bench_session(n: int = 32, h: int = 12, d_model: int = 768, d_head: int = 64
 
 
 def run_figures_bench(repeats: int = 3) -> int:
-    from PySide6.QtGui import QGuiApplication
-
     from qkvgui.io.animation import write_animation
+    from qkvgui.io.figure_files import ensure_gui_app
     from qkvgui.io.figure_paint import Figure, FigureOptions, write_figure_file
     from qkvgui.io.figure_views import figure_data
     from qkvgui.session import Session
 
-    _app = QGuiApplication.instance() or QGuiApplication([])
+    _app = ensure_gui_app()  # headless: `bench figures` needs no display
     session = bench_session()
     print(
         "figures: 12 heads × 32 tokens (d_model 768, d_head 64), whole pipeline, 1600×1000 PNG "
