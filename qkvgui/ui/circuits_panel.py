@@ -76,14 +76,17 @@ class CircuitsPanel(QWidget):
         x_in what the layer reads (X for the first layer, the residual stream after the one before otherwise)."""
         self.show_composition(session)
         head = session.head
+        kv = session.kv_head(head)  # the key/value head this query head reads (itself without shared heads)
         w_q, w_k, w_v, w_o = (session.matrix(n) for n in ("W_Q", "W_K", "W_V", "W_O"))
-        self.qk = qk_circuit(w_q[head:head + 1], w_k[head:head + 1])[0]  # [d_model, d_model]
+        self.qk = qk_circuit(w_q[head:head + 1], w_k[kv:kv + 1])[0]  # [d_model, d_model]
         h, d_v = session.n_heads, session.d_v
         block = w_o[head * d_v:(head + 1) * d_v]  # this head's rows of W_O
-        self.ov = ov_circuit(w_v[head:head + 1], block)[0]  # [d_model, d_model]
+        self.ov = ov_circuit(w_v[kv:kv + 1], block)[0]  # [d_model, d_model]
         features = session.features
         self.views["qk_circuit"].set_data(self.qk, features, features)
-        self.views["qk_circuit"].set_title(f"W_QK = W_Q·W_Kᵀ\nhead {head + 1} · {session.d_model} × {session.d_model}")
+        group = f" (W_K of kv head {kv + 1})" if session.n_kv_heads < h else ""
+        self.views["qk_circuit"].set_title(f"W_QK = W_Q·W_Kᵀ\nhead {head + 1}{group} · {session.d_model} × "
+                                           f"{session.d_model}")
         self.views["ov_circuit"].set_data(self.ov, features, features)
         self.views["ov_circuit"].set_title(f"W_OV = W_V·W_O\nhead {head + 1} · {session.d_model} × {session.d_model}")
         x = session.matrix("X") if x_in is None else x_in
@@ -91,7 +94,8 @@ class CircuitsPanel(QWidget):
         token_qk = x @ self.qk @ x_kv.T  # [n_q, n_k]
         q_tokens, k_tokens = session.tokens, session.key_tokens
         self.views["token_qk"].set_data(token_qk, q_tokens, k_tokens)
-        self.views["token_qk"].set_title(f"X·W_QK·X{'_kv' if session.cross else ''}ᵀ\n"
+        unrotated = " (before RoPE)" if session.rotary else ""
+        self.views["token_qk"].set_title(f"X·W_QK·X{'_kv' if session.cross else ''}ᵀ{unrotated}\n"
                                          f"head {head + 1} · {token_qk.shape[0]} × {token_qk.shape[1]}")
         if result is not None and result.n_heads == h:
             self.views["circuit_scores"].set_data(result.head(head).scores, q_tokens, k_tokens)
@@ -125,9 +129,8 @@ class CircuitsPanel(QWidget):
         if session.n_layers < 2:
             return
         later = max(session.layer, 1)
-        w_q1, w_k1, w_v1, w_o1 = (session.matrix(n, layer=later) for n in ("W_Q", "W_K", "W_V", "W_O"))
-        c = composition_scores(w_q1, w_k1, w_v1, w_o1, session.matrix("W_V", layer=later - 1),
-                               session.matrix("W_O", layer=later - 1))
+        c = composition_scores(*(_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O")),
+                               _per_query_head(session, "W_V", later - 1), session.matrix("W_O", layer=later - 1))
         h = session.n_heads
         data = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
         rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]
@@ -141,3 +144,11 @@ class CircuitsPanel(QWidget):
             view.close_views()
         if self.spectra.plotItem is not None:
             self.spectra.close()
+
+
+def _per_query_head(session, name: str, layer: int) -> np.ndarray:
+    """A layer's W_Q, W_K, W_V or W_O with one matrix per query head: shared key/value heads repeated per group."""
+    m = session.matrix(name, layer=layer)
+    if name in ("W_K", "W_V") and m.shape[0] != session.n_heads:
+        m = np.repeat(m, session.n_heads // m.shape[0], axis=0)
+    return m

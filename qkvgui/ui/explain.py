@@ -31,12 +31,23 @@ def _products(a, b) -> str:
 
 def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tokens) -> str:
     """HTML: how scores, scaled, masked and weights at (head, i, j) were made from row i of Q and row j of K."""
-    qi, kj = r.q[head, i], r.k[r.kv_head(head), j]
+    kv = r.kv_head(head)
+    qi, kj = r.q_rope[head, i], r.k_rope[kv, j]  # the rotated vectors with RoPE, Q and K themselves otherwise
     one = r.head(head)
     qt, kt = escape(str(q_tokens[i])), escape(str(k_tokens[j]))
-    lines = [
-        f"<b>Query {i} ‘{qt}’ · key {j} ‘{kt}’</b> (head {head + 1})",
-        f"score = q<sub>{i}</sub>·k<sub>{j}</sub> = Σ<sub>c</sub> q<sub>{i}</sub>[c]·k<sub>{j}</sub>[c]",
+    shared = f", key/value head {kv + 1}" if r.n_kv_heads < r.n_heads else ""
+    lines = [f"<b>Query {i} ‘{qt}’ · key {j} ‘{kt}’</b> (head {head + 1}{shared})"]
+    if r.rotary is not None:
+        lines += [
+            f"RoPE: q<sub>{i}</sub> is turned by position {i} and k<sub>{j}</sub> by position {j}: each pair "
+            f"(c, c + d<sub>k</sub>/2) by {i}·θ<sub>c</sub> and {j}·θ<sub>c</sub>, θ<sub>c</sub> = "
+            f"{_num(r.rotary)}<sup>−2c/d<sub>k</sub></sup>",
+            f"score = rot(q<sub>{i}</sub>, {i})·rot(k<sub>{j}</sub>, {j}) = q<sub>{i}</sub>·R(({j} − {i})·θ)"
+            f"·k<sub>{j}</sub>: the positions enter only through i − j = {i - j}, by the rotation",
+        ]
+    lines += [
+        f"score = q<sub>{i}</sub>·k<sub>{j}</sub> = Σ<sub>c</sub> q<sub>{i}</sub>[c]·k<sub>{j}</sub>[c]"
+        + (" (rotated)" if r.rotary is not None else ""),
         "&nbsp;&nbsp;= " + _products(qi, kj),
         f"&nbsp;&nbsp;= <b>{_num(one.scores[i, j])}</b>",
         f"scaled = {_num(one.scores[i, j])} × {_num(r.scale)} = <b>{_num(one.scaled[i, j])}</b>",
@@ -92,7 +103,11 @@ def view_formula(name: str, r: AttentionResult) -> str:
         "q": f"Q = X·W_Q: ({n}×{dm})·({dm}×{d_k}) = {n}×{d_k}",
         "k": f"K = X_kv·W_K: ({m}×{dm})·({dm}×{d_k}) = {m}×{d_k}",
         "v": f"V = X_kv·W_V: ({m}×{dm})·({dm}×{d_v}) = {m}×{d_v}",
-        "scores": f"scores = Q·Kᵀ: ({n}×{d_k})·({d_k}×{m}) = {n}×{m}",
+        "q_rope": f"Q_rope = Q with pair (c, c + {d_k // 2}) of row i turned by i·θ_c: {n}×{d_k}",
+        "k_rope": f"K_rope = K with pair (c, c + {d_k // 2}) of row j turned by j·θ_c: {m}×{d_k}",
+        "angles": f"angle = position · {r.rotary or 0:g}^(−2c/{d_k}), wrapped to ±π: {n}×{d_k // 2}",
+        "scores": f"scores = Q{'_rope' if r.rotary else ''}·K{'_rope' if r.rotary else ''}ᵀ: "
+        f"({n}×{d_k})·({d_k}×{m}) = {n}×{m}",
         "scaled": f"scaled = scores × {r.scale:.4g}: {n}×{m}",
         "masked": f"masked = scaled, with −∞ where a key is hidden: {n}×{m}",
         "weights": f"weights = softmax(masked), row by row: {n}×{m}, every row sums to 1",

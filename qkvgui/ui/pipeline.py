@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
@@ -30,6 +32,14 @@ VIEW_SPECS = (
     ViewSpec("q", "Q = X·W_Q", True, "query", "d", tip="Row i: what token i is looking for (its query)."),
     ViewSpec("k", "K = X_kv·W_K", True, "key", "d", tip="Row j: what token j offers to be found by (its key)."),
     ViewSpec("v", "V = X_kv·W_V", True, "key", "d", tip="Row j: what token j hands over when it is attended to."),
+    ViewSpec("q_rope", "Q_rope = rotate(Q, position)", True, "query", "d",
+             tip="Row i: token i's query turned by its position i (each coordinate pair by its own angle)."),
+    ViewSpec("k_rope", "K_rope = rotate(K, position)", True, "key", "d",
+             tip="Row j: token j's key turned by its position j; q_i·k_j then depends on i − j only through "
+                 "the rotation."),
+    ViewSpec("angles", "angle = position · θ^(−2i/d_k)", False, "query", "pair",
+             tip="Cell (p, i): the angle (radians, wrapped to ±π) by which pair i = (d_i, d_{i+d_k/2}) of position "
+                 "p's query and key turns. Pair 0 turns one radian per position, the last pair almost not at all."),
     ViewSpec("scores", "scores = Q·Kᵀ", True, "query", "key",
              tip="Cell (i, j): how strongly token i's query matches token j's key, q_i·k_j."),
     ViewSpec("scaled", "scaled = scores × scale", True, "query", "key",
@@ -50,6 +60,12 @@ VIEW_SPECS = (
 SPECS = {s.name: s for s in VIEW_SPECS}
 #: the views whose cell (i, j) is one query and one key
 SCORE_VIEWS = ("scores", "scaled", "masked", "weights")
+#: the views of the rotary step, shown only when positions are rotated (RoPE)
+ROTARY_VIEWS = ("q_rope", "k_rope", "angles")
+#: the views of key/value heads: with shared heads they show the selected query head's key/value head
+KV_VIEWS = ("k", "v", "k_rope")
+#: one colour per group of query heads sharing a key/value head (Okabe–Ito, readable by colour-blind users)
+GROUP_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 #: results with more attention weights than this are drawn one view per event-loop turn
 PROGRESSIVE_CELLS = 200_000
 
@@ -70,9 +86,10 @@ class PipelineView(QWidget):
         self.views: dict[str, HeatmapView] = {}
         grid = QGridLayout()
         grid.setSpacing(4)
-        positions = {"q": (0, 0), "k": (0, 1), "v": (0, 2), "scores": (1, 0), "scaled": (1, 1), "masked": (1, 2),
-                     "weights": (1, 3), "head_outputs": (2, 0), "concat": (2, 1), "output": (2, 2),
-                     "residual": (2, 3)}
+        # Row 1 is the rotary step (Q and K turned by position), shown only for rotary sessions.
+        positions = {"q": (0, 0), "k": (0, 1), "v": (0, 2), "q_rope": (1, 0), "k_rope": (1, 1), "angles": (1, 2),
+                     "scores": (2, 0), "scaled": (2, 1), "masked": (2, 2), "weights": (2, 3), "head_outputs": (3, 0),
+                     "concat": (3, 1), "output": (3, 2), "residual": (3, 3)}
         for spec in VIEW_SPECS:
             view = HeatmapView(spec.kind)
             view.setObjectName(f"view.{spec.name}")
@@ -101,9 +118,11 @@ class PipelineView(QWidget):
         grid.addLayout(small, 0, 3)
         for c in range(4):
             grid.setColumnStretch(c, 1)
-        for r in range(3):
+        for r in range(4):
             grid.setRowStretch(r, 1)
         self.setLayout(grid)
+        self._grid = grid
+        self._show_rotary(False)
         self._pending: list = []
         self._step_timer = QTimer(self, singleShot=True, interval=0)
         self._step_timer.timeout.connect(self._next_step)
@@ -125,6 +144,12 @@ class PipelineView(QWidget):
         self._pending = steps
         self._step_timer.start()
 
+    def _show_rotary(self, on: bool) -> None:
+        """The rotary row is there only when positions are rotated (its stretch 0 when hidden, so nothing squeezes)."""
+        for name in ROTARY_VIEWS:
+            self.views[name].setVisible(on)
+        self._grid.setRowStretch(1, 1 if on else 0)
+
     def _next_step(self) -> None:
         if self._pending:
             self._pending.pop(0)()
@@ -143,26 +168,45 @@ class PipelineView(QWidget):
         cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": list(features or dim_labels(d_model))}
         steps = []
         one = r.head(head)  # the selected head's n_q × n_k steps (computed on the worker when big)
+        rotary = r.rotary is not None
+        self._show_rotary(rotary)
+        kv = r.kv_head(head)
+        shared = r.n_kv_heads < r.n_heads
+        group = r.n_heads // r.n_kv_heads
+        d_half = r.q.shape[2] // 2
+        cols["pair"] = [f"d{i}/d{i + d_half}" for i in range(d_half)]
         for spec in sorted(VIEW_SPECS, key=lambda spec: spec.name != "weights"):  # the weights first
+            if spec.name in ROTARY_VIEWS and not rotary:
+                continue
             if spec.name in SCORE_VIEWS:
                 data = getattr(one, spec.name)
+            elif spec.name == "angles":
+                data = np.angle(np.exp(1j * r.q_angles))  # [n_q, d_k/2] wrapped to (−π, π]
             else:
                 data = getattr(r, spec.name)
-                if spec.per_head:  # K and V of grouped-query heads are shared: head reads its group's row
-                    data = data[r.kv_head(head) if spec.name in ("k", "v") else head]
+                if spec.per_head:
+                    data = data[kv if spec.name in KV_VIEWS else head]
             rows = q_tokens if spec.rows == "query" else k_tokens
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
+            if rotary and spec.name == "scores":
+                formula = "scores = Q_rope·K_ropeᵀ"
+            if spec.name == "angles":
+                formula = f"angle = position · {r.rotary:g}^(−2i/{r.q.shape[2]})"
             if not cross:
                 formula = formula.replace("X_kv", "X")
-            where = (f"layer {layer + 1} · " if layer is not None else "") + (
-                f"head {head + 1} · " if spec.per_head else "")
+            who = f"head {head + 1} · " if spec.per_head else ""
+            if shared and spec.name in KV_VIEWS:  # say which query heads read this key/value head
+                who = f"kv head {kv + 1} (heads {kv * group + 1}–{kv * group + group}) · "
+            where = (f"layer {layer + 1} · " if layer is not None else "") + who
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
         self._ensure_head_views(h)
         # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
         pooled_q, pooled_k = q_tokens[:: r.pool], k_tokens[:: r.pool]
         for i, view in enumerate(self.head_views):
-            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, f"head {i + 1}"))
+            label = f"head {i + 1} · kv {r.kv_head(i) + 1}" if shared else f"head {i + 1}"
+            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, label))
+            _mark_group(view, r.kv_head(i) if shared else None)
         return steps
 
     @staticmethod
@@ -197,6 +241,26 @@ class PipelineView(QWidget):
         self._pending = []
         for view in self.all_views():
             view.close_views()
+
+
+def group_colour(kv_head: int) -> str:
+    """The colour of the group of query heads that read key/value head kv_head."""
+    return GROUP_COLOURS[kv_head % len(GROUP_COLOURS)]
+
+
+def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
+    """Tint a head thumbnail in its group's colour (the palette's own background without shared key/value heads)."""
+    colour = None if kv_head is None else group_colour(kv_head)
+    base = view.palette().color(QPalette.ColorRole.Window)
+    if colour is not None:
+        tint = QColor(colour)
+        base = QColor(*(round(0.6 * a + 0.4 * b) for a, b in zip(base.getRgb()[:3], tint.getRgb()[:3], strict=True)))
+    view.graphics_widget().setBackground(base)
+    if view.property("group_colour") != colour:
+        view.setProperty("group_colour", colour)
+        tip = view.toolTip().split("\n")[0]
+        view.setToolTip(tip + (f"\nReads key/value head {kv_head + 1}, shared with the heads of the same colour."
+                               if kv_head is not None else ""))
 
 
 def _small_view(kind: str, name: str, tip: str) -> HeatmapView:

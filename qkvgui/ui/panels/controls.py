@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 
 from qkvgui.session import Session
 from qkvgui.ui.controllers.edits import EditController
+from qkvgui.ui.rotary_controls import RotaryControls
 
 SCALE_CHOICES = (("1/√d_k", "sqrt"), ("none (1)", "none"), ("custom", "custom"))
 
@@ -43,6 +44,9 @@ class ControlsPanel(QWidget):
         scale_row.addWidget(self.scale_combo)
         scale_row.addWidget(self.scale_spin)
         form.addRow("scale scores by", scale_row)
+        # RoPE on/off and θ, and key/value heads shared by groups of query heads (the LLaMA family)
+        self.rotary_controls = RotaryControls(session, self._change)
+        form.addRow("positions, heads", self.rotary_controls)
         head_row = QHBoxLayout()
         self.head_spin = QSpinBox(minimum=1)
         self.head_spin.setObjectName("control.head")
@@ -107,6 +111,7 @@ class ControlsPanel(QWidget):
             self.scale_spin.setValue(s.custom_scale)
             self.scale_spin.setEnabled(s.scale_mode == "custom")
             self.heads_spin.setValue(s.n_heads)
+            self.rotary_controls.refresh()
             self.head_spin.setMaximum(s.n_heads)
             self.head_spin.setValue(s.head + 1)
             self.ablate_box.setChecked(bool(s.ablated()[s.head]))
