@@ -392,7 +392,8 @@ class Session:
         p = make_preset(name)
         session = cls.from_arrays(p.x, p.w_q, p.w_k, p.w_v, p.w_o, x_kv=p.x_kv, tokens=p.tokens,
                                   source_tokens=p.source_tokens, causal=p.causal, scale=p.scale,
-                                  source_padding=p.source_padding, title=p.title, description=p.description)
+                                  source_padding=p.source_padding, title=p.title, description=p.description,
+                                  rotary=p.rotary)
         more = tuple(Layer(w_q, w_k, w_v, w_o).filled() for w_q, w_k, w_v, w_o in p.more_layers)
         state = session._s.replace(features=tuple(p.features), layers=session._s.layers + more,
                                    extra={**session._s.extra, **copy.deepcopy(p.extra)})

@@ -85,3 +85,20 @@ def test_bad_states_are_refused():
     s = grouped_session()
     with pytest.raises(SessionError, match="θ"):
         s.set_state(s.state().replace(rope_theta=float("inf")))
+
+
+def test_rope_preset_builds_the_previous_token_head_from_rotations_alone():
+    onehot = Session.from_preset("previous-token")
+    rope = Session.from_preset("previous-token-rope")
+    assert rope.rotary and rope.rope_theta == 10000.0 and not onehot.rotary
+    assert not any(f.startswith("pos:") for f in rope.features)  # no position features at all
+    q = rope.compute().q[0]
+    # before the rotation every token asks the same question
+    np.testing.assert_allclose(q, np.broadcast_to(q[0], q.shape), atol=0)
+    w_rope, w_onehot = rope.compute().weights[0], onehot.compute().weights[0]
+    expected = np.eye(6, k=-1)
+    expected[0, 0] = 1.0  # the first token has no previous one: it sees only itself
+    np.testing.assert_allclose(w_rope, expected, atol=1e-4)
+    np.testing.assert_allclose(w_onehot, expected, atol=1e-4)
+    rope.set_rotary(False)  # without the rotation nothing tells the positions apart: uniform attention
+    np.testing.assert_allclose(rope.compute().weights[0][5], np.full(6, 1 / 6), atol=1e-12)

@@ -38,6 +38,8 @@ class Preset:
     more_layers: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] = ()
     #: JSON-plain data kept with the session (e.g. {"view": "learn"}: the window opens on that tab)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: rotary positions (RoPE) with this base θ; None: positions are not rotated
+    rotary: float | None = None
 
 
 def _previous_token_layer(
@@ -292,8 +294,51 @@ def learn_previous_token() -> Preset:
     )
 
 
+def previous_token_rope() -> Preset:
+    """The previous-token head again, with no position features at all: RoPE supplies the positions."""
+    from .rope import DEFAULT_THETA, rope_frequencies
+
+    tokens = "the cat sat on the mat".split()
+    ids, vocab = token_ids(tokens)
+    n, v = len(tokens), len(vocab)
+    d_model, d_k = v + 1 + v, 8  # [token one-hot | a constant 1 | previous-token block]
+    x = np.zeros((n, d_model))
+    x[np.arange(n), ids] = 1.0  # which token this is
+    x[:, v] = 1.0  # the same for every token: whatever differs between positions comes from the rotation
+    omega = float(rope_frequencies(d_k, DEFAULT_THETA)[0])  # pair 0 turns 1 radian per position
+    # score(i, j) = c²·cos((j − i + 1)·ω) (pair 0 only): largest at j = i − 1; the next best is cos(1) = 0.54.
+    # c is chosen so that after 1/√d_k that margin is 12, as in the one-hot head.
+    c = np.sqrt(12.0 * np.sqrt(d_k) / (1.0 - np.cos(omega)))
+    w_q = np.zeros((1, d_model, d_k))
+    w_q[0, v, 0] = c  # q = (c, 0) in pair 0 (coordinates 0 and d_k/2) for every token, before the rotation
+    w_k = np.zeros((1, d_model, d_k))
+    w_k[0, v, 0] = c * np.cos(omega)  # k = q turned one position further: (c·cos ω, c·sin ω) ...
+    w_k[0, v, d_k // 2] = c * np.sin(omega)  # ... so rot(k, j) lines up with rot(q, i) exactly when j = i − 1
+    w_v = np.zeros((1, d_model, v))
+    w_v[0, np.arange(v), np.arange(v)] = 1.0  # the token's identity
+    w_o = np.zeros((v, d_model))
+    w_o[np.arange(v), v + 1 + np.arange(v)] = 1.0  # written into the previous-token block
+    return Preset(
+        name="previous-token-rope",
+        title="A previous-token head with rotary positions (RoPE)",
+        description=(
+            "The same previous-token head as the 'previous-token' preset, built without any position feature: "
+            "every token's row of X holds only its identity and a constant 1, so Q = X·W_Q and K = X·W_K are the "
+            "same at every position. RoPE then turns each query and key by its position (see Q_rope, K_rope and "
+            "the angles: pair 0 turns one radian per position). W_K stores the key already turned one position "
+            "further than the query, so rot(q, i)·rot(k, j) = c²·cos((j − i + 1) rad): largest when j = i − 1, "
+            "whatever i is. The score depends on the positions only through i − j; the one-hot head needed a "
+            "feature per position and a W_Q row per position instead. One pair repeats every 2π ≈ 6.3 positions, "
+            "which is why real models rotate many pairs at many speeds (try a longer sentence, or change θ)."
+        ),
+        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=True, rotary=DEFAULT_THETA,
+        features=[f"tok:{t}" for t in vocab] + ["const"] + [f"prev:{t}" for t in vocab],
+    )
+
+
 PRESETS: dict[str, Callable[[], Preset]] = {
     "previous-token": previous_token,
+    "previous-token-rope": previous_token_rope,
     "search-engine": search_engine,
     "translation": translation,
     "two-heads": two_heads,
