@@ -292,3 +292,15 @@ def test_title_markup():
         ("T", 1),
     ]
     assert rich_runs("a\\_b") == [("a_b", 0)]
+
+
+def test_rotary_views_export_and_refuse_without_rope(qapp, tmp_path):
+    s = Session.from_preset("previous-token-rope")
+    data = figure_data(s)
+    for view in ("q_rope", "k_rope", "angles"):
+        image = QImage(str(write_figure_file(tmp_path / f"{view}.png", Figure(data, view, FigureOptions(500, 400)))))
+        assert pixels(image)[..., :3].astype(float).std() > 20  # a heatmap, not an empty page
+    np.testing.assert_array_equal(data.array("k_rope", 0), s.compute().k_rope[0])
+    assert "rope" in strings(figure_bytes(Figure(data, "scores", FigureOptions(500, 400)), "svg"))
+    with pytest.raises(FigureError, match="rotary positions"):
+        Figure(figure_data(Session()), "q_rope")

@@ -50,6 +50,9 @@ FIGURE_VIEWS: tuple[ViewInfo, ...] = (
     ViewInfo("q", "queries", "Q = X·W_Q", True),
     ViewInfo("k", "keys", "K = X·W_K", True),
     ViewInfo("v", "values", "V = X·W_V", True),
+    ViewInfo("q_rope", "rotated queries", "Q_{rope} = rotate(Q, position)", True),
+    ViewInfo("k_rope", "rotated keys", "K_{rope} = rotate(K, position)", True),
+    ViewInfo("angles", "rotation angles", "angle = position · θ^{−2i/d_k}", False),
     ViewInfo("scores", "attention scores", "Q·K^T", True),
     ViewInfo("scaled", "scaled scores", "scores × scale", True),
     ViewInfo("masked", "masked scores", "mask(scaled)", True),
@@ -247,14 +250,15 @@ class FigureData:
         if name in ("qk_circuit", "ov_circuit", "token_qk"):
             key = (name, head)
             if key not in self._cache:
-                qk = qk_circuit(self.w_q[head : head + 1], self.w_k[head : head + 1])[0]  # [d_model, d_model]
+                kv = head * self.w_k.shape[0] // self.n_heads  # the key/value head this query head reads
+                qk = qk_circuit(self.w_q[head : head + 1], self.w_k[kv : kv + 1])[0]  # [d_model, d_model]
                 if name == "qk_circuit":
                     value = qk
                 elif name == "token_qk":
                     value = self.x @ qk @ self.x_kv.T  # [n_q, n_k]
                 else:
                     d_v = self.w_v.shape[2]
-                    value = ov_circuit(self.w_v[head : head + 1], self.w_o[head * d_v : (head + 1) * d_v])[0]
+                    value = ov_circuit(self.w_v[kv : kv + 1], self.w_o[head * d_v : (head + 1) * d_v])[0]
                 self._cache[key] = value
             return self._cache[key]
         if name == "circuit_scores":
@@ -266,7 +270,11 @@ class FigureData:
             return np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
         if name in HEAD_STEPS:
             return head_step(r, name, head)
-        if name in ("k", "v"):  # heads may share keys and values (grouped-query attention)
+        if name in ("q_rope", "k_rope", "angles") and getattr(r, "rotary", None) is None:
+            raise FigureError(f"The {VIEWS[name].label} exist only with rotary positions: switch RoPE on first.")
+        if name == "angles":
+            return np.angle(np.exp(1j * r.q_angles))  # [n_q, d_k/2], wrapped to (−π, π]
+        if name in ("k", "v", "k_rope"):  # heads may share keys and values (grouped-query attention)
             return getattr(r, name)[r.kv_head(head) if hasattr(r, "kv_head") else head]
         value = getattr(r, name)
         return value[head] if VIEWS[name].per_head else value
@@ -287,7 +295,10 @@ class FigureData:
             d_v = self.w_v.shape[2]
             rows = [f"h{k // d_v + 1}.d{k % d_v}" for k in range(n_rows)]
             return rows, list(self.features), False, False
-        rows = list(self.key_tokens if name in ("k", "v") else self.tokens)
+        rows = list(self.key_tokens if name in ("k", "v", "k_rope") else self.tokens)
+        if name == "angles":
+            half = n_cols
+            return rows, [f"d{i}/d{i + half}" for i in range(half)], True, False
         if name in ("scores", "scaled", "masked", "weights", "token_qk", "circuit_scores"):
             return rows, list(self.key_tokens), True, True
         if name == "concat":
@@ -302,6 +313,10 @@ class FigureData:
         f = info.formula
         if info.name in ("k", "v"):
             f = f.replace("= X·", f"= {kv}·")
+        elif info.name == "scores" and getattr(self.result, "rotary", None) is not None:
+            f = "Q_{rope}·K_{rope}^T"
+        elif info.name == "angles":
+            f = f"angle = position · {self.result.rotary:g}^{{−2i/{self.w_q.shape[2]}}}"
         elif info.name == "token_qk":
             f = f"X·W_{{QK}}·{kv}^T"
         elif info.name == "scaled":
