@@ -53,7 +53,8 @@ def rope_angles(n: int, d_k: int, theta: float = DEFAULT_THETA, positions: Array
     pos = np.arange(n, dtype=np.float64) if positions is None else np.asarray(positions, dtype=np.float64)
     if pos.shape != (n,):
         raise ShapeError(f"There are {n} tokens but {pos.shape} positions were given: one position per token.")
-    return pos[:, None] * rope_frequencies(d_k, theta)[None, :]  # [n, d_k/2]
+    angles: np.ndarray = pos[:, None] * rope_frequencies(d_k, theta)[None, :]  # [n, d_k/2]
+    return angles
 
 
 def rotate_half(x: np.ndarray) -> np.ndarray:
