@@ -19,14 +19,14 @@ class RotaryControls(QWidget):
         self._updating = False
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
-        self.rotary_box = QCheckBox("rotate Q and K by position (RoPE), θ =")
+        self.rotary_box = QCheckBox("RoPE, θ =")
         self.rotary_box.setObjectName("control.rotary")
         self.rotary_box.setToolTip(
             "Rotary position embeddings (LLaMA, Mistral, Qwen, SmolLM): before the scores, each pair of "
             "coordinates (c, c + d_k/2) of every query and key turns by position · θ^(−2c/d_k). The score q_i·k_j "
             "then depends on the positions only through i − j. Needs an even d_k."
         )
-        self.theta_spin = QDoubleSpinBox(decimals=1, minimum=1.5, maximum=1e8, singleStep=1000.0)
+        self.theta_spin = QDoubleSpinBox(decimals=0, minimum=2, maximum=1e8, singleStep=1000.0)
         self.theta_spin.setObjectName("control.rope_theta")
         self.theta_spin.setKeyboardTracking(False)
         self.theta_spin.setToolTip(
@@ -43,7 +43,7 @@ class RotaryControls(QWidget):
         row.addWidget(self.rotary_box)
         row.addWidget(self.theta_spin)
         row.addSpacing(12)
-        row.addWidget(QLabel("key/value heads"))
+        row.addWidget(QLabel("kv heads"))
         row.addWidget(self.kv_combo)
         row.addStretch(1)
         self.rotary_box.toggled.connect(self._rotary_toggled)
