@@ -72,7 +72,7 @@ def test_qk_circuit_of_a_query_head_uses_its_groups_w_k(qtbot, window):
     expected = qk_circuit(s.matrix("W_Q")[10:11], s.matrix("W_K")[3:4])[0]
     np.testing.assert_allclose(window.views["qk_circuit"].data(), expected)
     assert "kv head 4" in window.views["qk_circuit"].title()
-    assert window.editors["W_K"].title.text().startswith("W_K (kv head 4, shared)")
+    assert window.editors["W_K"].title.text().startswith("W_K (kv head 4, shared")
 
 
 def test_controls_switch_rope_and_share_heads_undoably(qtbot, window):
