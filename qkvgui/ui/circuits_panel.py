@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from qkvgui.core import QkvError, composition_scores, ov_circuit, qk_circuit, spectrum
 from qkvgui.core.circuits import COMPOSITION_FORMULAS
+from qkvgui.session import Session
 from qkvgui.ui.heatmap import HeatmapView
 
 #: above this d_model the singular values are not computed live (an SVD of 1024 × 1024 takes ~0.3 s)
@@ -129,8 +130,9 @@ class CircuitsPanel(QWidget):
         if session.n_layers < 2:
             return
         later = max(session.layer, 1)
-        c = composition_scores(*(_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O")),
-                               _per_query_head(session, "W_V", later - 1), session.matrix("W_O", layer=later - 1))
+        w_q1, w_k1, w_v1, w_o1 = (_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O"))
+        c = composition_scores(w_q1, w_k1, w_v1, w_o1, _per_query_head(session, "W_V", later - 1),
+                               session.matrix("W_O", layer=later - 1))
         h = session.n_heads
         data = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
         rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]
@@ -146,7 +148,7 @@ class CircuitsPanel(QWidget):
             self.spectra.close()
 
 
-def _per_query_head(session, name: str, layer: int) -> np.ndarray:
+def _per_query_head(session: Session, name: str, layer: int) -> np.ndarray:
     """A layer's W_Q, W_K, W_V or W_O with one matrix per query head: shared key/value heads repeated per group."""
     m = session.matrix(name, layer=layer)
     if name in ("W_K", "W_V") and m.shape[0] != session.n_heads:

@@ -181,7 +181,7 @@ class PipelineView(QWidget):
             if spec.name in SCORE_VIEWS:
                 data = getattr(one, spec.name)
             elif spec.name == "angles":
-                data = np.angle(np.exp(1j * r.q_angles))  # [n_q, d_k/2] wrapped to (−π, π]
+                data = np.angle(np.exp(1j * np.asarray(r.q_angles)))  # [n_q, d_k/2] wrapped to (−π, π]
             else:
                 data = getattr(r, spec.name)
                 if spec.per_head:
@@ -254,7 +254,11 @@ def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
     base = view.palette().color(QPalette.ColorRole.Window)
     if colour is not None:
         tint = QColor(colour)
-        base = QColor(*(round(0.6 * a + 0.4 * b) for a, b in zip(base.getRgb()[:3], tint.getRgb()[:3], strict=True)))
+        base = QColor(
+            round(0.6 * base.red() + 0.4 * tint.red()),
+            round(0.6 * base.green() + 0.4 * tint.green()),
+            round(0.6 * base.blue() + 0.4 * tint.blue()),
+        )
     view.graphics_widget().setBackground(base)
     if view.property("group_colour") != colour:
         view.setProperty("group_colour", colour)
