@@ -118,12 +118,17 @@ def test_default_labels_are_indices_and_many_labels_are_thinned(qtbot):
     view.set_data(np.zeros((3, 2)))
     assert view.shown_ticks() == ([(0, "0"), (1, "1"), (2, "2")], [(0, "0"), (1, "1")])
 
-    view.set_data(np.zeros((64, 64)), row_labels=[f"t{k}" for k in range(64)], col_labels=[f"d{k}" for k in range(64)])
+    words = ["the", "cat", "sat", "on", "mat"]
+    tokens = [words[k % 5] for k in range(64)]
+    view.set_data(np.zeros((64, 64)), row_labels=tokens, col_labels=[f"d{k}" for k in range(64)])
     settle(qtbot)
     rows, cols = view.shown_ticks()
     assert 1 < len(rows) <= 40 and 1 < len(cols) <= 40
     stride = rows[1][0]
-    assert rows == [(k, f"t{k}") for k in range(0, 64, stride)]
+    # thinned by position, and each token label says which position it names (counted from 1): "17:cat"
+    assert rows == [(k, f"{k + 1}:{tokens[k]}") for k in range(0, 64, stride)]
+    # labels that already name their position (d0, d1, …) need no tag
+    assert cols == [(k, f"d{k}") for k in range(0, 64, cols[1][0])]
 
 
 def test_changing_shape_updates_everything_on_the_same_image_item(qtbot):

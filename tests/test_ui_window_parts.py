@@ -18,13 +18,13 @@ def test_a_new_tab_and_its_views_join_the_window(qtbot, window):
 
 def test_a_new_menu_goes_before_help_and_its_entry_runs(qtbot, window):
     hits = []
-    action = window.menus.add("Model", "Overview", lambda: hits.append(1), "Ctrl+Alt+M", name="overview")
+    action = window.menus.add("Model", "Overview", lambda: hits.append(1), "Ctrl+Alt+M", name="model_overview")
     titles = [a.text().replace("&", "") for a in window.menuBar().actions()]
     assert titles.index("Model") == titles.index("Help") - 1
     assert window.menu("View") is window.menu("&View")
     action.trigger()
     assert hits == [1]
-    assert window.findChild(type(action), "action.overview") is action
+    assert window.findChild(type(action), "action.model_overview") is action
 
 
 def test_a_new_editor_tab_sits_beside_the_weights(qtbot, window):

@@ -73,6 +73,19 @@ def spectrum(m: ArrayLike, name: str = "The matrix") -> Spectrum:
     return Spectrum(singular_values=s, rank=int(np.count_nonzero(s > tol)))
 
 
+def factored_spectrum(a: ArrayLike, b: ArrayLike) -> Spectrum:
+    """The spectrum of the circuit a·bᵀ (a, b [d, r], r ≤ d) from its factors, never the d × d product:
+    with a = Q_a·R_a and b = Q_b·R_b, a·bᵀ = Q_a·(R_a·R_bᵀ)·Q_bᵀ has the singular values of the r × r core.
+    Returns the r singular values (the other d − r are 0); rank with the tolerance spectrum() uses."""
+    fa, fb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if fa.ndim != 2 or fa.shape != fb.shape:
+        raise ShapeError(f"The two factors must both be (d × r); got {fa.shape} and {fb.shape}.")
+    r_a, r_b = np.linalg.qr(fa).R, np.linalg.qr(fb).R  # [r, r] each
+    s = np.linalg.svd(r_a @ r_b.T, compute_uv=False)
+    tol = s.max(initial=0.0) * fa.shape[0] * np.finfo(np.float64).eps
+    return Spectrum(singular_values=s, rank=int(np.count_nonzero(s > tol)))
+
+
 def composition_scores(
     w_q1: ArrayLike, w_k1: ArrayLike, w_v1: ArrayLike, w_o1: ArrayLike, w_v0: ArrayLike, w_o0: ArrayLike
 ) -> dict[str, np.ndarray]:
@@ -86,21 +99,48 @@ def composition_scores(
     V: W_OV^{0,h'}·W_OV^{1,h} (h' writes into what h's values read).
     Shapes: layer-1 weights as for qk_circuit/ov_circuit; returns {"Q", "K", "V"}: each [h1, h0] in [0, 1].
     """
-    qk1 = qk_circuit(w_q1, w_k1)  # [h1, d, d]
-    ov1 = ov_circuit(w_v1, w_o1)  # [h1, d, d]
-    ov0 = ov_circuit(w_v0, w_o0)  # [h0, d, d]
-    if qk1.shape[1] != ov0.shape[1]:
-        raise ShapeError(f"The layers have d_model {qk1.shape[1]} and {ov0.shape[1]}: they must share one residual "
-                         "stream.")
+    # Computed through the factors, never the d × d circuits: for M = A·N·Bᵀ with thin A [d, a], B [d, b],
+    # ‖M‖_F² = tr(Nᵀ·(AᵀA)·N·(BᵀB)), so every norm is a product of small Gram matrices (exact; the d × d
+    # products cost h1·h0·d³ and ~170 MB at 12 heads and d_model 384).
+    w_q1, w_k1, w_v1, w_v0 = (np.asarray(w, dtype=np.float64) for w in (w_q1, w_k1, w_v1, w_v0))
+    qk_circuit(w_q1[:1], w_k1[:1])  # shape checks (one head: cheap)
+    ov_circuit(w_v1[:1], np.asarray(w_o1)[: w_v1.shape[2]])
+    ov_circuit(w_v0[:1], np.asarray(w_o0)[: w_v0.shape[2]])
+    for w_v, w_o in ((w_v1, w_o1), (w_v0, w_o0)):
+        if np.shape(w_o) != (w_v.shape[0] * w_v.shape[2], w_v.shape[1]):
+            raise ShapeError(f"W_O has shape {np.shape(w_o)} but {w_v.shape[0]} heads × d_v {w_v.shape[2]} into "
+                             f"d_model {w_v.shape[1]} needs ({w_v.shape[0] * w_v.shape[2]}, {w_v.shape[1]}).")
+    h1, d, _ = w_q1.shape
+    h0, d0, v0 = w_v0.shape
+    if d0 != d:
+        raise ShapeError(f"The layers have d_model {d} and {d0}: they must share one residual stream.")
+    o1 = np.asarray(w_o1, dtype=np.float64).reshape(h1, -1, d)  # [h1, v1, d]
+    o0 = np.asarray(w_o0, dtype=np.float64).reshape(h0, v0, d)  # [h0, v0, d]
+    def gram(a: np.ndarray) -> np.ndarray:  # [h, d, a] -> [h, a, a]  aᵀ·a (matmul: BLAS, unlike einsum)
+        return a.transpose(0, 2, 1) @ a
 
-    def fro(m: np.ndarray) -> np.ndarray:  # [..., d, d] -> [...]
-        return np.sqrt(np.einsum("...ij,...ij->...", m, m))
+    g_q, g_k, g_v1, g_v0 = gram(w_q1), gram(w_k1), gram(w_v1), gram(w_v0)  # W_Qᵀ·W_Q ...
+    g_o1, g_o0 = gram(o1.transpose(0, 2, 1)), gram(o0.transpose(0, 2, 1))  # W_O·W_Oᵀ per head
 
-    def score(products: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # [h1, h0, d, d]; [h1|h0, d, d]
-        denom = fro(a)[:, None] * fro(b)[None, :]
-        return np.divide(fro(products), denom, out=np.zeros_like(denom), where=denom > 0)
+    def sq_norm(n: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        # ‖A·N·Bᵀ‖² = Σ N ⊙ (AᵀA·N·BᵀB); n [h1, h0, a, b], left [.., a, a], right [.., b, b]
+        return np.maximum(np.einsum("hgab,hgab->hg", n, left @ n @ right), 0.0)
 
-    q = np.einsum("gij,hjk->hgik", ov0, qk1)  # W_OV^{0,g}·W_QK^{1,h}
-    k = np.einsum("hij,gkj->hgik", qk1, ov0)  # W_QK^{1,h}·W_OV^{0,g}ᵀ
-    v = np.einsum("gij,hjk->hgik", ov0, ov1)  # W_OV^{0,g}·W_OV^{1,h}
-    return {"Q": score(q, qk1, ov0), "K": score(k, qk1, ov0), "V": score(v, ov1, ov0)}
+    qk_norm = np.sqrt(np.maximum(np.einsum("hij,hji->h", g_q, g_k), 0.0))  # ‖W_QK^{1,h}‖_F  [h1]
+    ov1_norm = np.sqrt(np.maximum(np.einsum("hij,hji->h", g_v1, g_o1), 0.0))  # [h1]
+    ov0_norm = np.sqrt(np.maximum(np.einsum("gij,gji->g", g_v0, g_o0), 0.0))  # [h0]
+    gq, gk, go1 = (g[:, None] for g in (g_q, g_k, g_o1))  # [h1, 1, ., .]
+    gv0 = g_v0[None]  # [1, h0, v0, v0]
+    # Q: W_V0·(W_O0·W_Q1)·W_K1ᵀ;  K: W_Q1·(W_K1ᵀ·W_O0ᵀ)·W_V0ᵀ;  V: W_V0·(W_O0·W_V1)·W_O1
+    n_q = o0[None] @ w_q1[:, None]  # [h1, h0, v0, k]
+    n_k = (o0[None] @ w_k1[:, None]).transpose(0, 1, 3, 2)  # [h1, h0, k, v0]
+    n_v = o0[None] @ w_v1[:, None]  # [h1, h0, v0, v1]
+    q = np.sqrt(sq_norm(n_q, gv0, gk))
+    k = np.sqrt(sq_norm(n_k, gq, gv0))
+    v = np.sqrt(sq_norm(n_v, gv0, go1))
+
+    def score(norms: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:  # norms [h1, h0]; a [h1]; b [h0]
+        denom = a[:, None] * b[None, :]
+        return np.divide(norms, denom, out=np.zeros_like(denom), where=denom > 0)
+
+    return {"Q": score(q, qk_norm, ov0_norm), "K": score(k, qk_norm, ov0_norm), "V": score(v, ov1_norm, ov0_norm)}

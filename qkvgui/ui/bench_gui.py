@@ -12,19 +12,19 @@ import time
 import numpy as np
 
 
-def _layer_state(base, n: int, d_model: int, h: int, d: int, seed: int = 0):
+def _layer_state(base, n: int, d_model: int, h: int, d: int, seed: int = 0, n_layers: int = 1):
     """A state of one seeded random layer of the given size (self-attention, n tokens), settings from base."""
     from qkvgui.state import Layer, SessionState
 
     rng = np.random.default_rng(seed)
-    layer = Layer(w_q=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                  w_k=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                  w_v=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                  w_o=rng.standard_normal((h * d, d_model)) / np.sqrt(h * d))
+    layers = [Layer(w_q=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+                    w_k=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+                    w_v=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+                    w_o=rng.standard_normal((h * d, d_model)) / np.sqrt(h * d)) for _ in range(n_layers)]
     return SessionState(**{
         **base.__dict__,
         "tokens": [f"t{i}" for i in range(n)], "padding": np.zeros(n, bool),
-        "x": rng.standard_normal((n, d_model)), "layers": [layer], "layer": 0, "x_residual": None,
+        "x": rng.standard_normal((n, d_model)), "layers": layers, "layer": 0, "x_residual": None,
         "x_kv": rng.standard_normal((4, d_model)), "source_tokens": ["a", "b", "c", "d"],
         "source_padding": np.zeros(4, bool), "cross": False, "head": 0, "features": [],
     })
@@ -103,6 +103,15 @@ def run_gui_bench(repeats: int = 15) -> int:
     worst = max(s for s, _ in stalls)
     print(f"  n = 1024 recompute: longest GUI-thread stall {worst * 1e3:7.2f} ms over 3 edits "
           f"(each edit to drawn result {statistics.median(t for _, t in stalls):.2f} s) (target <= 50)")
+    # two layers of 12 heads, d_model 384 (MiniLM's size): 144 composition scores and two SVDs per edit
+    window.session.set_state(_layer_state(window.session.state(), 27, 384, 12, 32, n_layers=2))
+    window.right_tabs.setCurrentWidget(window.circuits)
+    while len(window.results) != 2 or window.scheduler.side_busy() or window.pipeline.drawing():
+        app.processEvents()
+    circuits = [_circuits_stall(app, window) for _ in range(3)]
+    worst = max(s for s, _ in circuits)
+    print(f"  circuits tab, 2 layers x 12 heads, d_model 384: longest GUI-thread stall {worst * 1e3:7.2f} ms over "
+          f"3 edits (each edit to drawn circuits {statistics.median(t for _, t in circuits):.2f} s) (target <= 50)")
     window.close()
     return 0
 
@@ -133,3 +142,24 @@ def model_tab_draw_seconds(results, tokens: list[str], repeats: int = 5) -> tupl
     panel.deleteLater()
     app.processEvents()
     return statistics.median(times[1:]), count
+
+
+def _circuits_stall(app, window) -> tuple[float, float]:
+    """(longest gap between GUI-thread timer ticks, total seconds) from a W_Q edit to the circuits tab redrawn."""
+    from PySide6.QtCore import QTimer
+
+    ticks = []
+    timer = QTimer(interval=1)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    old = window.views["qk_circuit"].data()
+    model = window.editors["W_Q"].model
+    value = float(model.matrix()[0, 0]) + 0.125  # a new value every time
+    model.setData(model.index(0, 0), f"{value:.3f}")
+    ticks.append(time.perf_counter())
+    while (window.views["qk_circuit"].data() is old or window.scheduler.side_busy()) and time.perf_counter() - t0 < 60:
+        app.processEvents()
+    timer.stop()
+    gaps = np.diff(ticks)
+    return float(gaps.max()) if len(gaps) else 0.0, time.perf_counter() - t0

@@ -2,17 +2,117 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from qkvgui.core import QkvError, composition_scores, ov_circuit, qk_circuit, spectrum
-from qkvgui.core.circuits import COMPOSITION_FORMULAS
-from qkvgui.session import Session
+from qkvgui.core import composition_scores, ov_circuit, qk_circuit
+from qkvgui.core.checks import check_finite
+from qkvgui.core.circuits import COMPOSITION_FORMULAS, Spectrum, factored_spectrum
+from qkvgui.core.errors import QkvError
 from qkvgui.ui.heatmap import HeatmapView
 
 #: above this d_model the singular values are not computed live (an SVD of 1024 × 1024 takes ~0.3 s)
 MAX_SVD = 1024
+
+
+#: multiply-adds of a circuits computation above which it runs on the scheduler's worker, not the GUI thread
+CIRCUITS_THRESHOLD = 2e6
+
+
+@dataclass(frozen=True)
+class CircuitsInput:
+    """What the circuits of one head are computed from: read-only arrays taken from the session on the GUI thread,
+    so the worker never touches the session."""
+
+    head: int
+    d_model: int
+    d_k: int
+    d_v: int
+    n_heads: int
+    cross: bool
+    features: list[str]
+    q_tokens: list[str]
+    k_tokens: list[str]
+    w_q: np.ndarray  # [d_model, d_k] the head's
+    w_k: np.ndarray  # [d_model, d_k]
+    w_v: np.ndarray  # [d_model, d_v]
+    w_o: np.ndarray  # [d_v, d_model] the head's rows of W_O
+    x: np.ndarray  # [n_q, d_model] what the layer reads
+    x_kv: np.ndarray  # [n_k, d_model]
+    scores: np.ndarray | None  # [n_q, n_k] from the result, for comparison
+    composition_layer: int  # the later layer of the composition scores (0: no composition)
+    composition_args: tuple | None  # the six weight arrays composition_scores takes
+    kv_head: int = 0  # the key/value head the query head reads
+    shared: bool = False  # whether query heads share key/value heads (grouped-query attention)
+    rotary: bool = False  # whether the scores are computed from rotated Q and K
+
+    def cost(self) -> float:
+        """Multiply-adds, roughly: the two d_model² circuits, the token circuit, the composition products."""
+        d, n = self.d_model, max(len(self.q_tokens), len(self.k_tokens))
+        r = max(self.d_k, self.d_v)
+        comp = 0 if self.composition_args is None else 3 * self.n_heads**2 * d * r * r
+        return 2 * d * d * r + 2 * n * d * d + comp  # the two circuits, the token circuit, the compositions
+
+
+@dataclass(frozen=True)
+class CircuitsData:
+    inp: CircuitsInput
+    qk: np.ndarray  # [d_model, d_model]
+    ov: np.ndarray  # [d_model, d_model]
+    token_qk: np.ndarray  # [n_q, n_k]
+    qk_spectrum: Spectrum | None
+    ov_spectrum: Spectrum | None
+    composition: np.ndarray | None  # [3·h, h]: Q, K then V composition rows
+    error: str = ""  # why there are no spectra (an overflowed circuit)
+
+
+def gather_circuits(session, result, x_in=None) -> CircuitsInput:
+    """The arrays of the selected head and layer (GUI thread; no computation beyond slicing)."""
+    head, d_v = session.head, session.d_v
+    kv = session.kv_head(head)  # the key/value head this query head reads (itself without shared heads)
+    w_q, w_k, w_v, w_o = (session.matrix(n) for n in ("W_Q", "W_K", "W_V", "W_O"))
+    x = session.matrix("X") if x_in is None else x_in
+    scores = None
+    fresh = result is not None and (result.n_heads, result.n_q, result.n_k) == (
+        session.n_heads, len(session.tokens), len(session.key_tokens))
+    if fresh and result.head_ready(head):
+        scores = result.head(head).scores
+    later = max(session.layer, 1)
+    comp = None
+    if session.n_layers > 1:
+        comp = (*(_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O")),
+                _per_query_head(session, "W_V", later - 1), session.matrix("W_O", layer=later - 1))
+    return CircuitsInput(
+        head=head, d_model=session.d_model, d_k=session.d_k, d_v=d_v, n_heads=session.n_heads, cross=session.cross,
+        features=list(session.features), q_tokens=list(session.tokens), k_tokens=list(session.key_tokens),
+        w_q=w_q[head], w_k=w_k[kv], w_v=w_v[kv], w_o=w_o[head * d_v:(head + 1) * d_v],
+        x=x, x_kv=session.matrix("X_kv") if session.cross else x, scores=scores,
+        composition_layer=later, composition_args=comp, kv_head=kv, shared=session.n_kv_heads < session.n_heads,
+        rotary=bool(session.rotary))
+
+
+def compute_circuits(inp: CircuitsInput) -> CircuitsData:
+    """Every number the circuits tab shows (any thread: plain NumPy on read-only arrays)."""
+    qk = qk_circuit(inp.w_q[None], inp.w_k[None])[0]  # [d_model, d_model]
+    ov = ov_circuit(inp.w_v[None], inp.w_o)[0]  # [d_model, d_model]
+    token_qk = inp.x @ qk @ inp.x_kv.T  # [n_q, n_k]
+    # From the thin factors (d_k, d_v columns), never an SVD of d_model × d_model: the same nonzero values
+    try:  # an overflowed circuit is said so (NonFiniteError names it) instead of drawn as nonsense
+        check_finite("W_QK", qk)
+        check_finite("W_OV", ov)
+        spectra: tuple[Spectrum | None, Spectrum | None] = (
+            factored_spectrum(inp.w_q, inp.w_k), factored_spectrum(inp.w_v, inp.w_o.T))
+        error = ""
+    except QkvError as e:
+        spectra, error = (None, None), str(e)
+    composition = None
+    if inp.composition_args is not None:
+        c = composition_scores(*inp.composition_args)
+        composition = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
+    return CircuitsData(inp, qk, ov, token_qk, spectra[0], spectra[1], composition, error)
 
 
 class CircuitsPanel(QWidget):
@@ -73,72 +173,52 @@ class CircuitsPanel(QWidget):
         self.ov: np.ndarray | None = None
 
     def show_session(self, session, result, x_in=None) -> None:
-        """Draw the circuits of the session's selected head and layer; result gives the scores to compare with,
-        x_in what the layer reads (X for the first layer, the residual stream after the one before otherwise)."""
-        self.show_composition(session)
-        head = session.head
-        kv = session.kv_head(head)  # the key/value head this query head reads (itself without shared heads)
-        w_q, w_k, w_v, w_o = (session.matrix(n) for n in ("W_Q", "W_K", "W_V", "W_O"))
-        self.qk = qk_circuit(w_q[head:head + 1], w_k[kv:kv + 1])[0]  # [d_model, d_model]
-        h, d_v = session.n_heads, session.d_v
-        block = w_o[head * d_v:(head + 1) * d_v]  # this head's rows of W_O
-        self.ov = ov_circuit(w_v[kv:kv + 1], block)[0]  # [d_model, d_model]
-        features = session.features
-        self.views["qk_circuit"].set_data(self.qk, features, features)
-        group = f" (W_K of kv head {kv + 1})" if session.n_kv_heads < h else ""
-        self.views["qk_circuit"].set_title(f"W_QK = W_Q·W_Kᵀ\nhead {head + 1}{group} · {session.d_model} × "
-                                           f"{session.d_model}")
-        self.views["ov_circuit"].set_data(self.ov, features, features)
-        self.views["ov_circuit"].set_title(f"W_OV = W_V·W_O\nhead {head + 1} · {session.d_model} × {session.d_model}")
-        x = session.matrix("X") if x_in is None else x_in
-        x_kv = session.matrix("X_kv") if session.cross else x
-        token_qk = x @ self.qk @ x_kv.T  # [n_q, n_k]
-        q_tokens, k_tokens = session.tokens, session.key_tokens
-        self.views["token_qk"].set_data(token_qk, q_tokens, k_tokens)
-        unrotated = " (before RoPE)" if session.rotary else ""
-        self.views["token_qk"].set_title(f"X·W_QK·X{'_kv' if session.cross else ''}ᵀ{unrotated}\n"
-                                         f"head {head + 1} · {token_qk.shape[0]} × {token_qk.shape[1]}")
-        if result is not None and result.n_heads == h:
-            self.views["circuit_scores"].set_data(result.head(head).scores, q_tokens, k_tokens)
-            self.views["circuit_scores"].set_title(f"scores = Q·Kᵀ\nhead {head + 1} · {token_qk.shape[0]} × "
-                                                   f"{token_qk.shape[1]}")
-        try:
-            spectra = (spectrum(self.qk, "W_QK"), spectrum(self.ov, "W_OV")) if session.d_model <= MAX_SVD else None
-        except QkvError as e:  # an overflowed circuit: say so instead of drawing nonsense
-            spectra = None
-            self.rank_label.setText(str(e))
-        if spectra is not None:
-            qk_s, ov_s = spectra
+        """Compute and draw the circuits of the session's selected head and layer here (scripts, small layers);
+        the window computes big ones on the scheduler's worker (see gather_circuits and compute_circuits)."""
+        self.show_circuits(compute_circuits(gather_circuits(session, result, x_in)))
+
+    def show_circuits(self, c: CircuitsData) -> None:
+        """Draw circuits computed by compute_circuits (the GUI thread's part: set_data only)."""
+        head, d_model = c.inp.head, c.inp.d_model
+        features = c.inp.features
+        self.qk, self.ov = c.qk, c.ov
+        self.views["qk_circuit"].set_data(c.qk, features, features)
+        group = f" (W_K of kv head {c.inp.kv_head + 1})" if c.inp.shared else ""
+        self.views["qk_circuit"].set_title(f"W_QK = W_Q·W_Kᵀ\nhead {head + 1}{group} · {d_model} × {d_model}")
+        self.views["ov_circuit"].set_data(c.ov, features, features)
+        self.views["ov_circuit"].set_title(f"W_OV = W_V·W_O\nhead {head + 1} · {d_model} × {d_model}")
+        q_tokens, k_tokens = c.inp.q_tokens, c.inp.k_tokens
+        n_q, n_k = c.token_qk.shape
+        self.views["token_qk"].set_data(c.token_qk, q_tokens, k_tokens)
+        unrotated = " (before RoPE)" if c.inp.rotary else ""
+        self.views["token_qk"].set_title(
+            f"X·W_QK·X{'_kv' if c.inp.cross else ''}ᵀ{unrotated}\nhead {head + 1} · {n_q} × {n_k}")
+        if c.inp.scores is not None:
+            self.views["circuit_scores"].set_data(c.inp.scores, q_tokens, k_tokens)
+            self.views["circuit_scores"].set_title(f"scores = Q·Kᵀ\nhead {head + 1} · {n_q} × {n_k}")
+        if c.qk_spectrum is not None and c.ov_spectrum is not None:
+            qk_s, ov_s = c.qk_spectrum, c.ov_spectrum
             self._qk_bars.setData(np.arange(len(qk_s.singular_values)), qk_s.singular_values)
             self._ov_bars.setData(np.arange(len(ov_s.singular_values)), ov_s.singular_values)
             self.rank_label.setText(
-                f"rank W_QK = {qk_s.rank} (≤ d_k = {session.d_k}),  rank W_OV = {ov_s.rank} (≤ d_v = {d_v}); "
+                f"rank W_QK = {qk_s.rank} (≤ d_k = {c.inp.d_k}),  rank W_OV = {ov_s.rank} (≤ d_v = {c.inp.d_v}); "
                 f"largest singular values {qk_s.singular_values[0]:.3g} and {ov_s.singular_values[0]:.3g}. "
                 "A head reads and writes through at most d_k and d_v directions of the residual stream."
             )
         else:
             self._qk_bars.setData([], [])
             self._ov_bars.setData([], [])
-        if spectra is None and session.d_model > MAX_SVD:
-            self.rank_label.setText(f"d_model = {session.d_model}: singular values are not computed live above "
-                                    f"{MAX_SVD}.")
+            self.rank_label.setText(c.error or f"d_model = {d_model}: no singular values above {MAX_SVD}.")
+        self.composition.setVisible(c.composition is not None)
+        if c.composition is not None:
+            later, h = c.inp.composition_layer, c.inp.n_heads
+            rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]
+            cols = [f"L{later}h{j + 1}" for j in range(c.composition.shape[1])]
+            self.composition.set_data(c.composition, rows, cols)
+            self.composition.set_title(f"Q/K/V-composition\nlayer {later + 1} heads × layer {later} heads")
 
-    def show_composition(self, session) -> None:
-        """Composition of the selected layer's heads with the layer before (layers 1 and 2 when the first is
-        selected); hidden for a single layer."""
-        self.composition.setVisible(session.n_layers > 1)
-        if session.n_layers < 2:
-            return
-        later = max(session.layer, 1)
-        w_q1, w_k1, w_v1, w_o1 = (_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O"))
-        c = composition_scores(w_q1, w_k1, w_v1, w_o1, _per_query_head(session, "W_V", later - 1),
-                               session.matrix("W_O", layer=later - 1))
-        h = session.n_heads
-        data = np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
-        rows = [f"{kind}: L{later + 1}h{i + 1}" for kind in "QKV" for i in range(h)]
-        cols = [f"L{later}h{j + 1}" for j in range(h)]
-        self.composition.set_data(data, rows, cols)
-        self.composition.set_title(f"Q/K/V-composition\nlayer {later + 1} heads × layer {later} heads")
+    def show_busy(self) -> None:
+        self.rank_label.setText("computing the circuits…")
 
     def close_views(self) -> None:
         """Close the graphics views (idempotent): views alive at interpreter exit can crash Python 3.11."""
@@ -148,7 +228,7 @@ class CircuitsPanel(QWidget):
             self.spectra.close()
 
 
-def _per_query_head(session: Session, name: str, layer: int) -> np.ndarray:
+def _per_query_head(session, name: str, layer: int) -> np.ndarray:
     """A layer's W_Q, W_K, W_V or W_O with one matrix per query head: shared key/value heads repeated per group."""
     m = session.matrix(name, layer=layer)
     if name in ("W_K", "W_V") and m.shape[0] != session.n_heads:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyqtgraph as pg
@@ -17,7 +18,9 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalet
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsRectItem,
+    QMenu,
     QStyleOptionGraphicsItem,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -31,7 +34,7 @@ COLORMAPS = {"diverging": "CET-D1", "weights": "CET-L17"}
 #: Numbers are drawn only on matrices up to this many rows and columns: beyond it they are noise, not information.
 MAX_LABELLED_CELLS = 32
 #: ...and only when a cell is at least this many screen pixels wide, so "−0.37" fits at a legible size.
-MIN_LABEL_CELL_PX = 22.0
+MIN_LABEL_CELL_PX = 20.0
 #: Beyond this many tokens an axis shows every k-th tick (k also grows until the labels stop overlapping).
 MAX_TICKS = 40
 #: Longer tick labels (long tokens) are elided with "…" so one token cannot squeeze the image away.
@@ -151,7 +154,8 @@ def _device_scale(item: QGraphicsItem, painter: QPainter) -> tuple[float, float,
 
 
 def _labels_fit(n_rows: int, n_cols: int, cell_px: float) -> bool:
-    """The one rule deciding whether cell numbers are drawn (shared by paint() and labels_visible())."""
+    """The one rule deciding whether cell numbers are drawn (shared by paint() and labels_visible()): n_rows and
+    n_cols count the cells in view (zoomed in, a big matrix shows numbers too)."""
     return 0 < n_rows <= MAX_LABELLED_CELLS and 0 < n_cols <= MAX_LABELLED_CELLS and cell_px >= MIN_LABEL_CELL_PX
 
 
@@ -195,6 +199,20 @@ def nice_ceiling(m: float) -> float:
     return 10.0 * scale
 
 
+def _no_dark_text(block: np.ndarray) -> np.ndarray:
+    return np.zeros(block.shape, dtype=bool)
+
+
+def _names_position(labels: list[str]) -> bool:
+    """Labels that already say their position (d0, d1, …; h1.d0; L2h3): thinning them needs no tag."""
+    return bool(labels) and all(label[-1:].isdigit() for label in labels) and len(set(labels)) == len(labels)
+
+
+def tagged(position: int, label: str) -> str:
+    """A thinned axis label names its position, counted from 1 as a reader counts: "3:the"."""
+    return f"{position + 1}:{label}"
+
+
 class CellLabels(QGraphicsItem):
     """Every cell's number, painted by this one item (a TextItem per cell costs seconds at 64 × 64).
 
@@ -207,16 +225,24 @@ class CellLabels(QGraphicsItem):
     def __init__(self, parent: QGraphicsItem | None = None) -> None:
         super().__init__(parent)
         self._values = np.zeros((0, 0))
-        self._dark_text = np.zeros((0, 0), dtype=bool)
+        self._dark_text = _no_dark_text
+        self._in_view = (0, 0)  # rows and columns of cells in view (the whole matrix unless zoomed in)
         # exposedRect lets paint() skip cells outside the repainted area.
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
 
-    def set_cells(self, values: np.ndarray, dark_text: np.ndarray) -> None:
-        """values (n, m) float64 as given; dark_text (n, m) bool: black text where the cell colour is light."""
+    def set_cells(self, values: np.ndarray, dark_text) -> None:
+        """values (n, m) float64 as given; dark_text(values_block) -> bool block: black text where the cell
+        colour is light (asked at paint time, for the cells painted only)."""
         self.prepareGeometryChange()
         self._values = values
         self._dark_text = dark_text
+        self._in_view = values.shape
         self.update()
+
+    def set_in_view(self, rows: int, cols: int) -> None:
+        if (rows, cols) != self._in_view:
+            self._in_view = (rows, cols)
+            self.update()
 
     def boundingRect(self) -> QRectF:
         n, m = self._values.shape
@@ -226,14 +252,15 @@ class CellLabels(QGraphicsItem):
         n, m = self._values.shape
         sx, sy, flip, zoom = _device_scale(self, painter)
         # Decide on the on-screen size, so an export shows exactly the numbers the screen shows.
-        if not _labels_fit(n, m, min(sx, sy) / zoom):
+        if not _labels_fit(*self._in_view, min(sx, sy) / zoom):
             return
         exposed = option.exposedRect if not option.exposedRect.isEmpty() else self.boundingRect()
         i0, i1 = max(0, math.floor(exposed.top())), min(n, math.ceil(exposed.bottom()))
         j0, j1 = max(0, math.floor(exposed.left())), min(m, math.ceil(exposed.right()))
-        cells = [(i, j, format_cell(float(self._values[i, j]))) for i in range(i0, i1) for j in range(j0, j1)]
-        if not cells:
+        if i1 <= i0 or j1 <= j0:
             return
+        dark_block = self._dark_text(self._values[i0:i1, j0:j1])  # [i1 - i0, j1 - j0] bool
+        cells = [(i, j, format_cell(float(self._values[i, j]))) for i in range(i0, i1) for j in range(j0, j1)]
 
         # One font for the whole matrix: ~30% of the on-screen cell height but at most 13 screen pixels (scaled
         # with an export's zoom), shrunk until the widest visible number fits its cell.
@@ -252,8 +279,8 @@ class CellLabels(QGraphicsItem):
         painter.scale(1.0 / sx, flip / sy)
         pen_dark: bool | None = None
         for i, j, text in cells:
-            if bool(self._dark_text[i, j]) != pen_dark:  # set the pen only when it changes: that is measurable
-                pen_dark = bool(self._dark_text[i, j])
+            if bool(dark_block[i - i0, j - j0]) != pen_dark:  # set the pen only when it changes: measurable
+                pen_dark = bool(dark_block[i - i0, j - j0])
                 painter.setPen(dark if pen_dark else light)
             box = QRectF(j * sx, i * sy * flip, sx, sy * flip).normalized()
             painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
@@ -360,6 +387,36 @@ class CellHighlights(QGraphicsItem):
         painter.restore()
 
 
+class TokenAxis(pg.AxisItem):
+    """An axis whose labels can stand upright (rotated a quarter turn), so a column per token keeps its label
+    when the cells are narrower than the words."""
+
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self.rotated = False
+
+    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802 - pyqtgraph's name
+        if not self.rotated:
+            super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
+            return
+        p.setRenderHint(p.RenderHint.TextAntialiasing, True)
+        if self.style["tickFont"] is not None:
+            p.setFont(self.style["tickFont"])
+        p.setPen(self.textPen())
+        bounds = self.boundingRect()
+        offset = self.style["tickTextOffset"][1]
+        length = max(1.0, bounds.height() - offset)
+        line = QFontMetricsF(p.font()).height()
+        for rect, _flags, text in textSpecs:
+            p.save()
+            # Reads upward from the image's edge, centred on its column.
+            p.translate(rect.center().x(), bounds.bottom() - offset)
+            p.rotate(-90)
+            align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+            p.drawText(QRectF(0.0, -line / 2, length, line), int(align), text)
+            p.restore()
+
+
 class HeatmapView(QWidget):
     """A static heatmap of one matrix: cell (i, j) is centred on (x=j, y=i), row 0 at the top.
 
@@ -373,10 +430,18 @@ class HeatmapView(QWidget):
     cell_hovered = Signal(int, int)
     #: (i, j) of a cell clicked with the left button.
     cell_clicked = Signal(int, int)
+    #: any left click on the figure (a small multiple is one button), and a double click (focus the view)
+    clicked = Signal()
+    double_clicked = Signal()
+    #: (first row, end row, first column, end column), half-open, of the cells in view: on zoom, pan and resize
+    visible_changed = Signal(int, int, int, int)
+    #: the zoom: True when zoomed or panned in, False after reset_zoom()
+    zoomed_changed = Signal(bool)
 
     def __init__(self, kind: str = "diverging", parent: QWidget | None = None, *, compact: bool = False) -> None:
         super().__init__(parent)
         self._compact = compact  # a small multiple: no colour bar, no tick labels, just the picture and its title
+        self._context = False  # shown small beside a focused view: no tick labels either (see set_context)
         if kind not in COLORMAPS:
             raise ValueError(f"Unknown heatmap kind {kind!r}: use one of {', '.join(map(repr, COLORMAPS))}.")
         self._kind = kind
@@ -399,6 +464,14 @@ class HeatmapView(QWidget):
         self._preparing = False
         self._overview: Prepared | None = None  # the whole matrix at level of detail
         self._shown: tuple[int, int, int, int] = (1, 1, 0, 0)  # (fy, fx, row, col) of the image on screen
+        #: the user's zoom: (first column, first row, screen pixels per cell) in view coordinates, None when the
+        #: whole matrix is shown (the default, kept across resizes and new data of the same shape)
+        self._zoom: tuple[float, float, float] | None = None
+        self._visible = (0, 0, 0, 0)
+        self._base_tip = ""
+        self._image_shape: tuple[int, ...] = (-1, -1)
+        #: callables (view, menu) adding entries to the right-click menu
+        self.menu_hooks: list = []
 
         self.setMinimumSize(160, 140)
         self._glw = pg.GraphicsLayoutWidget()
@@ -411,17 +484,22 @@ class HeatmapView(QWidget):
         # Title, plot and colour bar all live in the one scene, so exporting the scene exports the whole figure.
         self._title_item = pg.LabelItem("", justify="center")
         self._glw.ci.addItem(self._title_item, row=0, col=0)
-        self._plot = self._glw.ci.addPlot(row=1, col=0)
+        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": TokenAxis("top")})
+        self._cols_rotated = False  # column labels upright when the columns are narrower than the words
         # The plot shrinks to the image (see _fit_range): keep it centred under the title, spare height below.
         self._glw.ci.layout.setAlignment(self._plot, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         # ...while the layout itself still fills the view, whatever the plot's maximum size.
         self._glw.ci.setMaximumSize(QSizeF(1e6, 1e6))
         self._plot.setDefaultPadding(0.0)
         self._plot.invertY(True)  # row 0 at the top, as in the matrix
-        self._plot.setMouseEnabled(x=False, y=False)  # a static figure: no pan or zoom ...
-        self._plot.setMenuEnabled(False)  # ... no context menu ...
-        self._plot.hideButtons()  # ... and no auto-range button
+        # The wheel zooms (about the cursor), a drag pans, Home / right-click ▸ Reset zoom shows it all again.
+        # A small multiple stays a static picture (a click there selects, it does not pan).
+        self._plot.setMouseEnabled(x=not compact, y=not compact)
+        self._plot.setMenuEnabled(False)  # our own menu instead (see _show_menu)
+        self._plot.hideButtons()  # no auto-range button: Home does it
         self._plot.vb.disableAutoRange()
+        self._plot.vb.setMouseMode(pg.ViewBox.PanMode)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         # Token names left and top, no axis lines or tick marks: the image has its own outline (see _frame).
         self._plot.showAxes((True, True, False, False), showValues=(not compact, not compact, False, False))
         self._tick_font = QFont(self.font())
@@ -466,6 +544,8 @@ class HeatmapView(QWidget):
         self._plot.vb.sigResized.connect(self._fit_range)
         self._plot.vb.sigTransformChanged.connect(self._update_ticks)
         self._plot.vb.sigRangeChanged.connect(self._refine)
+        self._plot.vb.sigRangeChangedManually.connect(self._on_user_zoom)
+        self._plot.vb.sigRangeChanged.connect(self._on_range_changed)
 
     # ----------------------------------------------------------------------------------------------------- data
 
@@ -501,7 +581,7 @@ class HeatmapView(QWidget):
         if big:
             # Nothing proportional to n × m on the GUI thread: the picture is prepared in the background
             # (_apply_prepared draws it); the axes, frame and labels follow now.
-            self._labels.set_cells(data, np.broadcast_to(False, data.shape))
+            self._labels.set_cells(data, _no_dark_text)
             self._request()
             self._after_set_data(n, m, relayout)
             return
@@ -520,7 +600,7 @@ class HeatmapView(QWidget):
             self._image.clear()
         self._set_levels(lo, hi)
         self._masked.set_mask(None if all_finite else ~finite, (n, m))
-        self._labels.set_cells(data, self._dark_text(data, finite, lo, hi))
+        self._labels.set_cells(data, partial(self._dark_text, lo=lo, hi=hi))
         self._after_set_data(n, m, relayout)
 
     def _set_levels(self, lo: float, hi: float) -> None:
@@ -537,6 +617,10 @@ class HeatmapView(QWidget):
 
     def _after_set_data(self, n: int, m: int, relayout: bool) -> None:
         if relayout:
+            if (n, m) != self._image_shape:
+                self._image_shape = (n, m)
+                self._zoom = None  # a new shape: show all of it
+                self._set_limits()
             self._highlights.set_shape((n, m))
             self._set_fixed_axis_space()
             self._frame.setRect(QRectF(0.0, 0.0, m, n))
@@ -701,9 +785,121 @@ class HeatmapView(QWidget):
         return self._plot.vb.mapViewToScene(QPointF(j, i))
 
     def labels_visible(self) -> bool:
-        """Whether cell numbers are drawn at the current size (≤ 32 × 32 cells, each ≥ 22 screen pixels wide)."""
+        """Whether cell numbers are drawn at the current size and zoom (≤ 32 × 32 cells in view, each ≥ 22 screen
+        pixels wide)."""
+        i0, i1, j0, j1 = self.visible_cells()
+        return _labels_fit(i1 - i0, j1 - j0, self._cell_px())
+
+    # ------------------------------------------------------------------------------------------- zoom and pan
+
+    def visible_cells(self) -> tuple[int, int, int, int]:
+        """(first row, end row, first column, end column), half-open: the cells at least partly in view.
+
+        The whole matrix unless zoomed in; what a level-of-detail renderer needs to draw (see visible_changed)."""
         n, m = self._data.shape
-        return _labels_fit(n, m, self._cell_px())
+        (x0, x1), (y0, y1) = self._plot.vb.viewRange()
+        i0, i1 = max(0, math.floor(y0 + 0.5)), min(n, math.ceil(y1 + 0.5))
+        j0, j1 = max(0, math.floor(x0 + 0.5)), min(m, math.ceil(x1 + 0.5))
+        return (i0, max(i0, i1), j0, max(j0, j1))
+
+    def set_context(self, on: bool) -> None:
+        """Shown small as context beside a focused view: the picture, its title and colour bar, no tick labels
+        (the status line and tooltip still name the cell under the mouse)."""
+        if on == self._context or self._compact or self._closed:
+            return
+        self._context = on
+        self._plot.showAxes((True, True, False, False), showValues=(not on, not on, False, False))
+        if on:
+            self._cols_rotated = False
+        self._set_fixed_axis_space()
+        self._shown_ticks = ([], [])
+        self._update_ticks()
+        self._fit_range()
+
+    def is_zoomed(self) -> bool:
+        return self._zoom is not None
+
+    def zoom_to(self, rows: tuple[float, float], cols: tuple[float, float]) -> None:
+        """Show the cells rows[0] ≤ i < rows[1], cols[0] ≤ j < cols[1] (square cells: the larger span wins)."""
+        vb = self._plot.vb
+        n, m = self._data.shape
+        if not (n and m) or vb.width() < 1 or vb.height() < 1:
+            return
+        span_r, span_c = max(rows[1] - rows[0], 1.0), max(cols[1] - cols[0], 1.0)
+        cell = min(vb.width() / span_c, vb.height() / span_r)
+        self._set_zoom(cols[0] - 0.5, rows[0] - 0.5, cell)
+
+    def zoom_by(self, factor: float, about: tuple[float, float] | None = None) -> None:
+        """Zoom in (factor > 1) or out about a cell position (i, j) (the centre of the view by default)."""
+        vb = self._plot.vb
+        if vb.width() < 1 or vb.height() < 1 or not self._data.size:
+            return
+        (x0, x1), (y0, y1) = vb.viewRange()
+        cy, cx = about if about is not None else ((y0 + y1) / 2, (x0 + x1) / 2)
+        cell = self._cell_px() * factor
+        self._set_zoom(cx - (cx - x0) / factor, cy - (cy - y0) / factor, cell)
+
+    def reset_zoom(self) -> None:
+        """Show the whole matrix again."""
+        was = self._zoom is not None
+        self._zoom = None
+        self._set_limits()
+        self._fit_range()
+        if was:
+            self.zoomed_changed.emit(False)
+
+    def _set_limits(self) -> None:
+        """Zoomed in, a drag or wheel turn stays inside the matrix; in the overview no limit may bend the square
+        cells (the view box can be wider than the matrix while the layout settles)."""
+        n, m = (max(k, 1) for k in self._data.shape)
+        vb = self._plot.vb
+        if self._zoom is None:
+            vb.setLimits(xMin=None, xMax=None, yMin=None, yMax=None, minXRange=None, minYRange=None)
+        else:
+            vb.setLimits(xMin=-0.5, xMax=m - 0.5, yMin=-0.5, yMax=n - 0.5, minXRange=min(1.0, m),
+                         minYRange=min(1.0, n))
+
+    def _set_zoom(self, x0: float, y0: float, cell: float) -> None:
+        n, m = self._data.shape
+        vb = self._plot.vb
+        fit = min(vb.width() / m, vb.height() / n)
+        if cell <= fit * 1.0001:  # zoomed out to (or past) the whole matrix: that is the overview
+            self.reset_zoom()
+            return
+        # Keep the view inside the matrix.
+        w, h = vb.width() / cell, vb.height() / cell
+        x0 = min(max(x0, -0.5), max(-0.5, m - 0.5 - w))
+        y0 = min(max(y0, -0.5), max(-0.5, n - 0.5 - h))
+        was = self._zoom is not None
+        self._zoom = (x0, y0, cell)
+        if not was:
+            self._set_limits()
+        self._fit_range()
+        if not was:
+            self.zoomed_changed.emit(True)
+
+    def _on_user_zoom(self, *_args) -> None:
+        """A wheel turn or drag in the view box: remember it as the user's zoom (top-left corner and cell size)."""
+        vb = self._plot.vb
+        (x0, x1), (y0, y1) = vb.viewRange()
+        if x1 <= x0 or vb.width() < 1:
+            return
+        self._set_zoom(x0, y0, vb.width() / (x1 - x0))
+
+    def _on_range_changed(self, *_args) -> None:
+        visible = self.visible_cells()
+        if visible != self._visible:
+            self._visible = visible
+            self._labels.set_in_view(visible[1] - visible[0], visible[3] - visible[2])
+            self.visible_changed.emit(*visible)
+
+    def describe_cell(self, i: int, j: int) -> str:
+        """What the status line says about cell (i, j): its row and column, named in full, and its value."""
+        n, m = self._data.shape
+        if not (0 <= i < n and 0 <= j < m):
+            return ""
+        return (f"row {tagged(i, self._row_labels[i])} · column {tagged(j, self._col_labels[j])} = "
+                f"{format_cell(float(self._data[i, j]))}")
 
     def plot_item(self) -> pg.PlotItem:
         """The PlotItem holding the image (its ViewBox maps view coordinates: cell (i, j) at (x=j, y=i))."""
@@ -730,6 +926,8 @@ class HeatmapView(QWidget):
         self._plot.vb.sigTransformChanged.disconnect(self._update_ticks)
         self._plot.vb.sigRangeChanged.disconnect(self._refine)
         self._generation += 1
+        self._plot.vb.sigRangeChangedManually.disconnect(self._on_user_zoom)
+        self._plot.vb.sigRangeChanged.disconnect(self._on_range_changed)
         self._glw.close()
 
     # ------------------------------------------------------------------------------------------------- Qt events
@@ -744,6 +942,28 @@ class HeatmapView(QWidget):
         self.close_views()
         super().closeEvent(event)
 
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        key = event.key()
+        if key in (Qt.Key.Key_Home, Qt.Key.Key_0):
+            self.reset_zoom()
+        elif key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
+            self.zoom_by(1.5)
+        elif key == Qt.Key.Key_Minus:
+            self.zoom_by(1 / 1.5)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def event(self, event) -> bool:
+        """The tooltip names the cell under the cursor in full (long labels are elided on the axes)."""
+        if event.type() == QEvent.Type.ToolTip and self._hover != (-1, -1):
+            base = self.toolTip()
+            text = self.describe_cell(*self._hover)
+            QToolTip.showText(event.globalPos(), f"{text}\n\n{base}" if base else text, self)
+            return True
+        return super().event(event)
+
     def leaveEvent(self, event) -> None:
         self._set_hover(None)
         super().leaveEvent(event)
@@ -751,6 +971,10 @@ class HeatmapView(QWidget):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._update_title()
+        # The layout was fitted to the scene before the title was re-elided for the new width: fit it again,
+        # or a title that was one long line keeps the layout (and the picture) wider than the view.
+        if not self._closed and self._glw.ci.geometry().width() > self._glw.width() + 0.5:
+            self._glw.ci.setGeometry(QRectF(0.0, 0.0, self._glw.width(), self._glw.height()))
 
     def changeEvent(self, event) -> None:
         super().changeEvent(event)
@@ -763,11 +987,32 @@ class HeatmapView(QWidget):
         self._set_hover(self.cell_at(scene_pos))
 
     def _on_mouse_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton or event.double():
+        if event.button() == Qt.MouseButton.RightButton:
+            self._show_menu(event.screenPos().toPoint())
             return
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        if event.double():
+            self.double_clicked.emit()
+            return
+        self.clicked.emit()
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cell_clicked.emit(*cell)
+
+    def _show_menu(self, at) -> None:
+        menu = QMenu(self)
+        menu.addAction("Zoom in", lambda: self.zoom_by(2.0))
+        menu.addAction("Zoom out", lambda: self.zoom_by(0.5))
+        reset = menu.addAction("Reset zoom  (Home)", self.reset_zoom)
+        reset.setEnabled(self._zoom is not None)
+        self.context_menu_about_to_show(menu)
+        menu.exec(at)
+
+    def context_menu_about_to_show(self, menu: QMenu) -> None:
+        """Add entries to the right-click menu (the window adds "Focus this view")."""
+        for hook in self.menu_hooks:
+            hook(self, menu)
 
     def _set_hover(self, cell: tuple[int, int] | None) -> None:
         cell = (-1, -1) if cell is None else cell
@@ -782,13 +1027,10 @@ class HeatmapView(QWidget):
         m = nice_ceiling(float(max(data.max(initial=0.0), -data.min(initial=0.0)))) if data.size else 0.0
         return (-m, m) if m > 0 else (-1.0, 1.0)
 
-    def _dark_text(self, data: np.ndarray, finite: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        """[n, m] bool: whether black text reads better than white on each cell's colour (WCAG luminance).
-
-        Only matrices small enough to carry numbers get a real answer; the rest never draw their labels.
-        """
-        if data.shape[0] > MAX_LABELLED_CELLS or data.shape[1] > MAX_LABELLED_CELLS:
-            return np.broadcast_to(False, data.shape)
+    def _dark_text(self, data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """[n, m] bool for a block of cells: whether black text reads better than white on each cell's colour
+        (WCAG luminance). Asked at paint time for the cells in view only (at most 32 × 32)."""
+        finite = np.isfinite(data)
         t = np.clip((np.where(finite, data, lo) - lo) / (hi - lo), 0.0, 1.0)
         return self._dark_lut[np.rint(t * (len(self._lut) - 1)).astype(np.intp)] & finite
 
@@ -824,7 +1066,10 @@ class HeatmapView(QWidget):
             return
         n, m = (max(k, 1) for k in self._data.shape)
         vb, ci = self._plot.vb, self._glw.ci
-        left, _, right, bottom = ci.layout.getContentsMargins()
+        try:
+            left, _, right, bottom = ci.layout.getContentsMargins()
+        except RuntimeError:  # the scene is being torn down (a view nobody closed, at exit)
+            return
         plot = self._plot.geometry()  # in the layout, below the title row
         # The plot's fixed parts (row labels, colour bar; column labels): all but the view box's column and row,
         # which the top and left axes span exactly.
@@ -832,8 +1077,9 @@ class HeatmapView(QWidget):
         fixed_h = plot.height() - self._plot.getAxis("left").geometry().height()
         width = ci.geometry().width() - left - right - fixed_w
         height = ci.geometry().height() - bottom - plot.top() - fixed_h
-        # A long thin matrix (13 × 384) would be a hairline with square cells: let its cells stretch instead.
-        stretch = max(m / n, n / m) > MAX_SQUARE_ASPECT
+        # A long thin matrix (13 × 384) would be a hairline with square cells: let its cells stretch instead
+        # (until zoomed: a zoomed view has square cells).
+        stretch = max(m / n, n / m) > MAX_SQUARE_ASPECT and self._zoom is None
         if width >= 1 and height >= 1:
             cell = min(width / m, height / n)  # pixels per cell
             cell_w, cell_h = (width / m, height / n) if stretch else (cell, cell)
@@ -843,6 +1089,10 @@ class HeatmapView(QWidget):
                 self._plot.setMaximumSize(size)
         if vb.width() < 1 or vb.height() < 1:  # not laid out yet
             vb.setRange(QRectF(-0.5, -0.5, m, n), padding=0.0)
+            return
+        if self._zoom is not None:  # the user's zoom: same corner, same cells per pixel, whatever the size
+            x0, y0, cell = self._zoom
+            vb.setRange(xRange=(x0, x0 + vb.width() / cell), yRange=(y0, y0 + vb.height() / cell), padding=0.0)
             return
         if stretch:
             vb.setRange(QRectF(-0.5, -0.5, m, n), padding=0.0)
@@ -863,14 +1113,27 @@ class HeatmapView(QWidget):
     def _set_fixed_axis_space(self) -> None:
         # Axis sizes come from all labels, not the ones shown, so thinning ticks never resizes the view
         # (which would re-trigger the thinning: a layout feedback loop).
-        if self._compact:
+        if self._compact or self._context:
             self._plot.getAxis("left").setWidth(1)
             self._plot.getAxis("top").setHeight(1)
             return
         fm = QFontMetricsF(self._tick_font)
-        widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._row_labels), default=0.0)
+        tag = fm.horizontalAdvance(tagged(len(self._row_labels) - 1, ""))  # room for "27:" when thinned
+        widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._row_labels), default=0.0) + tag
         self._plot.getAxis("left").setWidth(int(math.ceil(widest)) + 10)
-        self._plot.getAxis("top").setHeight(int(math.ceil(fm.height())) + 8)
+        self._set_top_axis_space()
+
+    def _set_top_axis_space(self) -> None:
+        fm = QFontMetricsF(self._tick_font)
+        axis = self._plot.getAxis("top")
+        axis.rotated = self._cols_rotated
+        if self._cols_rotated:  # upright labels are one per column, never thinned: no room for a "27:" tag
+            widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
+            axis.setHeight(int(math.ceil(widest)) + 8)
+        else:
+            axis.setHeight(int(math.ceil(fm.height())) + 8)
+        axis.picture = None  # redraw with the new orientation
+        axis.update()
 
     def _update_ticks(self, *_args) -> None:
         if self._closed:
@@ -879,15 +1142,38 @@ class HeatmapView(QWidget):
         px, py = self._plot.vb.viewPixelSize()  # view units per screen pixel, per axis (cells may be stretched)
         cell_w, cell_h = (1.0 / px if px > 0 else 0.0), (1.0 / py if py > 0 else 0.0)
 
-        def ticks(labels: list[str], space_px: float, cell_px: float) -> list[tuple[int, str]]:
-            n = len(labels)
+        i0, i1, j0, j1 = self.visible_cells()
+
+        def ticks(labels: list[str], first: int, end: int, space_px: float, cell_px: float) -> list[tuple[int, str]]:
+            # Thinned by position: every stride-th cell in view, named with its position ("3:the"), so a label
+            # never stands for the cells between it and the next one. Not thinned: the plain labels.
+            n = end - first
             stride = math.ceil(n / MAX_TICKS) if n > MAX_TICKS else 1
             if cell_px > 0:  # and thin further until neighbouring labels stop overlapping
                 stride = max(stride, math.ceil(space_px / cell_px))
-            return [(k, self._elide(labels[k])) for k in range(0, n, max(stride, 1))]
+            if stride <= 1 or _names_position(labels):
+                return [(k, self._elide(labels[k])) for k in range(first, end, stride)]
+            start = -(-first // stride) * stride  # multiples of the stride stay put while panning
+            return [(k, tagged(k, self._elide(labels[k]))) for k in range(start, end, stride)]
 
+        tag = fm.horizontalAdvance(tagged(len(self._col_labels) - 1, ""))
         widest_col = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
-        shown = (ticks(self._row_labels, fm.height(), cell_h), ticks(self._col_labels, widest_col + 6, cell_w))
+        if not (self._compact or self._context) and cell_w > 0:
+            # Upright column labels when the words are wider than the columns; back to flat only with room to
+            # spare, so the axis's own change of height cannot flip it back and forth.
+            # Only when upright labels then fit one per column (else flat labels thinned by position read better),
+            # with a margin both ways for the same reason.
+            upright = fm.height() + 2
+            if not self._cols_rotated:
+                rotate = widest_col + 6 > cell_w and cell_w >= upright
+            else:
+                rotate = widest_col + 6 > cell_w * 0.8 and cell_w >= upright * 0.75
+            if rotate != self._cols_rotated:
+                self._cols_rotated = rotate
+                self._set_top_axis_space()
+        col_space = fm.height() + 2 if self._cols_rotated else widest_col + tag + 6
+        shown = (ticks(self._row_labels, i0, i1, fm.height(), cell_h),
+                 ticks(self._col_labels, j0, j1, col_space, cell_w))
         if shown != self._shown_ticks:
             self._shown_ticks = shown
             self._plot.getAxis("left").setTicks([shown[0], []])
@@ -902,7 +1188,11 @@ class HeatmapView(QWidget):
         metrics = QFontMetricsF(font)
         # One line per line of the title (formula, then head and shape), each elided on its own. The label is
         # HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
-        lines = [metrics.elidedText(line, Qt.TextElideMode.ElideRight, available) for line in self._title.split("\n")]
+        parts = self._title.split("\n")
+        one_line = "  ·  ".join(parts)
+        if len(parts) > 1 and metrics.horizontalAdvance(one_line) <= available:
+            parts = [one_line]  # wide enough: one line, and the height goes to the cells
+        lines = [metrics.elidedText(line, Qt.TextElideMode.ElideRight, available) for line in parts]
         markup = "<br>".join(html.escape(line).replace("  ", "&nbsp; ") for line in lines)
         self._title_item.setText(markup, size="9pt", color=self._fg)
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
 from qkvgui.session import Session
 from qkvgui.ui.controllers.actions import Menus, build_standard_menus
-from qkvgui.ui.controllers.document import DocumentController, recovery_folder, settings
+from qkvgui.ui.controllers.document import DocumentController, recovery_folder
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.controllers.figures import FigureController
 from qkvgui.ui.controllers.inspector import InspectorController, make_inspector
+from qkvgui.ui.controllers.keys import install_undo_everywhere
+from qkvgui.ui.controllers.layout import LayoutController, build_view_menu
 from qkvgui.ui.heatmap import HeatmapView
 from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.matrix_editor import MatrixEditor
@@ -93,8 +95,11 @@ class MainWindow(QMainWindow):
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
         self._assemble()
+        self.layout_control = LayoutController(self)
         self.menus = Menus(self)
         build_standard_menus(self, self.menus)
+        build_view_menu(self, self.layout_control)
+        install_undo_everywhere(self, self.undo_action, self.redo_action)
         self.document.add_matrix_file_actions(self.editors)
 
         # subscriptions, in one block
@@ -109,6 +114,10 @@ class MainWindow(QMainWindow):
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self.document.replaced.connect(self._on_document_replaced)
         self.document.before_save.append(lambda: self.session.set_extra("view", self.right_tabs.shown_tab()))
+        self.pipeline.focus_requested.connect(self.focus_view)
+        for name, view in self.pipeline.views.items():
+            view.cell_hovered.connect(lambda i, j, name=name: self._hovered(name, i, j))
+            view.menu_hooks.append(self._view_menu)
 
         self.model_tab = install_model_tab(self)  # the "Model" tab: every layer × head, head scores
         self.scheduler.compute_now()
@@ -131,7 +140,7 @@ class MainWindow(QMainWindow):
         self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(self.right_splitter)
         self.main_splitter.setStretchFactor(1, 1)
-        self.main_splitter.setSizes([420, 860])
+        self.main_splitter.setSizes([380, 900])
         self.setCentralWidget(self.main_splitter)
 
     # ---- places for everyone's additions -------------------------------------------------------------------
@@ -150,6 +159,26 @@ class MainWindow(QMainWindow):
     def menu(self, title: str) -> QMenu:
         """The menu called title ("File", "Edit", "View", "Presets", "Help", or a new one, placed before Help)."""
         return self.menus.menu(title)
+
+    # ---- focus and context ---------------------------------------------------------------------------------
+    def focus_view(self, name: str | None) -> None:
+        """Bring a view into the large pane by name (after ``view.``: "weights", "weights.head3"...) while the rest
+        stays as context; None or "" goes back to every step. Also: double-click, View ▸ Focus, Escape."""
+        self.layout_control.focus_view(name)
+
+    def _hovered(self, name: str, i: int, j: int) -> None:
+        """The status line names the cell under the mouse in full: a view stays readable when labels are thinned."""
+        if i >= 0:
+            self.layout_control.last_view = name
+            self.statusBar().showMessage(f"{name}: {self.views[name].describe_cell(i, j)}", 6000)
+
+    def _view_menu(self, view: HeatmapView, menu: QMenu) -> None:
+        name = view.objectName().removeprefix("view.")
+        focused = self.pipeline.focused() == name
+        menu.addAction(
+            "Back to every step  (Esc)" if focused else "Focus this view",
+            lambda: self.focus_view(None if focused else name),
+        )
 
     # ---- the document, for scripts and tests ---------------------------------------------------------------
     @property
@@ -241,28 +270,17 @@ class MainWindow(QMainWindow):
         self.right_tabs.show_tab(self.session.extra.get("view"))
 
     def _restore_layout(self) -> None:
-        store = settings()
-        if store is None:
-            return
-        geometry = store.value("geometry")
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
-        for key, splitter in (("main_splitter", self.main_splitter), ("right_splitter", self.right_splitter)):
-            state = store.value(key)
-            if isinstance(state, QByteArray):
-                splitter.restoreState(state)
+        self.layout_control.restore()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if not self.document.maybe_keep_changes():
             event.ignore()
             return
         self.document.closing()
-        store = settings()
-        if store is not None:
-            store.setValue("geometry", self.saveGeometry())
-            store.setValue("main_splitter", self.main_splitter.saveState())
-            store.setValue("right_splitter", self.right_splitter.saveState())
+        self.layout_control.save()
         self.scheduler.shutdown()
         self.figures.close_dialogs()
         self.right_tabs.close_views()  # graphics views alive at interpreter exit can crash Python 3.11
+        for view in self.findChildren(HeatmapView):  # and any other tab's, closed or not (idempotent)
+            view.close_views()
         super().closeEvent(event)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
 from qkvgui.ui.heatmap import HeatmapView
@@ -68,6 +68,7 @@ KV_VIEWS = ("k", "v", "k_rope")
 GROUP_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 #: results with more attention weights than this are drawn one view per event-loop turn
 PROGRESSIVE_CELLS = 200_000
+QWIDGETSIZE_MAX = (1 << 24) - 1
 
 
 def dim_labels(n: int, prefix: str = "d") -> list[str]:
@@ -79,63 +80,177 @@ def concat_labels(h: int, d_v: int) -> list[str]:
 
 
 class PipelineView(QWidget):
-    """A grid of heatmaps, one per step, and the weights of every head side by side as small multiples."""
+    """Every step of attention as a heatmap, and the weights of every head as small multiples in their own strip.
+
+    Overview: the eleven steps in a grid (Q, K, V on top; scores to weights; head output to residual), the strip
+    of head thumbnails (and, with several layers, the residual stream after each) scrolling on the right, so it
+    never squeezes the main views. Focus (``focus(name)``): one view fills the large pane, the others stay live and
+    clickable in a scrolling context column beside it. ``head_clicked(h)`` (0-based) when a thumbnail is clicked,
+    ``focus_requested(name)`` when a view is double-clicked (``""``: back to the overview).
+    """
+
+    head_clicked = Signal(int)
+    focus_requested = Signal(str)
+
+    #: the overview grid: 12 columns, so Q, K and V take a third each and the other rows a quarter each
+    GRID = {"q": (0, 0, 4), "k": (0, 4, 4), "v": (0, 8, 4),
+            "q_rope": (1, 0, 4), "k_rope": (1, 4, 4), "angles": (1, 8, 4),  # the rotary row (RoPE sessions only)
+            "scores": (2, 0, 3), "scaled": (2, 3, 3), "masked": (2, 6, 3), "weights": (2, 9, 3),
+            "head_outputs": (3, 0, 3), "concat": (3, 3, 3), "output": (3, 6, 3), "residual": (3, 9, 3)}
+    THUMB = QSize(84, 92)  # a head thumbnail: picture and its one-line title
+    CONTEXT = QSize(184, 150)  # a view in the context column while another is focused
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.views: dict[str, HeatmapView] = {}
-        grid = QGridLayout()
-        grid.setSpacing(4)
-        # Row 1 is the rotary step (Q and K turned by position), shown only for rotary sessions.
-        positions = {"q": (0, 0), "k": (0, 1), "v": (0, 2), "q_rope": (1, 0), "k_rope": (1, 1), "angles": (1, 2),
-                     "scores": (2, 0), "scaled": (2, 1), "masked": (2, 2), "weights": (2, 3), "head_outputs": (3, 0),
-                     "concat": (3, 1), "output": (3, 2), "residual": (3, 3)}
+        self._focused: str | None = None
+        self._rotary = False  # whether the rotary row is laid out (RoPE sessions)
         for spec in VIEW_SPECS:
             view = HeatmapView(spec.kind)
             view.setObjectName(f"view.{spec.name}")
-            view.setToolTip(f"{spec.formula}\n{spec.tip}")
+            view.setToolTip(f"{spec.formula}\n{spec.tip}\n\nDouble-click to focus; wheel to zoom, drag to pan.")
+            view.double_clicked.connect(lambda name=spec.name: self._toggle_focus(name))
             self.views[spec.name] = view
-            grid.addWidget(view, *positions[spec.name])
+        # the overview grid, and the focus pane with its context column: the views move between them
+        self.grid_box = QWidget()
+        self.grid = QGridLayout(self.grid_box)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(4)
+        self.focus_box = QWidget()
+        focus_layout = QVBoxLayout(self.focus_box)
+        focus_layout.setContentsMargins(0, 0, 0, 0)
+        self.focus_slot = QVBoxLayout()
+        focus_layout.addLayout(self.focus_slot, 1)
+        self.context_box = QWidget()
+        self.context_layout = QGridLayout(self.context_box)
+        self.context_layout.setContentsMargins(0, 0, 0, 0)
+        self.context_layout.setSpacing(4)
+
+        # the strip: head thumbnails, then the residual stream after each layer; its own scroll area
+        strip = QWidget()
+        strip_layout = QVBoxLayout(strip)
+        strip_layout.setContentsMargins(0, 0, 0, 0)
+        strip_layout.addWidget(self.context_box)
+        caption = QLabel("weights of every head")
+        caption.setWordWrap(True)
+        caption.setToolTip("The weights of every head; click one to select that head.")
+        strip_layout.addWidget(caption)
         self.heads_box = QWidget()
         self.heads_layout = QGridLayout(self.heads_box)
         self.heads_layout.setContentsMargins(0, 0, 0, 0)
+        self.heads_layout.setSpacing(2)
         self.head_views: list[HeatmapView] = []
-        caption = QLabel("weights of every head")
-        caption.setWordWrap(True)
-        small = QVBoxLayout()
-        small.addWidget(caption)
-        small.addWidget(self.heads_box, 1)
-        # With several layers: the residual stream after each of them, side by side.
-        self.residuals_caption = QLabel("residual stream after each layer")
+        strip_layout.addWidget(self.heads_box)
+        # With several layers: the residual stream after each of them.
+        self.residuals_caption = QLabel("residual after each layer")
+        self.residuals_caption.setWordWrap(True)
         self.residuals_box = QWidget()
         self.residuals_layout = QGridLayout(self.residuals_box)
         self.residuals_layout.setContentsMargins(0, 0, 0, 0)
+        self.residuals_layout.setSpacing(2)
         self.residual_views: list[HeatmapView] = []
-        small.addWidget(self.residuals_caption)
-        small.addWidget(self.residuals_box, 1)
+        strip_layout.addWidget(self.residuals_caption)
+        strip_layout.addWidget(self.residuals_box)
+        strip_layout.addStretch(1)
         self.residuals_caption.hide()
         self.residuals_box.hide()
-        grid.addLayout(small, 0, 3)
-        for c in range(4):
-            grid.setColumnStretch(c, 1)
-        for r in range(4):
-            grid.setRowStretch(r, 1)
-        self.setLayout(grid)
-        self._grid = grid
-        self._show_rotary(False)
+        self.strip = QScrollArea()
+        self.strip.setObjectName("pipeline.strip")
+        self.strip.setWidget(strip)
+        self.strip.setWidgetResizable(True)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.strip.setFrameShape(QFrame.Shape.NoFrame)
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.grid_box, 1)
+        layout.addWidget(self.focus_box, 1)
+        layout.addWidget(self.strip)
+        self._layout_overview()
         self._pending: list = []
         self._step_timer = QTimer(self, singleShot=True, interval=0)
         self._step_timer.timeout.connect(self._next_step)
 
+    # ---- focus and context ---------------------------------------------------------------------------------
+    def focused(self) -> str | None:
+        """The name of the focused view, or None in the overview."""
+        return self._focused
+
+    def focus(self, name: str | None) -> None:
+        """Bring view ``name`` (a key of ``views``) into the large pane, or go back to the overview (None)."""
+        if name is not None and name not in self.views:
+            raise KeyError(f"There is no view called {name!r}: use one of {', '.join(self.views)}.")
+        if name == self._focused:
+            return
+        self._focused = name
+        if name is None:
+            self._layout_overview()
+        else:
+            self._layout_focus(name)
+
+    def _toggle_focus(self, name: str) -> None:
+        self.focus_requested.emit("" if self._focused == name else name)
+
+    def _take_views(self) -> None:
+        for view in self.views.values():
+            for layout in (self.grid, self.context_layout, self.focus_slot):
+                layout.removeWidget(view)
+            view.set_context(False)
+            view.setMinimumSize(view.minimumSizeHint())
+            view.setMaximumSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX)
+
+    def _layout_overview(self) -> None:
+        self._take_views()
+        for name, (row, col, span) in self.GRID.items():
+            self.grid.addWidget(self.views[name], row, col, 1, span)
+            # the rotary row stays in the grid (parented, findable) but hidden unless positions are rotated
+            self.views[name].setVisible(self._rotary or name not in ROTARY_VIEWS)
+        for c in range(12):
+            self.grid.setColumnStretch(c, 1)
+        for r in range(4):  # the rotary row (1) takes no room when hidden
+            self.grid.setRowStretch(r, 0 if r == 1 and not self._rotary else 1)
+        self.focus_box.hide()
+        self.grid_box.show()
+        self.context_box.hide()
+        self._fit_strip()
+
+    def _layout_focus(self, name: str) -> None:
+        self._take_views()
+        self.focus_slot.addWidget(self.views[name])
+        self.views[name].show()
+        others = [n for n in self.GRID if n != name and (self._rotary or n not in ROTARY_VIEWS)]
+        for hidden in ROTARY_VIEWS:
+            if not self._rotary and hidden != name:
+                self.context_layout.addWidget(self.views[hidden], len(self.GRID), 0)  # kept parented, hidden
+                self.views[hidden].hide()
+        for k, other in enumerate(others):
+            view = self.views[other]
+            view.setFixedSize(self.CONTEXT)
+            view.set_context(True)
+            self.context_layout.addWidget(view, k, 0)
+            view.show()
+        self.grid_box.hide()
+        self.focus_box.show()
+        self.context_box.show()
+        self._fit_strip()
+
+    def _fit_strip(self) -> None:
+        """The strip is as wide as a thumbnail (or a context view) and its scroll bar, and no wider."""
+        bar = self.strip.verticalScrollBar().sizeHint().width()
+        inner = max(self.THUMB.width(), self.CONTEXT.width() if self._focused else 0)
+        self.strip.setFixedWidth(inner + bar + 4)
+
+    # ---- drawing -------------------------------------------------------------------------------------------
     def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False,
-                    features=None, layer: int | None = None) -> None:
-        """Draw every view of the result for the selected head.
+                    features=None, layer: int | None = None, ablated=None) -> None:
+        """Draw every view of the result for the selected head (ablated: which heads are switched off).
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
         the steps still pending.
         """
-        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer)
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer, ablated)
         self._pending = []
         if r.n_heads * r.n_q * r.n_k <= PROGRESSIVE_CELLS:
             for step in steps:
@@ -143,12 +258,6 @@ class PipelineView(QWidget):
             return
         self._pending = steps
         self._step_timer.start()
-
-    def _show_rotary(self, on: bool) -> None:
-        """The rotary row is there only when positions are rotated (its stretch 0 when hidden, so nothing squeezes)."""
-        for name in ROTARY_VIEWS:
-            self.views[name].setVisible(on)
-        self._grid.setRowStretch(1, 1 if on else 0)
 
     def _next_step(self) -> None:
         if self._pending:
@@ -160,11 +269,22 @@ class PipelineView(QWidget):
         """True while a big result is still being drawn view by view."""
         return bool(self._pending) or any(view.preparing() for view in self.all_views())
 
+    def _show_rotary(self, on: bool) -> None:
+        """The rotary row is laid out only when positions are rotated, so nothing else is squeezed otherwise."""
+        if on == self._rotary:
+            return
+        self._rotary = on
+        if self._focused is None:
+            self._layout_overview()
+        else:
+            self._layout_focus(self._focused)
+
     def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool,
-                    features, layer: int | None) -> list:
+                    features, layer: int | None, ablated=None) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
+        off = [bool(a) for a in ablated] if ablated is not None else [False] * h
         cols = {"key": k_tokens, "concat": concat_labels(h, d_v), "d_model": list(features or dim_labels(d_model))}
         steps = []
         one = r.head(head)  # the selected head's n_q × n_k steps (computed on the worker when big)
@@ -184,7 +304,7 @@ class PipelineView(QWidget):
                 data = np.angle(np.exp(1j * np.asarray(r.q_angles)))  # [n_q, d_k/2] wrapped to (−π, π]
             else:
                 data = getattr(r, spec.name)
-                if spec.per_head:
+                if spec.per_head:  # K and V of grouped-query heads are shared: head reads its group's row
                     data = data[kv if spec.name in KV_VIEWS else head]
             rows = q_tokens if spec.rows == "query" else k_tokens
             formula = f"scaled = scores × {r.scale:.4g}" if spec.name == "scaled" else spec.formula
@@ -194,7 +314,7 @@ class PipelineView(QWidget):
                 formula = f"angle = position · {r.rotary:g}^(−2i/{r.q.shape[2]})"
             if not cross:
                 formula = formula.replace("X_kv", "X")
-            who = f"head {head + 1} · " if spec.per_head else ""
+            who = f"head {head + 1}{' (off)' if head < len(off) and off[head] else ''} · " if spec.per_head else ""
             if shared and spec.name in KV_VIEWS:  # say which query heads read this key/value head
                 who = f"kv head {kv + 1} (heads {kv * group + 1}–{kv * group + group}) · "
             where = (f"layer {layer + 1} · " if layer is not None else "") + who
@@ -204,8 +324,11 @@ class PipelineView(QWidget):
         # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
         pooled_q, pooled_k = q_tokens[:: r.pool], k_tokens[:: r.pool]
         for i, view in enumerate(self.head_views):
-            label = f"head {i + 1} · kv {r.kv_head(i) + 1}" if shared else f"head {i + 1}"
-            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, label))
+            title = (("▶ " if i == head else "") + f"head {i + 1}" + (f" · kv {r.kv_head(i) + 1}" if shared else "")
+                     + (" · off" if i < len(off) and off[i] else ""))
+            view.setProperty("selected", i == head)
+            view.setProperty("ablated", i < len(off) and off[i])
+            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, title))
             _mark_group(view, r.kv_head(i) if shared else None)
         return steps
 
@@ -215,9 +338,13 @@ class PipelineView(QWidget):
         view.set_title(title)
 
     def _ensure_head_views(self, h: int) -> None:
+        before = len(self.head_views)
         _fit_count(self.head_views, h, self.heads_layout, lambda i: _small_view(
             "weights", f"view.weights.head{i + 1}",
-            "The weights of one head: row i is how much token i takes from each token."))
+            f"The weights of head {i + 1}: row i is how much token i takes from each token. Click to select "
+            "this head.", self.THUMB), per_row=1)
+        for i in range(before, len(self.head_views)):
+            self.head_views[i].clicked.connect(lambda i=i: self.head_clicked.emit(i))
 
     def show_residuals(self, results: list[AttentionResult], tokens, features) -> None:
         """With several layers, the residual stream after each one as a small heatmap (hidden for one layer)."""
@@ -228,7 +355,7 @@ class PipelineView(QWidget):
             return
         _fit_count(self.residual_views, len(results), self.residuals_layout, lambda i: _small_view(
             "diverging", f"view.residual.layer{i + 1}", "The residual stream after this layer: what the next layer "
-            "reads."), per_row=len(results))
+            "reads.", self.THUMB), per_row=1)
         for i, (view, r) in enumerate(zip(self.residual_views, results, strict=True)):
             view.set_data(r.residual, list(tokens), list(features))
             view.set_title(f"after layer {i + 1}")
@@ -267,12 +394,13 @@ def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
                                if kv_head is not None else ""))
 
 
-def _small_view(kind: str, name: str, tip: str) -> HeatmapView:
-    """One of the small multiples: a compact heatmap (no colour bar, no ticks)."""
+def _small_view(kind: str, name: str, tip: str, size: QSize) -> HeatmapView:
+    """One of the small multiples: a compact heatmap (no colour bar, no ticks) of a fixed size."""
     view = HeatmapView(kind, compact=True)
     view.setObjectName(name)
-    view.setMinimumSize(60, 60)
+    view.setFixedSize(size)
     view.setToolTip(tip)
+    view.setCursor(Qt.CursorShape.PointingHandCursor)
     return view
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QLabel, QWidget
 
 from qkvgui.session import Session
 
@@ -17,7 +17,8 @@ class RotaryControls(QWidget):
         super().__init__(parent)
         self.session, self._change = session, change
         self._updating = False
-        row = QHBoxLayout(self)
+        # two short rows, so the control column can narrow to ~300 px while a view is focused
+        row = QGridLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         self.rotary_box = QCheckBox("RoPE, θ =")
         self.rotary_box.setObjectName("control.rotary")
@@ -40,12 +41,11 @@ class RotaryControls(QWidget):
             "query heads is ordinary multi-head attention; 1 is multi-query attention. Head thumbnails of one group "
             "share a colour."
         )
-        row.addWidget(self.rotary_box)
-        row.addWidget(self.theta_spin)
-        row.addSpacing(12)
-        row.addWidget(QLabel("kv heads"))
-        row.addWidget(self.kv_combo)
-        row.addStretch(1)
+        row.addWidget(self.rotary_box, 0, 0)
+        row.addWidget(self.theta_spin, 0, 1)
+        row.addWidget(QLabel("kv heads"), 1, 0)
+        row.addWidget(self.kv_combo, 1, 1)
+        row.setColumnStretch(2, 1)
         self.rotary_box.toggled.connect(self._rotary_toggled)
         self.theta_spin.valueChanged.connect(self._theta_edited)
         self.kv_combo.activated.connect(self._kv_chosen)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from qkvgui.core import QkvError
@@ -49,6 +50,11 @@ class RecomputeScheduler(QObject):
         self._poll.timeout.connect(self._collect)
         for kind in CONTENT_EVENTS:
             getattr(session.events, kind).connect(self._on_content_changed)
+        self._side_jobs: dict = {}  # kind -> (generation, future, done): the running job of each kind
+        self._side_waiting: dict = {}  # kind -> (fn, arg, done): the newest request waiting for it
+        self._side_generation: dict[str, int] = {}
+        self._side_poll = QTimer(self, interval=5)
+        self._side_poll.timeout.connect(self._collect_side)
 
     def _on_content_changed(self, *_: object) -> None:
         self.request()
@@ -142,6 +148,42 @@ class RecomputeScheduler(QObject):
             self.results = result
             self.computed.emit(result)
 
+    def submit(self, kind: str, fn, arg, done) -> None:
+        """Run ``fn(arg)`` on the worker and ``done(value)`` on the GUI thread (the circuits tab's SVDs and
+        composition scores). At most one job of a kind runs; a newer submit waits for it and replaces any older
+        waiting one, and a result made stale by a newer submit is dropped. An error is reported by ``failed``."""
+        self._side_generation[kind] = self._side_generation.get(kind, 0) + 1
+        if kind in self._side_jobs:
+            self._side_waiting[kind] = (fn, arg, done)
+            return
+        self._side_start(kind, fn, arg, done)
+
+    def _side_start(self, kind: str, fn, arg, done) -> None:
+        self._side_jobs[kind] = (self._side_generation[kind], self._pool.submit(fn, arg), done)
+        self._side_poll.start()
+
+    def _collect_side(self) -> None:
+        for kind, (generation, job, done) in list(self._side_jobs.items()):
+            if not job.done():
+                continue
+            del self._side_jobs[kind]
+            if kind in self._side_waiting:  # a newer request came in while this one ran: run it now
+                self._side_start(kind, *self._side_waiting.pop(kind))
+            if generation != self._side_generation.get(kind):
+                continue
+            try:
+                value = job.result()
+            except (QkvError, ValueError, np.linalg.LinAlgError) as e:
+                self.failed.emit(str(e))
+            else:
+                done(value)
+        if not self._side_jobs:
+            self._side_poll.stop()
+
+    def side_busy(self) -> bool:
+        """True while a submitted side job runs."""
+        return bool(self._side_jobs)
+
     def busy_now(self) -> bool:
         """True while a computation is asked for or running."""
         return self._turn.isActive() or self._running is not None or self._pending or self._head_job is not None
@@ -149,4 +191,5 @@ class RecomputeScheduler(QObject):
     def shutdown(self) -> None:
         self._turn.stop()
         self._poll.stop()
+        self._side_poll.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)

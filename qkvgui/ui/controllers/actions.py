@@ -8,6 +8,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox
 
 from qkvgui.core.presets import make_preset, preset_names
+from qkvgui.ui.controllers.keys import ShortcutsDialog, unique_keys
 
 
 class Menus:
@@ -76,9 +77,10 @@ def build_standard_menus(window, menus: Menus) -> None:
 
     edit = menus.menu("Edit")
     undo = window.undo_stack.createUndoAction(window, "&Undo")
-    undo.setShortcuts([QKeySequence.Undo])
+    undo.setShortcuts(unique_keys(QKeySequence.StandardKey.Undo))
     redo = window.undo_stack.createRedoAction(window, "&Redo")
-    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence.Redo])
+    # Once each: on X11 QKeySequence.Redo already holds Ctrl+Shift+Z, and a key bound twice is ambiguous (dead).
+    redo.setShortcuts(unique_keys(QKeySequence.StandardKey.Redo, "Ctrl+Shift+Z", "Ctrl+Y"))
     edit.addAction(undo)
     edit.addAction(redo)
     window.undo_action, window.redo_action = undo, redo
@@ -90,6 +92,7 @@ def build_standard_menus(window, menus: Menus) -> None:
         action.setToolTip(preset.description)
     presets.setToolTipsVisible(True)
 
+    add("Help", "&Keyboard shortcuts", lambda: ShortcutsDialog(window).exec(), "F1", "shortcuts")
     add(
         "Help",
         "&About qkvgui",

@@ -40,7 +40,12 @@ class EditController(QObject):
         r, c = block.shape
         kv = "kv " if name in ("W_K", "W_V") and s.n_kv_heads < s.n_heads else ""
         where = f" ({kv}head {head + 1})" if head is not None else ""
-        text = f"edit {name}{where} [{row}, {col}]" if r * c == 1 else f"edit {r} × {c} cells of {name}{where}"
+        # positions as a reader counts them, from 1 (the API stays 0-based)
+        text = (
+            f"edit {name}{where} row {row + 1}, column {col + 1}"
+            if r * c == 1
+            else f"edit {r} × {c} cells of {name}{where}"
+        )
         self.undo_stack.push(BlockEdit(self.session, name, head, row, col, block, old, text))
         return True
 

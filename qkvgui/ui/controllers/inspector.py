@@ -23,6 +23,7 @@ def make_inspector() -> QTextBrowser:
     inspector = QTextBrowser()
     inspector.setObjectName("inspector")
     inspector.setPlaceholderText(PLACEHOLDER)
+    inspector.setMinimumHeight(36)  # a focused view may take the room; the splitter gives it back
     return inspector
 
 
@@ -34,6 +35,7 @@ class InspectorController(QObject):
         self.session, self.panel, self.inspector = session, panel, inspector
         self.views = panel.views
         self.pinned: tuple[str, int, int] | None = None
+        self.hovered: tuple[str, int, int] | None = None  # re-explained after a redraw, as a pinned cell is
 
         # subscriptions, in one block
         for name in SCORE_VIEWS:
@@ -46,15 +48,21 @@ class InspectorController(QObject):
         panel.redrawn.connect(self.refresh_pinned)
 
     def refresh_pinned(self) -> None:
-        if self.pinned is not None:
-            kind, i, j = self.pinned
-            if kind == "row":
-                self.inspect_row(i)
-            else:
-                self.inspect_cell(kind, i, j, False)
+        """After a redraw (an edit, a setting): explain the pinned cell again, or the one under the mouse."""
+        target = self.pinned or self.hovered
+        if target is None:
+            return
+        kind, i, j = target
+        if kind == "row":
+            self.inspect_row(i)
+        elif kind in SCORE_VIEWS:
+            self.inspect_cell(kind, i, j, False)
+        else:
+            self.inspect_value(kind, i, j)
 
     def inspect_cell(self, view: str, i: int, j: int, pin: bool) -> None:
         r = self.panel.result
+        self.hovered = (view, i, j) if i >= 0 else None
         if pin:
             self.pinned = (view, i, j) if i >= 0 else None
         if i < 0 or r is None or i >= r.n_q or j >= r.n_k or not r.head_ready(self.session.head):
@@ -77,6 +85,7 @@ class InspectorController(QObject):
 
     def inspect_row(self, i: int, pin: bool = False) -> None:
         r = self.panel.result
+        self.hovered = ("row", i, -1) if i >= 0 else None
         if pin:
             self.pinned = ("row", i, -1) if i >= 0 else None
         if i < 0 or r is None or i >= r.n_q or not r.head_ready(self.session.head):
@@ -92,6 +101,7 @@ class InspectorController(QObject):
         """Hovering Q, K, V, concat, output or residual: the formula with shapes, what a row means, the value."""
         view = self.views[name]
         result = self.panel.result
+        self.hovered = (name, i, j) if i >= 0 else None
         if i < 0 or result is None:
             return
         data = view.data()

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QWidget,
 )
@@ -30,8 +31,10 @@ class ControlsPanel(QWidget):
         self._updating = False  # True while controls are set from the session, so they do not echo back
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        self.causal_box = QCheckBox("causal mask (a token sees only itself and earlier tokens)")
+        self.causal_box = QCheckBox("causal mask")
         self.causal_box.setObjectName("control.causal")
+        self.causal_box.setToolTip("Causal mask: a token sees only itself and earlier tokens.")
+        self.causal_box.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)  # click = the text
         form.addRow(self.causal_box)
         scale_row = QHBoxLayout()
         self.scale_combo = QComboBox()
@@ -57,7 +60,7 @@ class ControlsPanel(QWidget):
         self.heads_spin.setObjectName("control.heads")
         self.heads_spin.setKeyboardTracking(False)
         head_row.addWidget(self.heads_spin)
-        self.ablate_box = QCheckBox("switch this head off")
+        self.ablate_box = QCheckBox("switched off")
         self.ablate_box.setObjectName("control.ablate")
         self.ablate_box.setToolTip(
             "Ablate the selected head: its output is set to zero, so it writes nothing into "
@@ -73,10 +76,12 @@ class ControlsPanel(QWidget):
             "The layer shown in the editors and views. Layer ℓ reads the residual stream after layer ℓ − 1."
         )
         self.layers_label = QLabel()
-        self.add_layer_button = QPushButton("Add layer")
+        self.add_layer_button = QPushButton("Add")
         self.add_layer_button.setObjectName("control.add_layer")
-        self.remove_layer_button = QPushButton("Remove layer")
+        self.add_layer_button.setToolTip("Add a layer on top of the stack (seeded random weights).")
+        self.remove_layer_button = QPushButton("Remove")
         self.remove_layer_button.setObjectName("control.remove_layer")
+        self.remove_layer_button.setToolTip("Remove the top layer.")
         for w in (self.layer_spin, self.layers_label, self.add_layer_button, self.remove_layer_button):
             layer_row.addWidget(w)
         layer_row.addStretch(1)

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTabWidget,
@@ -26,6 +27,8 @@ from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.pipeline import concat_labels, dim_labels
 from qkvgui.ui.text import MAX_TOKENS_TEXT, display_text, format_tokens, parse_tokens, short_label
 
+#: tokens that mean padding when typed: flagged as padding (hidden from every query) as they are typed
+PAD_TOKENS = ("<pad>", "[pad]", "<|pad|>")
 EDITOR_TIPS = {
     "X": "X: one row per token, the residual stream the layer reads. Queries (and keys, in self-attention) come "
     "from here.",
@@ -74,8 +77,14 @@ class EditorTabs(QTabWidget):
         events.matrix.connect(self._on_matrix_changed)
         events.head.connect(self._on_head_changed)
         events.layer.connect(self._on_layer_changed)
-        for signal in (events.tokens, events.source_tokens, events.shape, events.settings, events.layers,
-                       events.replaced):
+        for signal in (
+            events.tokens,
+            events.source_tokens,
+            events.shape,
+            events.settings,
+            events.layers,
+            events.replaced,
+        ):
             signal.connect(self.refresh)
         self.refresh()
 
@@ -92,9 +101,19 @@ class EditorTabs(QTabWidget):
         self.tokens_edit.setToolTip('The tokens, separated by spaces ("new york" in quotes is one token). Press Enter '
                                     "to apply; X gains or loses rows.")
         form.addRow("tokens", self.tokens_edit)
-        self.cross_box = QCheckBox("cross-attention: keys and values from a source sequence")
+        self.cross_box = QCheckBox("cross-attention")
         self.cross_box.setObjectName("control.cross")
+        self.cross_box.setToolTip("Cross-attention: keys and values come from a source sequence (X_kv).")
+        self.cross_box.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         form.addRow(self.cross_box)
+        self.cross_warning = QLabel(
+            "⚠ The causal mask is on: decoders do not mask cross-attention (every target token may read the whole "
+            "source), so keys hidden here by position are an artefact, not a model's behaviour."
+        )
+        self.cross_warning.setObjectName("control.cross_warning")
+        self.cross_warning.setWordWrap(True)
+        self.cross_warning.hide()
+        form.addRow(self.cross_warning)
         self.source_edit = QLineEdit()
         self.source_edit.setObjectName("control.source_tokens")
         self.source_edit.setToolTip('The source tokens of cross-attention, separated by spaces ("new york" in quotes '
@@ -132,9 +151,8 @@ class EditorTabs(QTabWidget):
         gen_row.addWidget(self.gen_combo)
         gen_row.addWidget(self.gen_button)
         gen_row.addStretch(1)
-        gen_row.addWidget(QLabel("d_model"))
-        gen_row.addWidget(self.dmodel_spin)
         form.addRow("fill", gen_row)
+        form.addRow("d_model", self.dmodel_spin)
         layout.addLayout(form)
         split = QSplitter(Qt.Vertical)
         split.addWidget(self.editors["X"])
@@ -156,8 +174,9 @@ class EditorTabs(QTabWidget):
         dims.addWidget(self.dk_spin)
         dims.addWidget(QLabel("d_v"))
         dims.addWidget(self.dv_spin)
-        self.randomize_button = QPushButton("Randomize all weights")
+        self.randomize_button = QPushButton("Randomize")
         self.randomize_button.setObjectName("control.randomize")
+        self.randomize_button.setToolTip("Randomize all weights: W_Q, W_K, W_V of every head and W_O (seeded).")
         dims.addStretch(1)
         dims.addWidget(self.randomize_button)
         layout.addLayout(dims)
@@ -182,9 +201,7 @@ class EditorTabs(QTabWidget):
             return
         current = self.session.source_tokens if source else self.session.tokens
         if tokens != current:
-            self._change(
-                "edit source tokens" if source else "edit tokens", self.session.set_tokens, tokens, source=source
-            )
+            self._change("edit source tokens" if source else "edit tokens", self._set_tokens, tokens, source)
         edit.setModified(False)
 
     def _token_text_rejected(self, edit: QLineEdit) -> None:
@@ -210,6 +227,16 @@ class EditorTabs(QTabWidget):
             edit.setReadOnly(False)
             edit.setPlaceholderText("")
             edit.setText(text)  # clears isModified: an unchanged field applies nothing
+
+    def _set_tokens(self, tokens: list[str], source: bool) -> None:
+        """New tokens, and padding tokens typed as such ("<pad>", "[PAD]") flagged as padding: one undo step."""
+        s = self.session
+        s.set_tokens(tokens, source=source)
+        pads = [t.lower() in PAD_TOKENS for t in tokens]
+        if any(pads) and (source or not s.cross):  # the flags belong to the keys' sequence
+            flags = [a or b for a, b in zip(s.key_padding, pads, strict=True)]
+            if flags != list(s.key_padding):
+                s.set_padding(flags)
 
     def _padding_edited(self, _item=None) -> None:
         if self._updating:
@@ -284,6 +311,7 @@ class EditorTabs(QTabWidget):
             self._show_tokens(self.tokens_edit, s.tokens)
             self._show_tokens(self.source_edit, s.source_tokens)
             self.source_edit.setEnabled(s.cross)
+            self.cross_warning.setVisible(s.cross and s.causal)
             self.editors["X_kv"].setVisible(s.cross)
             self.padding_list.clear()
             for token, pad in zip(s.key_tokens, s.key_padding, strict=True):

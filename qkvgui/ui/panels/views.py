@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QTabWidget, QWidget
 
 from qkvgui.core import AttentionResult
 from qkvgui.session import Session
-from qkvgui.ui.circuits_panel import CircuitsPanel
+from qkvgui.ui.circuits_panel import CIRCUITS_THRESHOLD, CircuitsPanel, compute_circuits, gather_circuits
 from qkvgui.ui.heatmap import HeatmapView
 from qkvgui.ui.pipeline import PipelineView
 from qkvgui.ui.scheduler import RecomputeScheduler
@@ -34,6 +34,7 @@ class ViewsPanel(QTabWidget):
 
         # subscriptions, in one block
         self.currentChanged.connect(lambda _: self.redraw_circuits())
+        self.pipeline.head_clicked.connect(self._head_clicked)
         scheduler.computed.connect(self._on_computed)
         session.events.head.connect(self._on_selection_changed)
         session.events.layer.connect(self._on_selection_changed)
@@ -47,6 +48,10 @@ class ViewsPanel(QTabWidget):
         if name:
             self._tab_names[name] = widget
         return self.addTab(widget, title)
+
+    def _head_clicked(self, head: int) -> None:
+        if head != self.session.head and 0 <= head < self.session.n_heads:
+            self.session.set_head(head)
 
     def _on_selection_changed(self, _index: int) -> None:
         # a selection changes what is shown, never the result: pick the selected layer's from the last computation
@@ -71,7 +76,14 @@ class ViewsPanel(QTabWidget):
             self.window().statusBar().showMessage(f"computing head {s.head + 1}…")
             return  # drawn when the worker has it (computed is emitted again)
         self.pipeline.show_result(
-            self.result, s.head, s.tokens, s.key_tokens, s.cross, s.features, layer=s.layer if s.n_layers > 1 else None
+            self.result,
+            s.head,
+            s.tokens,
+            s.key_tokens,
+            s.cross,
+            s.features,
+            layer=s.layer if s.n_layers > 1 else None,
+            ablated=s.ablated(),
         )
         self.pipeline.show_residuals(self.results, s.tokens, s.features)
         self.redraw_circuits()
@@ -82,7 +94,12 @@ class ViewsPanel(QTabWidget):
         if self.currentWidget() is self.circuits and self.result is not None:
             layer = self.session.layer
             x_in = self.results[layer - 1].residual if 0 < layer <= len(self.results) else None
-            self.circuits.show_session(self.session, self.result, x_in)
+            inp = gather_circuits(self.session, self.result, x_in)
+            if inp.cost() <= CIRCUITS_THRESHOLD:
+                self.circuits.show_circuits(compute_circuits(inp))  # small: in the same frame as the edit
+            else:  # big (SVDs of 384 × 384, composition of 12 × 12 heads): on the worker, the newest only
+                self.circuits.show_busy()
+                self.scheduler.submit("circuits", compute_circuits, inp, self.circuits.show_circuits)
 
     def shown_tab(self) -> str:
         """The name of the tab shown ("pipeline", "circuits", or an added tab's name)."""
