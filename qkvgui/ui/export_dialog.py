@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
 
 from PySide6.QtCore import QObject, QSettings, QThreadPool, Signal
 from PySide6.QtWidgets import (
@@ -33,17 +32,7 @@ from qkvgui.io.figure_paint import THEMES, Figure, FigureOptions, figure_image, 
 from qkvgui.io.figure_views import FIGURE_VIEWS, FigureData, figure_data
 from qkvgui.io.figures import FORMATS
 from qkvgui.ui.figure_preview import FigurePreview, watch_session
-
-W = TypeVar("W", bound=QWidget)
-
-
-def _named(widget: W, name: str, props: dict[str, object] | None = None) -> W:
-    """The widget with its objectName (for scripts and tests) and properties set."""
-    widget.setObjectName(name)
-    for key, value in (props or {}).items():
-        getattr(widget, "set" + key[0].upper() + key[1:])(value)
-    return widget
-
+from qkvgui.ui.figure_preview import named as _named
 
 __all__ = ["ExportFigureDialog", "figure_choices", "saved_choice"]
 

@@ -8,6 +8,7 @@ request is dropped, and the widget waits for its worker before it goes away.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
@@ -127,3 +128,14 @@ class FigurePreview(QLabel):
         self._timer.stop()
         self._generation += 1
         self._pool.waitForDone()
+
+
+W = TypeVar("W", bound=QWidget)
+
+
+def named(widget: W, name: str, props: dict[str, object] | None = None) -> W:
+    """The widget with its objectName (for scripts and tests) and properties set (the figure dialogs' helper)."""
+    widget.setObjectName(name)
+    for key, value in (props or {}).items():
+        getattr(widget, "set" + key[0].upper() + key[1:])(value)
+    return widget

@@ -9,7 +9,6 @@ session, so an edit in the editors retells the current step at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -29,17 +28,7 @@ from qkvgui.io.animation import STEPS, AnimationCancelled, narrate, step_figure,
 from qkvgui.io.figure_paint import Figure, FigureOptions
 from qkvgui.io.figure_views import FigureData, figure_data
 from qkvgui.ui.figure_preview import FigurePreview, watch_session
-
-W = TypeVar("W", bound=QWidget)
-
-
-def _named(widget: W, name: str, props: dict[str, object] | None = None) -> W:
-    """The widget with its objectName (for scripts and tests) and properties set."""
-    widget.setObjectName(name)
-    for key, value in (props or {}).items():
-        getattr(widget, "set" + key[0].upper() + key[1:])(value)
-    return widget
-
+from qkvgui.ui.figure_preview import named as _named
 
 __all__ = ["AnimationExport", "StepThroughDialog", "export_animation_dialog"]
 
