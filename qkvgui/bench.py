@@ -79,8 +79,10 @@ def bench_checkpoint(repeats: int) -> int:
     repeats = max(1, min(repeats, 7))
     t_import = _median_time(partial(Session.from_checkpoint, folder, None, text), repeats)
     session = Session.from_checkpoint(folder, None, text)
-    print(f"checkpoint: all-MiniLM-L6-v2, {len(session.tokens)} tokens, {session.n_layers} layers × "
-          f"{session.n_heads} heads, median of {repeats}")
+    print(
+        f"checkpoint: all-MiniLM-L6-v2, {len(session.tokens)} tokens, {session.n_layers} layers × "
+        f"{session.n_heads} heads, median of {repeats}"
+    )
     print(f"  whole-model import          {t_import * 1e3:8.1f} ms (target <= 1500)")
     for layer in range(session.n_layers):
         t = _median_time(partial(Session.from_checkpoint, folder, layer, text), repeats)
@@ -120,8 +122,10 @@ def bench_learn(repeats: int) -> int:
 
     t = _median_time(run, max(1, min(repeats, 5)))
     losses = result["fit"][2]
-    print(f"learn: fit_pattern, 8 tokens, d_model 16, d_k 8, previous-token, 2000 Adam steps: {t * 1e3:.0f} ms "
-          f"(target <= 1000), loss {losses[0]:.3f} -> {losses[-1]:.2e} ({t / 2000 * 1e6:.0f} us per step)")
+    print(
+        f"learn: fit_pattern, 8 tokens, d_model 16, d_k 8, previous-token, 2000 Adam steps: {t * 1e3:.0f} ms "
+        f"(target <= 1000), loss {losses[0]:.3f} -> {losses[-1]:.2e} ({t / 2000 * 1e6:.0f} us per step)"
+    )
     try:
         from qkvgui.ui.learn_panel import run_learn_bench  # Qt only when the tab exists
     except ImportError:
@@ -140,9 +144,14 @@ def bench_gpt2_session(repeats: int = 5, folder: str | None = None) -> tuple[flo
     rng = np.random.default_rng(0)
     n, d_model, h, d_head = 512, 768, 12, 64
     session = Session.from_arrays(
-        rng.standard_normal((n, d_model)), rng.standard_normal((h, d_model, d_head)),
-        rng.standard_normal((h, d_model, d_head)), rng.standard_normal((h, d_model, d_head)),
-        rng.standard_normal((h * d_head, d_model)), causal=True, title="GPT-2 size")
+        rng.standard_normal((n, d_model)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h * d_head, d_model)),
+        causal=True,
+        title="GPT-2 size",
+    )
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / "gpt2.qkv"
         saves, loads = [], []
@@ -186,9 +195,11 @@ def bench_checkpoint_llama(repeats: int) -> int:
     t_layer = _median_time(partial(cold, 29), repeats)
     t_first = _median_time(partial(cold, 0), repeats)
     t_whole = _median_time(partial(cold, None), repeats)
-    print(f"checkpoint: SmolLM2-135M (GGUF Q4_1, LLaMA family), {len(session.tokens)} tokens, 30 layers × "
-          f"{session.n_heads} query heads / {session.n_kv_heads} key-value heads, rotary θ = {session.rope_theta:g}, "
-          f"median of {repeats}")
+    print(
+        f"checkpoint: SmolLM2-135M (GGUF Q4_1, LLaMA family), {len(session.tokens)} tokens, 30 layers × "
+        f"{session.n_heads} query heads / {session.n_kv_heads} key-value heads, rotary θ = {session.rope_theta:g}, "
+        f"median of {repeats}"
+    )
     print(f"  import of layer 30 alone    {t_layer * 1e3:8.1f} ms (target <= 2000)")
     print(f"  import of layer 1 alone     {t_first * 1e3:8.1f} ms")
     print(f"  whole-model import          {t_whole * 1e3:8.1f} ms (target <= 6000)")
@@ -206,14 +217,15 @@ def bench_checkpoint_llama(repeats: int) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
-    parser.add_argument("what", choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup",
-                                         "hostile"],
-                        help="which benchmark")
+    parser.add_argument(
+        "what",
+        choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup", "hostile"],
+        help="which benchmark",
+    )
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
     if args.what == "core":
-        print("core: multi_head_attention, d_model 768, 12 heads of 64, causal, float64 (median of "
-              f"{args.repeats})")
+        print(f"core: multi_head_attention, d_model 768, 12 heads of 64, causal, float64 (median of {args.repeats})")
         print(f"{'n':>6} {'core ms':>10} {'floor ms':>10} {'ratio':>7}")
         worst = 0.0
         for row in bench_core(repeats=args.repeats):
@@ -239,8 +251,10 @@ def main(argv=None) -> int:
         return run_figures_bench(min(args.repeats, 5))
     if args.what == "session":
         save, load, size = bench_gpt2_session(repeats=args.repeats)
-        print(f"session: GPT-2-size layer (X 512×768, W_Q/W_K/W_V 12×768×64, W_O 768×768), {size / 2**20:.1f} MiB, "
-              f"median of {args.repeats}: save {save * 1e3:.1f} ms, load {load * 1e3:.1f} ms (target <= 1000 each)")
+        print(
+            f"session: GPT-2-size layer (X 512×768, W_Q/W_K/W_V 12×768×64, W_O 768×768), {size / 2**20:.1f} MiB, "
+            f"median of {args.repeats}: save {save * 1e3:.1f} ms, load {load * 1e3:.1f} ms (target <= 1000 each)"
+        )
         return 0
     from qkvgui.ui.bench_gui import run_gui_bench  # Qt only when asked for
 

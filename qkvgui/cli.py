@@ -38,17 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line: `qkvgui [--version] COMMAND ...`."""
     from qkvgui import __version__
 
-    p = _Parser(prog="qkvgui", description="A desktop attention explorer: edit Q, K, V and O and watch every step "
-                "of attention redraw live.",
-                epilog="Without a command qkvgui opens the explorer: 'qkvgui [SESSION]' is 'qkvgui open [SESSION]'.")
+    p = _Parser(
+        prog="qkvgui",
+        description="A desktop attention explorer: edit Q, K, V and O and watch every step of attention redraw live.",
+        epilog="Without a command qkvgui opens the explorer: 'qkvgui [SESSION]' is 'qkvgui open [SESSION]'.",
+    )
     p.add_argument("--version", action="version", version=f"qkvgui {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_open_arguments(sub.add_parser("open", help="open the explorer (the default command)",
-                                       description="Open the explorer on a session file, a preset or the default."))
+    _add_open_arguments(
+        sub.add_parser(
+            "open",
+            help="open the explorer (the default command)",
+            description="Open the explorer on a session file, a preset or the default.",
+        )
+    )
     sub.add_parser("presets", help="list the presets", description="List the presets: name and title.")
-    _add_export_arguments(sub.add_parser("export", help="write figures of a session without a display",
-                                         description="Write figures of a session's views without a display, laid "
-                                         "out for the size asked for."))
+    _add_export_arguments(
+        sub.add_parser(
+            "export",
+            help="write figures of a session without a display",
+            description="Write figures of a session's views without a display, laid out for the size asked for.",
+        )
+    )
     return p
 
 
@@ -64,24 +75,51 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", metavar="NAME", help="export a preset instead of a session file")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into (created if missing)")
     p.add_argument("--format", default="png", metavar="FMT[,FMT]", help="png, svg and/or pdf (default: png)")
-    p.add_argument("--views", default="pipeline", metavar="VIEW[,VIEW]",
-                   help=f"any of: {', '.join(view_names())} (default: pipeline)")
-    p.add_argument("--size", metavar="WxH[px|cm|in]",
-                   help="the figure's size, e.g. 1600x1000 (pixels), 16x10cm or 6.5x4in (default: 1600x1000 px)")
-    p.add_argument("--dpi", type=float, metavar="N",
-                   help="resolution: PNG pixels per inch, and how large text is on a px size (default: 96 for a px "
-                        "size, 300 for cm or in)")
+    p.add_argument(
+        "--views",
+        default="pipeline",
+        metavar="VIEW[,VIEW]",
+        help=f"any of: {', '.join(view_names())} (default: pipeline)",
+    )
+    p.add_argument(
+        "--size",
+        metavar="WxH[px|cm|in]",
+        help="the figure's size, e.g. 1600x1000 (pixels), 16x10cm or 6.5x4in (default: 1600x1000 px)",
+    )
+    p.add_argument(
+        "--dpi",
+        type=float,
+        metavar="N",
+        help="resolution: PNG pixels per inch, and how large text is on a px size (default: 96 for a px "
+        "size, 300 for cm or in)",
+    )
     p.add_argument("--font-size", type=float, default=10.0, metavar="PT", help="text size in points (default: 10)")
     p.add_argument("--numbers", choices=("on", "off"), default="on", help="numbers in cells where they fit")
     p.add_argument("--colorbar", choices=("on", "off"), default="on", help="a colour bar beside each view")
-    p.add_argument("--theme", choices=("light", "dark", "transparent"), default="light",
-                   help="the page: light, dark, or a transparent background (default: light)")
-    p.add_argument("--heads", default="current", metavar="current|all|N",
-                   help="the selected head, every head as small multiples, or head N (1-based)")
-    p.add_argument("--animate", metavar="gif|mp4[,…]", default="",
-                   help="also write the step-by-step animation (steps.gif, steps.mp4; needs the figures extra)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="PNG pixels (and DPI) per figure pixel, on top of --size and --dpi (default: 1)")
+    p.add_argument(
+        "--theme",
+        choices=("light", "dark", "transparent"),
+        default="light",
+        help="the page: light, dark, or a transparent background (default: light)",
+    )
+    p.add_argument(
+        "--heads",
+        default="current",
+        metavar="current|all|N",
+        help="the selected head, every head as small multiples, or head N (1-based)",
+    )
+    p.add_argument(
+        "--animate",
+        metavar="gif|mp4[,…]",
+        default="",
+        help="also write the step-by-step animation (steps.gif, steps.mp4; needs the figures extra)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="PNG pixels (and DPI) per figure pixel, on top of --size and --dpi (default: 1)",
+    )
     p.add_argument("--head", type=int, default=None, help="the head to show (1-based; default: the session's)")
 
 
@@ -106,11 +144,15 @@ def _figure_options(args):
             heads = int(heads) - 1
         except ValueError:
             raise UsageError(f"--heads takes current, all or a head number, not {args.heads!r}") from None
-    options = FigureOptions(width, height, unit, dpi, args.font_size, args.numbers == "on", args.colorbar == "on",
-                            args.theme, heads)
+    options = FigureOptions(
+        width, height, unit, dpi, args.font_size, args.numbers == "on", args.colorbar == "on", args.theme, heads
+    )
     if args.scale != 1.0:
-        options = replace(options, dpi=options.dpi * args.scale,
-                          **({"width": width * args.scale, "height": height * args.scale} if unit == "px" else {}))
+        options = replace(
+            options,
+            dpi=options.dpi * args.scale,
+            **({"width": width * args.scale, "height": height * args.scale} if unit == "px" else {}),
+        )
     try:
         return options.check()
     except FigureError as e:
@@ -162,8 +204,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     views = _split(args.views, view_names(), "view")
     animate = _split(args.animate, ANIMATION_FORMATS, "animation format") if args.animate.strip() else []
     if not MIN_SCALE <= args.scale <= MAX_SCALE:  # also refuses nan and inf
-        raise UsageError(f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g} (PNG pixels per figure pixel), "
-                         f"not {args.scale:g}")
+        raise UsageError(
+            f"--scale must be between {MIN_SCALE:g} and {MAX_SCALE:g} (PNG pixels per figure pixel), not {args.scale:g}"
+        )
     if not args.out.strip():
         raise UsageError("--out needs the folder to write into; it was empty")
     options = _figure_options(args)
@@ -191,8 +234,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from qkvgui.io.figure_files import export_figures
 
     try:
-        for path in export_figures(session, out, views, formats, options, animate,
-                                   animation_size=args.size is not None):
+        for path in export_figures(
+            session, out, views, formats, options, animate, animation_size=args.size is not None
+        ):
             print(path)
     except QkvError as e:
         raise UsageError(str(e)) from None

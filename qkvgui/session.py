@@ -282,8 +282,13 @@ class Session:
         # cross-attention: only the scores that do not compare a query's position or token with the keys'
         nan = np.full(weights.shape[:2], np.nan)
         first = weights[..., 1:, 0].mean(axis=-1) if weights.shape[-2] > 1 else nan
-        return {"previous-token": nan, "first-token": first, "duplicate-token": nan, "induction": nan,
-                "entropy": mean_entropy(weights)}
+        return {
+            "previous-token": nan,
+            "first-token": first,
+            "duplicate-token": nan,
+            "induction": nan,
+            "entropy": mean_entropy(weights),
+        }
 
     def repeat_random_tokens(self, seed: int = 0, length: int | None = None) -> None:
         """Replace the tokens by the first token and then a random sequence (seeded, drawn from the session's own
@@ -292,8 +297,10 @@ class Session:
         this by reading its checkpoint again: ``Session.from_checkpoint(..., ids=...)``.)"""
         s = self._s
         if s.model is not None or s.cross:
-            raise SessionError("Repeating random tokens rewrites X from the tokens: an imported model does that by "
-                               "re-reading its checkpoint, and cross-attention has two sequences.")
+            raise SessionError(
+                "Repeating random tokens rewrites X from the tokens: an imported model does that by "
+                "re-reading its checkpoint, and cross-attention has two sequences."
+            )
         old = list(s.tokens)
         vocabulary = list(dict.fromkeys(old[1:] or old))
         k = length if length is not None else max(1, (len(old) - 1) // 2)
@@ -309,10 +316,19 @@ class Session:
         rows = np.array([first[t] for t in tokens])
         new_x = x if x is not None else s.x[rows]
         title = s.title if "repeated" in s.title else f"{s.title} (random tokens, repeated)"
-        self.set_state(s.replace(tokens=tuple(tokens), source_tokens=tuple(tokens), x=new_x, x_kv=new_x,
-                                 x_residual=None if s.x_residual is None else s.x_residual[rows],
-                                 padding=s.padding[rows], source_padding=s.padding[rows], title=title,
-                                 extra=copy.deepcopy(s.extra)))
+        self.set_state(
+            s.replace(
+                tokens=tuple(tokens),
+                source_tokens=tuple(tokens),
+                x=new_x,
+                x_kv=new_x,
+                x_residual=None if s.x_residual is None else s.x_residual[rows],
+                padding=s.padding[rows],
+                source_padding=s.padding[rows],
+                title=title,
+                extra=copy.deepcopy(s.extra),
+            )
+        )
 
     def cost(self) -> float:
         """Multiply-adds of one computation (``layer_cost`` of the state)."""
@@ -351,8 +367,9 @@ class Session:
         return write_state(self.state(), path)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], layer: int | None = None, text: str = "",
-                        ids: Sequence[int] | None = None) -> Session:
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], layer: int | None = None, text: str = "", ids: Sequence[int] | None = None
+    ) -> Session:
         """A local BERT, GPT-2 or LLaMA-family model folder (config.json, model.safetensors, tokenizer.json), or a
         LLaMA-family .gguf file (or a folder holding one), reading `text`.
 
@@ -369,16 +386,30 @@ class Session:
         first = c.runs[0] if layer is None else c.runs[layer]
         w = c.model.attention[0 if layer is None else layer]
         session = cls.from_arrays(
-            first.x, w.w_q, w.w_k, w.w_v, w.w_o, b_q=w.b_q, b_k=w.b_k, b_v=w.b_v, b_o=w.b_o, tokens=c.tokens,
-            causal=c.model.causal, title=c.title, description=c.description, scale=w.scale,
-            x_residual=None if first.stream is first.x else first.stream, rotary=w.rotary,
+            first.x,
+            w.w_q,
+            w.w_k,
+            w.w_v,
+            w.w_o,
+            b_q=w.b_q,
+            b_k=w.b_k,
+            b_v=w.b_v,
+            b_o=w.b_o,
+            tokens=c.tokens,
+            causal=c.model.causal,
+            title=c.title,
+            description=c.description,
+            scale=w.scale,
+            x_residual=None if first.stream is first.x else first.stream,
+            rotary=w.rotary,
         )
         if layer is None:
             # the session's scale is layer 1's; the model's blocks carry each layer's factor relative to it
             scales = [1.0 / math.sqrt(a.w_q.shape[2]) if a.scale is None else a.scale for a in c.model.attention]
             state = session._s.replace(
-                layers=tuple(Layer(a.w_q, a.w_k, a.w_v, a.w_o, a.b_q, a.b_k, a.b_v, a.b_o).filled()
-                             for a in c.model.attention),
+                layers=tuple(
+                    Layer(a.w_q, a.w_k, a.w_v, a.w_o, a.b_q, a.b_k, a.b_v, a.b_o).filled() for a in c.model.attention
+                ),
                 model=Stack(c.model.family, tuple(c.model.blocks), tuple(f / scales[0] for f in scales)),
             )
             validate_state(state)
@@ -390,24 +421,57 @@ class Session:
     def from_preset(cls, name: str) -> Session:
         """One of the classic constructions (see ``qkvgui presets``); an unknown name raises PresetError."""
         p = make_preset(name)
-        session = cls.from_arrays(p.x, p.w_q, p.w_k, p.w_v, p.w_o, x_kv=p.x_kv, tokens=p.tokens,
-                                  source_tokens=p.source_tokens, causal=p.causal, scale=p.scale,
-                                  source_padding=p.source_padding, title=p.title, description=p.description,
-                                  rotary=p.rotary)
+        session = cls.from_arrays(
+            p.x,
+            p.w_q,
+            p.w_k,
+            p.w_v,
+            p.w_o,
+            x_kv=p.x_kv,
+            tokens=p.tokens,
+            source_tokens=p.source_tokens,
+            causal=p.causal,
+            scale=p.scale,
+            source_padding=p.source_padding,
+            title=p.title,
+            description=p.description,
+            rotary=p.rotary,
+        )
         more = tuple(Layer(w_q, w_k, w_v, w_o).filled() for w_q, w_k, w_v, w_o in p.more_layers)
-        state = session._s.replace(features=tuple(p.features), layers=session._s.layers + more,
-                                   extra={**session._s.extra, **copy.deepcopy(p.extra)})
+        state = session._s.replace(
+            features=tuple(p.features),
+            layers=session._s.layers + more,
+            extra={**session._s.extra, **copy.deepcopy(p.extra)},
+        )
         validate_state(state)
         session._s = state.filled()
         return session
 
     @classmethod
-    def from_arrays(cls, x_q: Any, w_q: Any, w_k: Any, w_v: Any, w_o: Any, *, x_kv: Any = None, b_q: Any = None,
-                    b_k: Any = None, b_v: Any = None, b_o: Any = None, tokens: Sequence[object] | None = None,
-                    source_tokens: Sequence[object] | None = None, causal: bool = False,
-                    key_padding_mask: Any = None, source_padding: Any = None, scale: float | None = None,
-                    title: str = "", description: str = "", x_residual: Any = None,
-                    rotary: float | None = None) -> Session:
+    def from_arrays(
+        cls,
+        x_q: Any,
+        w_q: Any,
+        w_k: Any,
+        w_v: Any,
+        w_o: Any,
+        *,
+        x_kv: Any = None,
+        b_q: Any = None,
+        b_k: Any = None,
+        b_v: Any = None,
+        b_o: Any = None,
+        tokens: Sequence[object] | None = None,
+        source_tokens: Sequence[object] | None = None,
+        causal: bool = False,
+        key_padding_mask: Any = None,
+        source_padding: Any = None,
+        scale: float | None = None,
+        title: str = "",
+        description: str = "",
+        x_residual: Any = None,
+        rotary: float | None = None,
+    ) -> Session:
         """A session from the core's arguments (same names and shapes) plus token strings.
 
         x_q [n, d_model]; w_q, w_k [h, d_model, d_k]; w_v [h, d_model, d_v]; w_o [h·d_v, d_model]; biases
@@ -416,6 +480,7 @@ class Session:
         x_kv [m, d_model] makes it cross-attention; key_padding_mask [n_k] marks padded keys;
         w_k, w_v (b_k, b_v) may hold fewer heads than w_q (shared key/value heads); rotary=θ turns on RoPE.
         """
+
         def arr(name: str, a: Any) -> np.ndarray:
             try:
                 return np.asarray(a, dtype=np.float64)
@@ -448,17 +513,39 @@ class Session:
                 mask = np.asarray(mask, dtype=bool)
                 target = src_pad if cross else pad
                 if mask.shape != target.shape:
-                    raise SessionError(f"The padding mask needs one flag per key ({target.shape[0]}), not "
-                                       f"{mask.shape}.")
+                    raise SessionError(
+                        f"The padding mask needs one flag per key ({target.shape[0]}), not {mask.shape}."
+                    )
                 target |= mask
         scale_mode, custom = ("sqrt", 1.0) if scale is None else ("custom", float(scale))
-        layer = Layer(arr("W_Q", w_q), arr("W_K", w_k), arr("W_V", w_v), arr("W_O", w_o), optional("b_Q", b_q),
-                      optional("b_K", b_k), optional("b_V", b_v), optional("b_O", b_o))
-        state = SessionState(tokens=tuple(token_list), source_tokens=tuple(source_list), x=x, x_kv=kv,
-                             layers=(layer,), padding=pad, source_padding=src_pad, cross=cross, causal=bool(causal),
-                             scale_mode=scale_mode, custom_scale=custom, title=title, description=description,
-                             x_residual=optional("the residual stream", x_residual),
-                             rotary=rotary is not None, rope_theta=10000.0 if rotary is None else float(rotary))
+        layer = Layer(
+            arr("W_Q", w_q),
+            arr("W_K", w_k),
+            arr("W_V", w_v),
+            arr("W_O", w_o),
+            optional("b_Q", b_q),
+            optional("b_K", b_k),
+            optional("b_V", b_v),
+            optional("b_O", b_o),
+        )
+        state = SessionState(
+            tokens=tuple(token_list),
+            source_tokens=tuple(source_list),
+            x=x,
+            x_kv=kv,
+            layers=(layer,),
+            padding=pad,
+            source_padding=src_pad,
+            cross=cross,
+            causal=bool(causal),
+            scale_mode=scale_mode,
+            custom_scale=custom,
+            title=title,
+            description=description,
+            x_residual=optional("the residual stream", x_residual),
+            rotary=rotary is not None,
+            rope_theta=10000.0 if rotary is None else float(rotary),
+        )
         return cls(state)
 
     # ---- whole states (undo, files) ----------------------------------------------------------------------
@@ -539,8 +626,8 @@ class Session:
         check_finite(where, block)
         new = np.array(old)
         region = new[head] if name in PER_HEAD else new
-        previous: np.ndarray = region[row:row + r, col:col + c].copy()
-        region[row:row + r, col:col + c] = block
+        previous: np.ndarray = region[row : row + r, col : col + c].copy()
+        region[row : row + r, col : col + c] = block
         new.flags.writeable = False
         self._put(name, new)
         self._emit("matrix", name)
@@ -589,8 +676,9 @@ class Session:
         n_kv = int(n_kv)
         if not 1 <= n_kv <= h or h % n_kv:
             divisors = ", ".join(str(d) for d in range(1, h + 1) if h % d == 0)
-            raise SessionError(f"{n_kv} key/value heads cannot be shared evenly by {h} query heads: choose one of "
-                               f"{divisors}.")
+            raise SessionError(
+                f"{n_kv} key/value heads cannot be shared evenly by {h} query heads: choose one of {divisors}."
+            )
         if n_kv == old:
             return
         # New kv head g serves query heads g·(h/n_kv) …; it takes the old kv head that its first query head read.
@@ -599,8 +687,17 @@ class Session:
         for L in self._s.layers:
             L = L.filled()
             assert L.b_k is not None and L.b_v is not None
-            layers.append(Layer(**{**L.__dict__, "w_k": L.w_k[source], "w_v": L.w_v[source], "b_k": L.b_k[source],
-                                   "b_v": L.b_v[source]}))
+            layers.append(
+                Layer(
+                    **{
+                        **L.__dict__,
+                        "w_k": L.w_k[source],
+                        "w_v": L.w_v[source],
+                        "b_k": L.b_k[source],
+                        "b_v": L.b_v[source],
+                    }
+                )
+            )
         self._set(layers=tuple(layers))
         self._emit("shape")
 
@@ -624,8 +721,10 @@ class Session:
         """Change the token strings; rows of X (or X_kv) follow their tokens, new tokens get new random rows."""
         new_tokens = [str(t) for t in tokens]
         if self._s.model is not None and new_tokens != list(self._s.source_tokens if source else self._s.tokens):
-            raise SessionError("A whole imported model reads the tokens its tokenizer made: to change the sentence, "
-                               "import the model again (File ▸ Import model), or use Repeat random tokens.")
+            raise SessionError(
+                "A whole imported model reads the tokens its tokenizer made: to change the sentence, "
+                "import the model again (File ▸ Import model), or use Repeat random tokens."
+            )
         if not new_tokens:
             raise SessionError("A sequence needs at least one token.")
         if len(new_tokens) > LIMITS["tokens"]:
@@ -678,13 +777,16 @@ class Session:
     def randomize_weights(self, seed: int = 0) -> None:
         """Seeded random W_Q, W_K, W_V, W_O (std 1/√rows), all at once."""
         layer = self._layer(None)
-        changes = {attr: seeded_random(getattr(layer, attr).shape, seed * 4 + i)
-                   for i, attr in enumerate(("w_q", "w_k", "w_v", "w_o"))}
+        changes = {
+            attr: seeded_random(getattr(layer, attr).shape, seed * 4 + i)
+            for i, attr in enumerate(("w_q", "w_k", "w_v", "w_o"))
+        }
         self._set_layer_fields(None, **changes)
         self._emit("layers")
 
-    def resize(self, *, d_model: int | None = None, n_heads: int | None = None, d_k: int | None = None,
-               d_v: int | None = None) -> None:
+    def resize(
+        self, *, d_model: int | None = None, n_heads: int | None = None, d_k: int | None = None, d_v: int | None = None
+    ) -> None:
         """Change the dimensions; every existing value that still has a place keeps it, new entries are 0."""
         s = self._s
         h0, dm0, dk0, dv0 = self.n_heads, self.d_model, self.d_k, self.d_v
@@ -696,8 +798,9 @@ class Session:
         kv = h if kv0 == h0 else math.gcd(h, kv0)  # ordinary multi-head stays so; shared heads keep dividing h
         self._check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv, kv_heads=kv)  # before allocating anything
         if s.model is not None and dm != dm0:
-            raise SessionError(f"The model's own blocks (norms, MLPs) are {dm0} wide: d_model of a whole imported "
-                               "model cannot change.")
+            raise SessionError(
+                f"The model's own blocks (norms, MLPs) are {dm0} wide: d_model of a whole imported model cannot change."
+            )
         if s.rotary and dk % 2:
             raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must stay even (not {dk}).")
         layers = []
@@ -705,21 +808,42 @@ class Session:
             assert L.b_q is not None and L.b_k is not None and L.b_v is not None and L.b_o is not None
             assert L.ablated is not None
             w_o_blocks = _fit(L.w_o.reshape(h0, dv0, dm0), (h, dv, dm))  # W_O resizes block by block
-            layers.append(Layer(
-                _fit(L.w_q, (h, dm, dk)), _fit(L.w_k, (kv, dm, dk)), _fit(L.w_v, (kv, dm, dv)),
-                w_o_blocks.reshape(h * dv, dm), _fit(L.b_q, (h, dk)), _fit(L.b_k, (kv, dk)), _fit(L.b_v, (kv, dv)),
-                _fit(L.b_o, (dm,)), _fit(L.ablated, (h,)).astype(bool)))
-        self._set(x=_fit(s.x, (len(s.tokens), dm)), x_kv=_fit(s.x_kv, (len(s.source_tokens), dm)),
-                  x_residual=None if s.x_residual is None else _fit(s.x_residual, (len(s.tokens), dm)),
-                  layers=tuple(layers), head=min(s.head, h - 1))
+            layers.append(
+                Layer(
+                    _fit(L.w_q, (h, dm, dk)),
+                    _fit(L.w_k, (kv, dm, dk)),
+                    _fit(L.w_v, (kv, dm, dv)),
+                    w_o_blocks.reshape(h * dv, dm),
+                    _fit(L.b_q, (h, dk)),
+                    _fit(L.b_k, (kv, dk)),
+                    _fit(L.b_v, (kv, dv)),
+                    _fit(L.b_o, (dm,)),
+                    _fit(L.ablated, (h,)).astype(bool),
+                )
+            )
+        self._set(
+            x=_fit(s.x, (len(s.tokens), dm)),
+            x_kv=_fit(s.x_kv, (len(s.source_tokens), dm)),
+            x_residual=None if s.x_residual is None else _fit(s.x_residual, (len(s.tokens), dm)),
+            layers=tuple(layers),
+            head=min(s.head, h - 1),
+        )
         self._emit("shape")
 
     def _check_sizes(self, **changes: int) -> None:
         """The session's sizes with ``changes`` applied are within LIMITS and MAX_MATRIX_BYTES (SessionError naming
         the limit otherwise): checked before an edit allocates its new arrays."""
         s = self._s
-        sizes = dict(heads=self.n_heads, d_model=self.d_model, d_k=self.d_k, d_v=self.d_v, tokens=len(s.tokens),
-                     source_tokens=len(s.source_tokens), layers=len(s.layers), kv_heads=self.n_kv_heads)
+        sizes = dict(
+            heads=self.n_heads,
+            d_model=self.d_model,
+            d_k=self.d_k,
+            d_v=self.d_v,
+            tokens=len(s.tokens),
+            source_tokens=len(s.source_tokens),
+            layers=len(s.layers),
+            kv_heads=self.n_kv_heads,
+        )
         sizes.update(changes)
         check_sizes(**sizes, residual=s.x_residual is not None)
 
@@ -765,7 +889,7 @@ class Session:
             raise SessionError("A session needs at least one layer.")
         if self._s.model is not None:
             raise SessionError("A whole imported model has its own layers: switch a layer's heads off instead.")
-        layers = self._s.layers[:index] + self._s.layers[index + 1:]
+        layers = self._s.layers[:index] + self._s.layers[index + 1 :]
         self._set(layers=layers, layer=min(self._s.layer, len(layers) - 1))
         self._emit("layers")
 
@@ -782,8 +906,7 @@ class Session:
     @staticmethod
     def _check(state: SessionState) -> None:
         """Deprecated: use ``qkvgui.state.validate_state``."""
-        warnings.warn("Session._check is deprecated: use qkvgui.state.validate_state", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn("Session._check is deprecated: use qkvgui.state.validate_state", DeprecationWarning, stacklevel=2)
         validate_state(state)
 
 
@@ -813,10 +936,14 @@ def _default_state() -> SessionState:
         source_tokens=source,
         x=x,
         x_kv=x_kv,
-        layers=(Layer(w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
-                      w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
-                      w_v=seeded_random((h, d_model, d_k), seed=3) * 2,
-                      w_o=seeded_random((h * d_k, d_model), seed=4)),),
+        layers=(
+            Layer(
+                w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
+                w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
+                w_v=seeded_random((h, d_model, d_k), seed=3) * 2,
+                w_o=seeded_random((h * d_k, d_model), seed=4),
+            ),
+        ),
         padding=np.zeros(len(tokens), bool),
         source_padding=np.array([False, False, False, False, True]),
         causal=True,

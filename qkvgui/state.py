@@ -227,8 +227,17 @@ def validate_state(s: SessionState) -> None:
             f"W_K has {h_kv} key/value heads but W_Q has {h} query heads: the key/value heads must divide the query "
             f"heads into equal groups ({h} for one each, 1 for all to share one)."
         )
-    check_sizes(heads=h, d_model=dm, d_k=dk, d_v=dv, tokens=n, source_tokens=m, layers=len(s.layers),
-                residual=s.x_residual is not None, kv_heads=h_kv)
+    check_sizes(
+        heads=h,
+        d_model=dm,
+        d_k=dk,
+        d_v=dv,
+        tokens=n,
+        source_tokens=m,
+        layers=len(s.layers),
+        residual=s.x_residual is not None,
+        kv_heads=h_kv,
+    )
     check_extra(s.extra)
     if s.rotary and dk % 2:
         raise SessionError(f"Rotary positions turn pairs of coordinates, so d_k must be even; it is {dk}.")
@@ -288,8 +297,18 @@ def validate_state(s: SessionState) -> None:
             raise SessionError("A whole model's layers read their own tokens: it cannot be cross-attention.")
 
 
-def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int, tokens: int = 1, source_tokens: int = 1,
-                layers: int = 1, residual: bool = False, kv_heads: int | None = None) -> None:
+def check_sizes(
+    *,
+    heads: int,
+    d_model: int,
+    d_k: int,
+    d_v: int,
+    tokens: int = 1,
+    source_tokens: int = 1,
+    layers: int = 1,
+    residual: bool = False,
+    kv_heads: int | None = None,
+) -> None:
     """Each dimension between 1 and its LIMIT, and all matrices together within MAX_MATRIX_BYTES (what a session
     file holds); raises SessionError naming the first limit passed, before anything is allocated."""
     for what, value, limit in (
@@ -300,8 +319,17 @@ def check_sizes(*, heads: int, d_model: int, d_k: int, d_v: int, tokens: int = 1
     ):
         if not 1 <= value <= limit:
             raise SessionError(f"{what} must be between 1 and {limit}, not {value}.")
-    total = matrix_bytes(tokens=tokens, source_tokens=source_tokens, d_model=d_model, heads=heads, d_k=d_k, d_v=d_v,
-                         layers=layers, residual=residual, kv_heads=kv_heads)
+    total = matrix_bytes(
+        tokens=tokens,
+        source_tokens=source_tokens,
+        d_model=d_model,
+        heads=heads,
+        d_k=d_k,
+        d_v=d_v,
+        layers=layers,
+        residual=residual,
+        kv_heads=kv_heads,
+    )
     if total > MAX_MATRIX_BYTES:
         raise SessionError(
             f"{heads} heads × d_model {d_model} × d_k {d_k} × d_v {d_v} over {layers} layer{'s' * (layers > 1)} and "
@@ -321,8 +349,11 @@ def state_bytes(s: SessionState) -> int:
     """Bytes of every matrix of a state, as float64 (from the shapes: nothing is touched)."""
     total = s.x.size + s.x_kv.size + (0 if s.x_residual is None else s.x_residual.size)
     for L in s.layers:
-        total += sum(int(np.size(getattr(L, a))) for a in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
-                     if getattr(L, a) is not None)
+        total += sum(
+            int(np.size(getattr(L, a)))
+            for a in ("w_q", "w_k", "w_v", "w_o", "b_q", "b_k", "b_v", "b_o")
+            if getattr(L, a) is not None
+        )
     return 8 * total
 
 
@@ -412,11 +443,19 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 def _same_setting(s: SessionState, p: SessionState) -> bool:
     """Whether everything but the layers' weights (and X, checked per layer) is the same in both states."""
-    return (s.cross == p.cross and s.causal == p.causal and scale_of(s) == scale_of(p)
-            and _same(s.padding, p.padding) and _same(s.source_padding, p.source_padding)
-            and (not s.cross or _same(s.x_kv, p.x_kv)) and _same(s.x_residual, p.x_residual)
-            and len(s.layers) == len(p.layers) and p.model is None
-            and s.rotary == p.rotary and (not s.rotary or s.rope_theta == p.rope_theta))
+    return (
+        s.cross == p.cross
+        and s.causal == p.causal
+        and scale_of(s) == scale_of(p)
+        and _same(s.padding, p.padding)
+        and _same(s.source_padding, p.source_padding)
+        and (not s.cross or _same(s.x_kv, p.x_kv))
+        and _same(s.x_residual, p.x_residual)
+        and len(s.layers) == len(p.layers)
+        and p.model is None
+        and s.rotary == p.rotary
+        and (not s.rotary or s.rope_theta == p.rope_theta)
+    )
 
 
 def _reusable_heads(L: Layer, P: Layer, r: AttentionResult) -> tuple[AttentionResult, np.ndarray, np.ndarray] | None:
@@ -485,6 +524,7 @@ def layer_cost(s: SessionState) -> float:
     h, d_model, d_k = s.layers[0].w_q.shape
     d_v = s.layers[0].w_v.shape[2]
     h_kv = s.layers[0].w_k.shape[0]
-    per_layer = (h * d_model * n * d_k + h_kv * d_model * m * (d_k + d_v) + h * n * m * (d_k + d_v)
-                 + n * h * d_v * d_model)
+    per_layer = (
+        h * d_model * n * d_k + h_kv * d_model * m * (d_k + d_v) + h * n * m * (d_k + d_v) + n * h * d_v * d_model
+    )
     return float(per_layer * len(s.layers))

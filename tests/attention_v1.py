@@ -117,9 +117,7 @@ def _check_ndim(name: str, a: np.ndarray, ndim: int, shape_doc: str) -> None:
 
 def _same(what: str, left: tuple[str, int], right: tuple[str, int], why: str) -> None:
     if left[1] != right[1]:
-        raise ShapeError(
-            f"{left[0]} has {what} = {left[1]} but {right[0]} has {what} = {right[1]}: {why}."
-        )
+        raise ShapeError(f"{left[0]} has {what} = {left[1]} but {right[0]} has {what} = {right[1]}: {why}.")
 
 
 def _result_dtype(arrays) -> np.dtype:
@@ -179,15 +177,23 @@ def multi_head_attention(
     _same("d_model", ("W_K", w_k.shape[1]), ("W_Q", d_model), "K = X·W_K reads the same residual stream")
     _same("d_model", ("W_V", w_v.shape[1]), ("W_Q", d_model), "V = X·W_V reads the same residual stream")
     _same("d_k", ("W_K", w_k.shape[2]), ("W_Q", d_k), "the scores Q·Kᵀ need the same d_k")
-    _same("rows", ("W_O", w_o.shape[0]), ("heads·d_v", h * d_v),
-          f"W_O maps the concatenated heads ({h} heads × d_v {d_v}) back to the residual stream")
+    _same(
+        "rows",
+        ("W_O", w_o.shape[0]),
+        ("heads·d_v", h * d_v),
+        f"W_O maps the concatenated heads ({h} heads × d_v {d_v}) back to the residual stream",
+    )
     _same("columns", ("W_O", w_o.shape[1]), ("d_model", d_model), "the output is added to X, so it needs d_model")
     if n_q == 0 or n_k == 0 or h == 0:
         raise ShapeError("Attention needs at least one query token, one key token and one head.")
 
     biases = {}
-    for name, b, shape in (("b_Q", b_q, (h, d_k)), ("b_K", b_k, (h, d_k)), ("b_V", b_v, (h, d_v)),
-                           ("b_O", b_o, (d_model,))):
+    for name, b, shape in (
+        ("b_Q", b_q, (h, d_k)),
+        ("b_K", b_k, (h, d_k)),
+        ("b_V", b_v, (h, d_v)),
+        ("b_O", b_o, (d_model,)),
+    ):
         if b is not None:
             b = _as_array(name, b, dtype)
             if b.shape != shape:
@@ -258,7 +264,18 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
     visible = np.ascontiguousarray(visible)
     _freeze(q, k, v, scores, scaled, masked, weights, head_outputs, concat, output, residual, visible, dead_rows)
     return AttentionResult(
-        q=q, k=k, v=v, scores=scores, scaled=scaled, masked=masked, weights=weights,
-        head_outputs=head_outputs, concat=concat, output=output, residual=residual,
-        visible=visible, dead_rows=dead_rows, scale=float(scale),
+        q=q,
+        k=k,
+        v=v,
+        scores=scores,
+        scaled=scaled,
+        masked=masked,
+        weights=weights,
+        head_outputs=head_outputs,
+        concat=concat,
+        output=output,
+        residual=residual,
+        visible=visible,
+        dead_rows=dead_rows,
+        scale=float(scale),
     )

@@ -37,8 +37,14 @@ def golden_state_v1():
         source_tokens=["le", "chat", "<pad>"],
         x=_values((n, d_model), 1),
         x_kv=_values((m, d_model), 2),
-        layers=[Layer(w_q=_values((h, d_model, d_k), 3), w_k=_values((h, d_model, d_k), 4),
-                      w_v=_values((h, d_model, d_v), 5), w_o=_values((h * d_v, d_model), 6))],
+        layers=[
+            Layer(
+                w_q=_values((h, d_model, d_k), 3),
+                w_k=_values((h, d_model, d_k), 4),
+                w_v=_values((h, d_model, d_v), 5),
+                w_o=_values((h * d_v, d_model), 6),
+            )
+        ],
         padding=np.array([False, False, False, True]),
         source_padding=np.array([False, False, True]),
         cross=True,
@@ -62,12 +68,25 @@ def golden_state_v2():
 
     v1 = golden_state_v1()
     n, d_model, h, d_k, d_v = 4, 4, 2, 2, 3
-    second = Layer(w_q=_values((h, d_model, d_k), 7), w_k=_values((h, d_model, d_k), 8),
-                   w_v=_values((h, d_model, d_v), 9), w_o=_values((h * d_v, d_model), 10),
-                   b_q=_values((h, d_k), 11), b_k=_values((h, d_k), 12), b_v=_values((h, d_v), 13),
-                   b_o=_values((d_model,), 14), ablated=np.array([True, False]))
-    return dataclasses.replace(v1, layers=[v1.layers[0], second], layer=1, x_residual=_values((n, d_model), 15),
-                               title="golden v2", description="Two layers over one residual stream.")
+    second = Layer(
+        w_q=_values((h, d_model, d_k), 7),
+        w_k=_values((h, d_model, d_k), 8),
+        w_v=_values((h, d_model, d_v), 9),
+        w_o=_values((h * d_v, d_model), 10),
+        b_q=_values((h, d_k), 11),
+        b_k=_values((h, d_k), 12),
+        b_v=_values((h, d_v), 13),
+        b_o=_values((d_model,), 14),
+        ablated=np.array([True, False]),
+    )
+    return dataclasses.replace(
+        v1,
+        layers=[v1.layers[0], second],
+        layer=1,
+        x_residual=_values((n, d_model), 15),
+        title="golden v2",
+        description="Two layers over one residual stream.",
+    )
 
 
 def golden_state_v3():
@@ -80,14 +99,27 @@ def golden_state_v3():
     v2 = golden_state_v2()
     d_model, d_mlp = 4, 3
     blocks = tuple(
-        Block(pre_norm=True, norm_attn=Norm(_values((d_model,), 20 + i), _values((d_model,), 21 + i), 1e-5),
-              norm_mlp=Norm(_values((d_model,), 22 + i), None, 1e-6, "rms"),
-              mlp=Mlp(_values((d_model, d_mlp), 23 + i), _values((d_mlp,), 24 + i), _values((d_mlp, d_model), 25 + i),
-                      _values((d_model,), 26 + i), "gelu_new"))
+        Block(
+            pre_norm=True,
+            norm_attn=Norm(_values((d_model,), 20 + i), _values((d_model,), 21 + i), 1e-5),
+            norm_mlp=Norm(_values((d_model,), 22 + i), None, 1e-6, "rms"),
+            mlp=Mlp(
+                _values((d_model, d_mlp), 23 + i),
+                _values((d_mlp,), 24 + i),
+                _values((d_mlp, d_model), 25 + i),
+                _values((d_model,), 26 + i),
+                "gelu_new",
+            ),
+        )
         for i in range(2)
     )
-    return dataclasses.replace(v2, cross=False, model=Stack("gpt2", blocks, (1.0, 0.5)), title="golden v3",
-                               description="A whole model: its own blocks between the layers.")
+    return dataclasses.replace(
+        v2,
+        cross=False,
+        model=Stack("gpt2", blocks, (1.0, 0.5)),
+        title="golden v3",
+        description="A whole model: its own blocks between the layers.",
+    )
 
 
 def golden_state_v4():
@@ -100,14 +132,28 @@ def golden_state_v4():
     v3 = golden_state_v3()
     d_model, h, h_kv, d_k, d_v = 4, 4, 2, 2, 3
     layers = [
-        Layer(w_q=_values((h, d_model, d_k), 30 + i), w_k=_values((h_kv, d_model, d_k), 31 + i),
-              w_v=_values((h_kv, d_model, d_v), 32 + i), w_o=_values((h * d_v, d_model), 33 + i),
-              b_q=_values((h, d_k), 34 + i), b_k=_values((h_kv, d_k), 35 + i), b_v=_values((h_kv, d_v), 36 + i),
-              b_o=_values((d_model,), 37 + i), ablated=np.array([False, i == 1, False, False]))
+        Layer(
+            w_q=_values((h, d_model, d_k), 30 + i),
+            w_k=_values((h_kv, d_model, d_k), 31 + i),
+            w_v=_values((h_kv, d_model, d_v), 32 + i),
+            w_o=_values((h * d_v, d_model), 33 + i),
+            b_q=_values((h, d_k), 34 + i),
+            b_k=_values((h_kv, d_k), 35 + i),
+            b_v=_values((h_kv, d_v), 36 + i),
+            b_o=_values((d_model,), 37 + i),
+            ablated=np.array([False, i == 1, False, False]),
+        )
         for i in range(2)
     ]
-    return dataclasses.replace(v3, layers=layers, head=3, rotary=True, rope_theta=500.0, title="golden v4",
-                               description="Rotary positions and two key/value heads shared by four query heads.")
+    return dataclasses.replace(
+        v3,
+        layers=layers,
+        head=3,
+        rotary=True,
+        rope_theta=500.0,
+        title="golden v4",
+        description="Rotary positions and two key/value heads shared by four query heads.",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -119,8 +165,9 @@ def main(argv: list[str]) -> int:
         return 1
     target = DATA / f"session_v{VERSION}.qkv"
     if target.exists() and "--force" not in argv:
-        print(f"{target} exists; golden files are never rewritten (pass --force if you really mean it)",
-              file=sys.stderr)
+        print(
+            f"{target} exists; golden files are never rewritten (pass --force if you really mean it)", file=sys.stderr
+        )
         return 1
     DATA.mkdir(exist_ok=True)
     print(write_session(builders[VERSION](), target))

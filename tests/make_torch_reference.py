@@ -24,8 +24,12 @@ def make_cases():
         if cross:
             c["x_kv"] = rng.standard_normal((n_k, d_model))
         if biases:
-            c |= {"b_q": rng.standard_normal((h, d_k)), "b_k": rng.standard_normal((h, d_k)),
-                  "b_v": rng.standard_normal((h, d_v)), "b_o": rng.standard_normal(d_model)}
+            c |= {
+                "b_q": rng.standard_normal((h, d_k)),
+                "b_k": rng.standard_normal((h, d_k)),
+                "b_v": rng.standard_normal((h, d_v)),
+                "b_o": rng.standard_normal(d_model),
+            }
         return c
 
     cases = [
@@ -33,13 +37,21 @@ def make_cases():
         ("self_biases", layer(3, 12, 4, 4, 7, biases=True)),
         ("cross", layer(2, 8, 4, 4, 5, n_k=9, cross=True)),
         ("causal", {**layer(4, 16, 4, 4, 10), "causal": True}),
-        ("padding", {**layer(2, 8, 4, 4, 5, n_k=7, cross=True),
-                     "key_padding_mask": np.array([0, 0, 0, 0, 1, 1, 1], bool)}),
+        (
+            "padding",
+            {**layer(2, 8, 4, 4, 5, n_k=7, cross=True), "key_padding_mask": np.array([0, 0, 0, 0, 1, 1, 1], bool)},
+        ),
         ("dk_ne_dv", {**layer(3, 10, 5, 2, 6), "causal": True}),
         ("huge_logits", {**layer(2, 6, 3, 3, 5), "scale": 1e3}),
         ("custom_scale", {**layer(2, 8, 4, 4, 6), "scale": 0.37}),
-        ("fully_masked_row", {**layer(2, 8, 4, 4, 4, n_k=4, cross=True), "causal": True,
-                              "key_padding_mask": np.array([1, 0, 0, 0], bool)}),
+        (
+            "fully_masked_row",
+            {
+                **layer(2, 8, 4, 4, 4, n_k=4, cross=True),
+                "causal": True,
+                "key_padding_mask": np.array([1, 0, 0, 0], bool),
+            },
+        ),
         ("h1_nk1", layer(1, 4, 3, 2, 3, n_k=1, cross=True)),
     ]
     return cases

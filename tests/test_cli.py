@@ -13,23 +13,39 @@ from qkvgui import Session
 def qkvgui(*args, cwd=None):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env.pop("QT_QPA_PLATFORM", None)  # export must go offscreen by itself
-    return subprocess.run([sys.executable, "-m", "qkvgui", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "qkvgui", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_presets_are_listed():
     out = qkvgui("presets")
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
-    assert {"previous-token", "search-engine", "translation", "two-heads", "causal-gpt", "bilinear",
-            "induction"} <= set(names)
+    assert {
+        "previous-token",
+        "search-engine",
+        "translation",
+        "two-heads",
+        "causal-gpt",
+        "bilinear",
+        "induction",
+    } <= set(names)
 
 
 def test_export_writes_every_format_headless(tmp_path):
     session = tmp_path / "s.qkv"
     Session.from_preset("translation").save(session)
-    out = qkvgui("export", str(session), "--out", str(tmp_path / "figs"), "--format", "png,svg,pdf",
-                 "--views", "weights,pipeline")
+    out = qkvgui(
+        "export",
+        str(session),
+        "--out",
+        str(tmp_path / "figs"),
+        "--format",
+        "png,svg,pdf",
+        "--views",
+        "weights,pipeline",
+    )
     assert out.returncode == 0, out.stderr
     written = out.stdout.split()
     assert len(written) == 6
@@ -95,9 +111,29 @@ def test_python_m_and_the_session_api_agree(tmp_path):
 def test_export_lays_the_figure_out_for_the_size_asked_for(tmp_path):
     from PySide6.QtGui import QImage
 
-    out = qkvgui("export", "--preset", "two-heads", "--out", str(tmp_path), "--views", "pipeline,qk_circuit",
-                 "--format", "png,svg,pdf", "--size", "16x10cm", "--dpi", "300", "--font-size", "8",
-                 "--numbers", "off", "--theme", "dark", "--heads", "all")
+    out = qkvgui(
+        "export",
+        "--preset",
+        "two-heads",
+        "--out",
+        str(tmp_path),
+        "--views",
+        "pipeline,qk_circuit",
+        "--format",
+        "png,svg,pdf",
+        "--size",
+        "16x10cm",
+        "--dpi",
+        "300",
+        "--font-size",
+        "8",
+        "--numbers",
+        "off",
+        "--theme",
+        "dark",
+        "--heads",
+        "all",
+    )
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert len(out.stdout.split()) == 6
     image = QImage(str(tmp_path / "qk_circuit.png"))
@@ -116,8 +152,19 @@ def test_export_writes_the_animation(tmp_path):
     pytest.importorskip("imageio")
     import imageio.v3 as iio
 
-    out = qkvgui("export", "--preset", "previous-token", "--out", str(tmp_path), "--views", "weights",
-                 "--size", "640x360", "--animate", "gif,mp4")
+    out = qkvgui(
+        "export",
+        "--preset",
+        "previous-token",
+        "--out",
+        str(tmp_path),
+        "--views",
+        "weights",
+        "--size",
+        "640x360",
+        "--animate",
+        "gif,mp4",
+    )
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert out.stdout.split()[-2:] == [str(tmp_path / "steps.gif"), str(tmp_path / "steps.mp4")]
     frames = iio.imread(tmp_path / "steps.gif", index=None)

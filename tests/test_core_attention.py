@@ -86,8 +86,12 @@ def test_every_intermediate_matches_loop_reference(kw):
     layer, x_kv = random_layer(rng, h=2, d_model=5, d_k=3, d_v=2, n_q=4, n_k=kw.get("cross", 4))
     extra = {}
     if kw.get("biases"):
-        extra = {"b_q": rng.standard_normal((2, 3)), "b_k": rng.standard_normal((2, 3)),
-                 "b_v": rng.standard_normal((2, 2)), "b_o": rng.standard_normal(5)}
+        extra = {
+            "b_q": rng.standard_normal((2, 3)),
+            "b_k": rng.standard_normal((2, 3)),
+            "b_v": rng.standard_normal((2, 2)),
+            "b_o": rng.standard_normal(5),
+        }
     pad = np.array(kw["pad"]) if "pad" in kw else None
     r = run(layer, x_kv=x_kv, causal=kw.get("causal", False), key_padding_mask=pad, scale=kw.get("scale"), **extra)
     w_ref, heads_ref, out_ref = reference_attention(
@@ -166,8 +170,10 @@ def test_huge_logits_in_attention_stay_finite():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda L: L.update(w_k=L["w_k"][:, :, :2]),
-         "W_K has d_k = 2 but W_Q has d_k = 3: the scores Q·Kᵀ need the same d_k"),
+        (
+            lambda L: L.update(w_k=L["w_k"][:, :, :2]),
+            "W_K has d_k = 2 but W_Q has d_k = 3: the scores Q·Kᵀ need the same d_k",
+        ),
         (lambda L: L.update(x_q=L["x_q"][:, :4]), "X has d_model = 4 but W_Q has d_model = 6"),
         (lambda L: L.update(w_v=L["w_v"][:1]), "W_V has heads = 1 but W_K has heads = 2"),
         (lambda L: L.update(w_o=L["w_o"][:5]), "W_O has rows = 5 but heads·d_v has rows = 6"),
@@ -288,8 +294,9 @@ def test_cross_attention_shapes_follow_both_sequences(case):
     assert r.head_outputs.shape == (h, n_q, d_v)
     assert r.concat.shape == (n_q, h * d_v)
     assert r.output.shape == r.residual.shape == (n_q, d_model)
-    w_ref, _, out_ref = reference_attention(*(layer[a] for a in ARGS), x_kv=x_kv, causal=causal,
-                                            pad=None if pad is None else pad[:n_k])
+    w_ref, _, out_ref = reference_attention(
+        *(layer[a] for a in ARGS), x_kv=x_kv, causal=causal, pad=None if pad is None else pad[:n_k]
+    )
     np.testing.assert_allclose(r.weights, w_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.output, out_ref, rtol=1e-9, atol=1e-10)
 

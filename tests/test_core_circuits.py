@@ -76,9 +76,9 @@ def test_composition_scores_against_a_direct_loop():
     c = composition_scores(w_q1, w_k1, w_v1, w_o1, w_v0, w_o0)
     for h in range(h1):
         qk = w_q1[h] @ w_k1[h].T
-        ov1 = w_v1[h] @ w_o1[h * dv:(h + 1) * dv]
+        ov1 = w_v1[h] @ w_o1[h * dv : (h + 1) * dv]
         for g in range(h0):
-            ov0 = w_v0[g] @ w_o0[g * dv:(g + 1) * dv]
+            ov0 = w_v0[g] @ w_o0[g * dv : (g + 1) * dv]
             norm = np.linalg.norm
             assert c["Q"][h, g] == pytest.approx(norm(ov0 @ qk) / (norm(qk) * norm(ov0)))
             assert c["K"][h, g] == pytest.approx(norm(qk @ ov0.T) / (norm(qk) * norm(ov0)))

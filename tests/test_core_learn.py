@@ -113,8 +113,9 @@ def test_rotary_fit_matches_the_attention_of_rotated_queries_and_keys():
     target = target_preset("previous-token", 8, 8, causal=True)
     fitter = PatternFitter(x, None, target, w_q, w_k, causal=True, rotary=100.0)
     d_model = 16
-    res = multi_head_attention(x, w_q[None], w_k[None], np.zeros((1, d_model, 1)), np.zeros((1, d_model)),
-                               causal=True, rotary=100.0)
+    res = multi_head_attention(
+        x, w_q[None], w_k[None], np.zeros((1, d_model, 1)), np.zeros((1, d_model)), causal=True, rotary=100.0
+    )
     np.testing.assert_allclose(fitter.pattern, res.head(0).weights, atol=1e-12)
     fitter.step(1500)
     assert all(fitter.pattern[i, i - 1] >= 0.9 for i in range(2, 8))

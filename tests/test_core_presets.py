@@ -26,7 +26,7 @@ def test_previous_token_head_copies_the_previous_token():
     v = len(vocab)
     for i in range(1, n):
         assert r.weights[0, i, i - 1] >= 0.9
-    prev_block = r.residual[:, v + n: v + n + v]  # the "previous token" features
+    prev_block = r.residual[:, v + n : v + n + v]  # the "previous token" features
     np.testing.assert_allclose(prev_block[1:], np.eye(v)[ids[:-1]], atol=0.1)
     assert s.causal
 
@@ -67,7 +67,7 @@ def test_two_heads_attend_by_position_and_by_identity():
         same = [j for j in range(i + 1) if toks[j] == toks[i]]
         assert r.weights[1, i, same].sum() > 0.99
     # W_O mixes both heads into the output
-    assert np.abs(s.matrix("W_O")[: s.d_v]).sum() > 0 and np.abs(s.matrix("W_O")[s.d_v:]).sum() > 0
+    assert np.abs(s.matrix("W_O")[: s.d_v]).sum() > 0 and np.abs(s.matrix("W_O")[s.d_v :]).sum() > 0
 
 
 def test_causal_gpt_never_looks_ahead():
@@ -112,7 +112,10 @@ def test_induction_is_k_composition():
     from qkvgui.core import composition_scores
 
     s = Session.from_preset("induction")
-    c = composition_scores(*(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
-                           s.matrix("W_V", layer=0), s.matrix("W_O", layer=0))
+    c = composition_scores(
+        *(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
+        s.matrix("W_V", layer=0),
+        s.matrix("W_O", layer=0),
+    )
     assert c["K"][0, 0] > 0.3
     assert c["K"][0, 0] > 10 * max(c["Q"][0, 0], c["V"][0, 0])

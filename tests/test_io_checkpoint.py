@@ -77,8 +77,9 @@ def test_live_against_transformers_when_installed(gpt2):
     text = "a dog ran and it was happy"
     expected = hf_attentions(GPT2Model, gpt2, token_ids(gpt2, text))
     for layer in range(3):
-        np.testing.assert_allclose(Session.from_checkpoint(gpt2, layer, text).compute().weights, expected[layer],
-                                   atol=1e-6, rtol=0)
+        np.testing.assert_allclose(
+            Session.from_checkpoint(gpt2, layer, text).compute().weights, expected[layer], atol=1e-6, rtol=0
+        )
 
 
 def test_a_saved_imported_layer_loads_back_bit_exact(gpt2, tmp_path):
@@ -94,13 +95,23 @@ def test_a_saved_imported_layer_loads_back_bit_exact(gpt2, tmp_path):
     ("damage", "layer", "text", "words"),
     [
         (lambda f: (f / "tokenizer.json").unlink(), 0, "the cat", "no tokenizer.json"),
-        (lambda f: (f / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage"), 0, "the cat",
-         "model.safetensors cannot be read"),
+        (
+            lambda f: (f / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage"),
+            0,
+            "the cat",
+            "model.safetensors cannot be read",
+        ),
         (lambda f: None, 3, "the cat", "layers 1 to 3"),
         (lambda f: None, 0, " ".join(["cat"] * 13), "at most 12"),
         (lambda f: None, 0, "   ", "Type a sentence"),
-        (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaModel"]})),
-         0, "the cat", "BERT"),
+        (
+            lambda f: (f / "config.json").write_text(
+                json.dumps({"model_type": "mamba", "architectures": ["MambaModel"]})
+            ),
+            0,
+            "the cat",
+            "BERT",
+        ),
         (lambda f: (f / "config.json").write_text("{not json"), 0, "the cat", "config.json cannot be read"),
     ],
 )
@@ -172,8 +183,10 @@ def test_options_the_forward_pass_does_not_model_are_refused_by_name(gpt2, tmp_p
 
 
 @needs_minilm
-@pytest.mark.parametrize(("change", "words"), [({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-                                               ({"is_decoder": True}, "is_decoder")])
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [({"position_embedding_type": "relative_key"}, "position_embedding_type"), ({"is_decoder": True}, "is_decoder")],
+)
 def test_bert_options_it_does_not_model_are_refused(tmp_path, change, words):
     folder = tmp_path / "minilm"
     folder.mkdir()

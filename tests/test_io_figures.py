@@ -97,8 +97,6 @@ def test_panels_go_where_their_targets_say(qtbot):
     assert rgb(image, 2 * 85, 2 * 65) == (255, 255, 255)  # inside the panel, outside the rectangle: its background
 
 
-
-
 def test_missing_folder_is_a_clear_error(qtbot, tmp_path):
     missing = tmp_path / "no such folder" / "figure.png"
     with pytest.raises(OSError, match="does not exist"):

@@ -55,8 +55,20 @@ def assert_same_state(got: SessionState, want: SessionState) -> None:
     for key in ("padding", "source_padding"):
         a, b = getattr(got, key), getattr(want, key)
         assert a.dtype == bool and np.array_equal(a, b), key
-    for key in ("tokens", "source_tokens", "cross", "causal", "scale_mode", "custom_scale", "head", "layer", "title",
-                "description", "features", "extra"):
+    for key in (
+        "tokens",
+        "source_tokens",
+        "cross",
+        "causal",
+        "scale_mode",
+        "custom_scale",
+        "head",
+        "layer",
+        "title",
+        "description",
+        "features",
+        "extra",
+    ):
         assert getattr(got, key) == getattr(want, key), key
         assert type(getattr(got, key)) is type(getattr(want, key)), key
 
@@ -119,7 +131,7 @@ def patch_central(path: Path, member: str, fmt: str, offset: int, value: int) ->
     central = data.find(b"PK\x01\x02")  # the first central record
     while central != -1:
         (name_len,) = struct.unpack_from("<H", data, central + 28)
-        if data[central + 46:central + 46 + name_len] == name:
+        if data[central + 46 : central + 46 + name_len] == name:
             break
         central = data.find(b"PK\x01\x02", central + 4)
     assert central != -1
@@ -172,8 +184,9 @@ def test_modified_session_round_trips_bit_exact(tmp_path):
     assert np.signbit(loaded.matrix("X")[0, 0]) and loaded.matrix("X")[0, 1] == 5e-324
 
 
-@pytest.mark.parametrize("name", ["previous-token", "search-engine", "translation", "two-heads", "causal-gpt",
-                                  "bilinear"])
+@pytest.mark.parametrize(
+    "name", ["previous-token", "search-engine", "translation", "two-heads", "causal-gpt", "bilinear"]
+)
 def test_presets_round_trip_with_their_feature_names(tmp_path, name):
     session = Session.from_preset(name)
     loaded = read_session(write_session(session, tmp_path / f"{name}.qkv"))
@@ -190,8 +203,10 @@ def test_session_load_and_save_use_this_format(tmp_path):
 
 def test_a_state_snapshot_saves_like_its_session_and_read_state_returns_a_state(tmp_path):
     state = modified_session().state()
-    state = state.replace(extra={"notes": ["kept", 1, 2.5, None, True], "nested": {"a": {}}},
-                          tokens=["lone \ud800 surrogate", *state.tokens[1:]])  # not UTF-8: escaped in the JSON
+    state = state.replace(
+        extra={"notes": ["kept", 1, 2.5, None, True], "nested": {"a": {}}},
+        tokens=["lone \ud800 surrogate", *state.tokens[1:]],
+    )  # not UTF-8: escaped in the JSON
     path = write_session(state, str(tmp_path / "state.qkv"))
     got = read_state(path)
     assert isinstance(got, SessionState)
@@ -245,8 +260,7 @@ def test_golden_v1_loads_with_the_values_it_was_built_from():
     assert session.matrix("X")[0, 0] == 0 and np.signbit(session.matrix("X")[0, 0])
     assert session.matrix("W_O")[-1, -1] == 5e-324
     assert session.matrix("X")[0, 1] == (4 - 5) / 10 + 1 / 3  # k = (1·3 + salt 1) % 11 = 4 in _values
-    assert session.features == ["a", "b", "c", "d"] and session.state().extra == {"note": "golden",
-                                                                                   "numbers": [1, 2.5]}
+    assert session.features == ["a", "b", "c", "d"] and session.state().extra == {"note": "golden", "numbers": [1, 2.5]}
 
 
 def test_golden_v2_loads_layers_biases_and_switched_off_heads():
@@ -294,6 +308,7 @@ def _set(*keys_and_value):
         for k in keys[:-1]:
             target = target[k]
         target[keys[-1]] = value
+
     return change
 
 
@@ -303,6 +318,7 @@ def _delete(*keys):
         for k in keys[:-1]:
             target = target[k]
         del target[keys[-1]]
+
     return change
 
 
@@ -384,14 +400,17 @@ def test_a_zip_without_session_json_is_refused(good):
     refused(with_member(good, "session.json", None), "no session.json", "not a qkvgui session")
 
 
-@pytest.mark.parametrize("text, words", [
-    (b"{not json", ["session.json", "not valid JSON"]),
-    (b"\xff\xfe{}", ["session.json", "UTF-8"]),
-    (b"[1, 2, 3]", ["session.json", "JSON object", "a list"]),
-    (b"null", ["JSON object", "null"]),
-    (b"[" * 100_000 + b"]" * 100_000, ["session.json", "nested too deeply"]),
-    (b'{"head": 1' + b"0" * 5000 + b"}", ["session.json", "not valid JSON"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (b"{not json", ["session.json", "not valid JSON"]),
+        (b"\xff\xfe{}", ["session.json", "UTF-8"]),
+        (b"[1, 2, 3]", ["session.json", "JSON object", "a list"]),
+        (b"null", ["JSON object", "null"]),
+        (b"[" * 100_000 + b"]" * 100_000, ["session.json", "nested too deeply"]),
+        (b'{"head": 1' + b"0" * 5000 + b"}", ["session.json", "not valid JSON"]),
+    ],
+)
 def test_session_json_that_is_not_a_json_object_is_refused(good, text, words):
     refused(with_member(good, "session.json", text), *words)
 
@@ -400,15 +419,18 @@ def test_a_missing_matrix_member_is_refused(good):
     refused(with_member(good, "layers/0/W_K.npy", None), "layers/0/W_K.npy", "the matrix W_K", "incomplete")
 
 
-@pytest.mark.parametrize("array, words", [
-    (np.array([[object()] * 12] * 6, dtype=object), ["X.npy", "Python objects", "never loaded"]),
-    (np.full((6, 12), "abc"), ["X.npy", "<U3", "real numbers"]),
-    (np.zeros((6, 12), dtype=complex), ["X.npy", "complex"]),
-    (np.zeros((6, 12), dtype=bool), ["X.npy", "bool", "real numbers"]),
-    (np.zeros((6, 12), dtype=[("a", "<f8")]), ["X.npy", "structured"]),
-    (np.zeros((6, 12), dtype=np.longdouble), ["X.npy", "real numbers"]),
-    (np.zeros((6, 12), dtype="M8[s]"), ["X.npy", "real numbers"]),
-])
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.array([[object()] * 12] * 6, dtype=object), ["X.npy", "Python objects", "never loaded"]),
+        (np.full((6, 12), "abc"), ["X.npy", "<U3", "real numbers"]),
+        (np.zeros((6, 12), dtype=complex), ["X.npy", "complex"]),
+        (np.zeros((6, 12), dtype=bool), ["X.npy", "bool", "real numbers"]),
+        (np.zeros((6, 12), dtype=[("a", "<f8")]), ["X.npy", "structured"]),
+        (np.zeros((6, 12), dtype=np.longdouble), ["X.npy", "real numbers"]),
+        (np.zeros((6, 12), dtype="M8[s]"), ["X.npy", "real numbers"]),
+    ],
+)
 def test_matrices_that_are_not_real_numbers_are_refused(good, array, words):
     if array.dtype.itemsize <= 8 and array.dtype.kind == "f":  # longdouble is float64 on some platforms
         pytest.skip("longdouble is plain float64 here")
@@ -420,20 +442,26 @@ def test_a_pickled_matrix_is_never_unpickled(good, monkeypatch):
 
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
-    refused(with_member(good, "layers/0/W_O.npy", npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)),
-            "layers/0/W_O.npy", "Python objects")
+    refused(
+        with_member(good, "layers/0/W_O.npy", npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)),
+        "layers/0/W_O.npy",
+        "Python objects",
+    )
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"random bytes, not an array at all", ["X.npy", "not a valid .npy"]),
-    (b"\x93NUMPY\x09\x00" + b"\0" * 100, ["X.npy", "version 9.0"]),
-    (b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    ", ["X.npy", "not a valid .npy"]),
-    (b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{", ["X.npy", "header of 2147483648 bytes"]),
-    (npy(np.zeros((6, 12)))[:-8], ["X.npy", "truncated"]),
-    (npy(np.zeros((6, 12))) + b"\0" * 8, ["X.npy", "stray bytes"]),
-    (npy(np.zeros((12, 6))), ["X.npy", "12 × 6", "declares 6 × 12"]),
-    (npy(np.zeros((6, 12, 1))), ["X.npy", "declares 6 × 12"]),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"random bytes, not an array at all", ["X.npy", "not a valid .npy"]),
+        (b"\x93NUMPY\x09\x00" + b"\0" * 100, ["X.npy", "version 9.0"]),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    ", ["X.npy", "not a valid .npy"]),
+        (b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{", ["X.npy", "header of 2147483648 bytes"]),
+        (npy(np.zeros((6, 12)))[:-8], ["X.npy", "truncated"]),
+        (npy(np.zeros((6, 12))) + b"\0" * 8, ["X.npy", "stray bytes"]),
+        (npy(np.zeros((12, 6))), ["X.npy", "12 × 6", "declares 6 × 12"]),
+        (npy(np.zeros((6, 12, 1))), ["X.npy", "declares 6 × 12"]),
+    ],
+)
 def test_broken_npy_members_are_refused(good, data, words):
     refused(with_member(good, "X.npy", data), *words)
 
@@ -462,8 +490,7 @@ def test_matrices_that_do_not_fit_together_are_refused_by_the_sessions_own_check
     refused(rezip(good, content), "W_K is 2 × 12 × 4", "must be 2 × 12 × 3")
 
 
-@pytest.mark.parametrize("name, value, word", [("X", np.nan, "nan"), ("W_O", np.inf, "inf"),
-                                               ("W_Q", -np.inf, "-inf")])
+@pytest.mark.parametrize("name, value, word", [("X", np.nan, "nan"), ("W_O", np.inf, "inf"), ("W_Q", -np.inf, "-inf")])
 def test_non_finite_numbers_are_refused(good, name, value, word):
     array = Session(read_state(good)).matrix(name).copy()
     array.flat[3] = value
@@ -553,12 +580,20 @@ def test_an_invalid_state_is_refused_before_any_file_is_touched(tmp_path):
     unsaveable = Session().state().replace(extra={"callback": print})
     bad_tokens = Session().state().replace(tokens=[1, 2, 3, 4, 5, 6])
     # States a Session would refuse, built by hand as a careless script might
-    long = dataclasses.replace(Session().state(), tokens=["t"] * 4097, x=np.zeros((4097, 12)),
-                               padding=np.zeros(4097, bool))
-    empty_head = dataclasses.replace(Session().state(), layers=[Layer(np.ones((2, 12, 0)), np.ones((2, 12, 0)),
-                                                                      np.ones((2, 12, 3)), np.ones((6, 12)))])
-    cases = ((nan, "X holds nan"), (unsaveable, "extra data is not plain JSON"), (bad_tokens, "tokens must be"),
-             (long, "4097 tokens is more than the 4096"), (empty_head, "d_k must be between 1"))
+    long = dataclasses.replace(
+        Session().state(), tokens=["t"] * 4097, x=np.zeros((4097, 12)), padding=np.zeros(4097, bool)
+    )
+    empty_head = dataclasses.replace(
+        Session().state(),
+        layers=[Layer(np.ones((2, 12, 0)), np.ones((2, 12, 0)), np.ones((2, 12, 3)), np.ones((6, 12)))],
+    )
+    cases = (
+        (nan, "X holds nan"),
+        (unsaveable, "extra data is not plain JSON"),
+        (bad_tokens, "tokens must be"),
+        (long, "4097 tokens is more than the 4096"),
+        (empty_head, "d_k must be between 1"),
+    )
     for state, words in cases:
         with pytest.raises(SessionError, match=words):
             write_session(state, path)
@@ -589,9 +624,14 @@ def test_a_gpt2_size_session_round_trips_bit_exact(tmp_path):
     rng = np.random.default_rng(0)
     n, d_model, h, d_head = 512, 768, 12, 64
     session = Session.from_arrays(
-        rng.standard_normal((n, d_model)), rng.standard_normal((h, d_model, d_head)),
-        rng.standard_normal((h, d_model, d_head)), rng.standard_normal((h, d_model, d_head)),
-        rng.standard_normal((h * d_head, d_model)), causal=True, title="GPT-2 size")
+        rng.standard_normal((n, d_model)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h, d_model, d_head)),
+        rng.standard_normal((h * d_head, d_model)),
+        causal=True,
+        title="GPT-2 size",
+    )
     path = session.save(tmp_path / "gpt2.qkv")
     assert path.stat().st_size > 24 * 1024**2
     assert_same_state(Session.load(path).state(), session.state())
@@ -620,11 +660,15 @@ def load_or_refuse(path: Path, data: bytes) -> None:
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-byte_edits = st.lists(st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 2**20), st.integers(1, 255)),
-    st.tuples(st.just("truncate"), st.integers(0, 2**20)),
-    st.tuples(st.just("insert"), st.integers(0, 2**20), st.binary(min_size=1, max_size=16)),
-), min_size=1, max_size=4)
+byte_edits = st.lists(
+    st.one_of(
+        st.tuples(st.just("flip"), st.integers(0, 2**20), st.integers(1, 255)),
+        st.tuples(st.just("truncate"), st.integers(0, 2**20)),
+        st.tuples(st.just("insert"), st.integers(0, 2**20), st.binary(min_size=1, max_size=16)),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @FUZZ
@@ -648,19 +692,47 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
-json_keys = st.sampled_from(["format", "version", "tokens", "source_tokens", "padding", "source_padding", "cross",
-                             "causal", "scale", "scale.mode", "scale.custom", "head", "title", "description",
-                             "features", "extra", "shapes", "shapes.X", "shapes.X_kv", "shapes.X_residual",
-                             "matrices", "matrices.X", "matrices.X_kv", "layer", "layers", "layers.0",
-                             "layers.0.ablated", "layers.0.shapes", "layers.0.matrices",
-                             *(f"layers.0.shapes.{m}" for m in LAYER_MATRICES),
-                             *(f"layers.0.matrices.{m}" for m in LAYER_MATRICES), "unknown"])
+json_keys = st.sampled_from(
+    [
+        "format",
+        "version",
+        "tokens",
+        "source_tokens",
+        "padding",
+        "source_padding",
+        "cross",
+        "causal",
+        "scale",
+        "scale.mode",
+        "scale.custom",
+        "head",
+        "title",
+        "description",
+        "features",
+        "extra",
+        "shapes",
+        "shapes.X",
+        "shapes.X_kv",
+        "shapes.X_residual",
+        "matrices",
+        "matrices.X",
+        "matrices.X_kv",
+        "layer",
+        "layers",
+        "layers.0",
+        "layers.0.ablated",
+        "layers.0.shapes",
+        "layers.0.matrices",
+        *(f"layers.0.shapes.{m}" for m in LAYER_MATRICES),
+        *(f"layers.0.matrices.{m}" for m in LAYER_MATRICES),
+        "unknown",
+    ]
+)
 dims = st.lists(st.integers(-2, 9), min_size=0, max_size=4)
 
 
 @FUZZ
-@given(edits=st.lists(st.tuples(json_keys, st.one_of(json_values, dims, st.just("<delete>"))), min_size=1,
-                      max_size=4))
+@given(edits=st.lists(st.tuples(json_keys, st.one_of(json_values, dims, st.just("<delete>"))), min_size=1, max_size=4))
 def test_fuzz_rewritten_settings(base, edits):
     path, valid = base
     path.write_bytes(valid)
@@ -670,8 +742,13 @@ def test_fuzz_rewritten_settings(base, edits):
         *steps, target = (int(p) if p.isdigit() else p for p in key.split("."))
         holder = doc
         for step in steps:  # walk into objects and lists, making an object where there is none
-            inside = holder[step] if isinstance(holder, dict) and step in holder else (
-                holder[step] if isinstance(holder, list) and isinstance(step, int) and step < len(holder) else None)
+            inside = (
+                holder[step]
+                if isinstance(holder, dict) and step in holder
+                else (
+                    holder[step] if isinstance(holder, list) and isinstance(step, int) and step < len(holder) else None
+                )
+            )
             if not isinstance(inside, (dict, list)):
                 inside = {}
                 if isinstance(holder, dict):
@@ -719,9 +796,10 @@ def member_contents(draw):
 
 
 @FUZZ
-@given(replacements=st.lists(st.tuples(st.sampled_from(MEMBERS),
-                                       member_contents()), min_size=1, max_size=3),
-       compress=st.booleans())
+@given(
+    replacements=st.lists(st.tuples(st.sampled_from(MEMBERS), member_contents()), min_size=1, max_size=3),
+    compress=st.booleans(),
+)
 def test_fuzz_replaced_members(base, replacements, compress):
     path, valid = base
     path.write_bytes(valid)

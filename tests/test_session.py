@@ -145,12 +145,14 @@ def test_from_arrays_takes_the_cores_arguments():
     x, x_kv = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
     w_q, w_k, w_v = rng.standard_normal((3, 2, 4, 2))
     w_o = rng.standard_normal((4, 4))
-    s = Session.from_arrays(x, w_q, w_k, w_v, w_o, x_kv=x_kv, tokens=list("abc"),
-                            key_padding_mask=[0, 0, 0, 1, 1], causal=True)
+    s = Session.from_arrays(
+        x, w_q, w_k, w_v, w_o, x_kv=x_kv, tokens=list("abc"), key_padding_mask=[0, 0, 0, 1, 1], causal=True
+    )
     from qkvgui.core import multi_head_attention
 
-    ref = multi_head_attention(x, w_q, w_k, w_v, w_o, x_kv=x_kv, causal=True,
-                               key_padding_mask=np.array([0, 0, 0, 1, 1], bool))
+    ref = multi_head_attention(
+        x, w_q, w_k, w_v, w_o, x_kv=x_kv, causal=True, key_padding_mask=np.array([0, 0, 0, 1, 1], bool)
+    )
     np.testing.assert_array_equal(s.compute().weights, ref.weights)
     assert s.tokens == ["a", "b", "c"] and s.cross
     with pytest.raises(SessionError, match="2 tokens but X has 3 rows"):
@@ -170,8 +172,10 @@ def test_unknown_preset_names_the_presets():
         ({"custom_scale": "big"}, "custom scale has the wrong type"),
         ({"head": 1.5}, "head has the wrong type"),
         ({"tokens": [1, 2, 3, 4, 5, 6]}, "tokens must be a list of strings"),
-        ({"layers": [Layer(np.zeros((2, 12, 0)), np.zeros((2, 12, 0)), np.ones((2, 12, 3)), np.ones((6, 12)))]},
-         "d_k must be between 1"),
+        (
+            {"layers": [Layer(np.zeros((2, 12, 0)), np.zeros((2, 12, 0)), np.ones((2, 12, 3)), np.ones((6, 12)))]},
+            "d_k must be between 1",
+        ),
         ({"layers": []}, "1 to 64 layers"),
     ],
 )
@@ -231,8 +235,12 @@ def test_biases_and_a_separate_residual_stream_from_arrays():
     x, resid = rng.standard_normal((2, 3, 4))
     w_q, w_k, w_v = rng.standard_normal((3, 1, 4, 2))
     w_o = rng.standard_normal((2, 4))
-    b = {"b_q": rng.standard_normal((1, 2)), "b_k": rng.standard_normal((1, 2)), "b_v": rng.standard_normal((1, 2)),
-         "b_o": rng.standard_normal(4)}
+    b = {
+        "b_q": rng.standard_normal((1, 2)),
+        "b_k": rng.standard_normal((1, 2)),
+        "b_v": rng.standard_normal((1, 2)),
+        "b_o": rng.standard_normal(4),
+    }
     s = Session.from_arrays(x, w_q, w_k, w_v, w_o, x_residual=resid, **b)
     r = s.compute()
     _, _, out_ref = reference_attention(x, w_q, w_k, w_v, w_o, **b)

@@ -34,9 +34,9 @@ def test_the_composition_tooltip_states_the_formulas_that_are_computed(qtbot):
     d_v = s.d_v
     for h in range(s.n_heads):
         qk1 = w["W_Q"][h] @ w["W_K"][h].T
-        ov1 = w["W_V"][h] @ w["W_O"][h * d_v:(h + 1) * d_v]
+        ov1 = w["W_V"][h] @ w["W_O"][h * d_v : (h + 1) * d_v]
         for g in range(s.n_heads):
-            ov0 = s.matrix("W_V", layer=0)[g] @ s.matrix("W_O", layer=0)[g * d_v:(g + 1) * d_v]
+            ov0 = s.matrix("W_V", layer=0)[g] @ s.matrix("W_O", layer=0)[g * d_v : (g + 1) * d_v]
             assert np.isclose(c["Q"][h, g], _norm(ov0 @ qk1) / (_norm(ov0) * _norm(qk1)))
             assert np.isclose(c["K"][h, g], _norm(qk1 @ ov0.T) / (_norm(qk1) * _norm(ov0)))
             assert np.isclose(c["V"][h, g], _norm(ov0 @ ov1) / (_norm(ov0) * _norm(ov1)))

@@ -12,9 +12,14 @@ from qkvgui.ui.explain import explain_output_row, explain_score, view_formula
 def result(n=5, m=7, d_k=4, d_v=3, h=2, d_model=6, **kw):
     rng = np.random.default_rng(0)
     return multi_head_attention(
-        rng.standard_normal((n, d_model)), rng.standard_normal((h, d_model, d_k)),
-        rng.standard_normal((h, d_model, d_k)), rng.standard_normal((h, d_model, d_v)),
-        rng.standard_normal((h * d_v, d_model)), x_kv=rng.standard_normal((m, d_model)), **kw)
+        rng.standard_normal((n, d_model)),
+        rng.standard_normal((h, d_model, d_k)),
+        rng.standard_normal((h, d_model, d_k)),
+        rng.standard_normal((h, d_model, d_v)),
+        rng.standard_normal((h * d_v, d_model)),
+        x_kv=rng.standard_normal((m, d_model)),
+        **kw,
+    )
 
 
 def test_formulas_write_out_the_current_shapes():
@@ -31,6 +36,7 @@ def test_score_explanation_adds_up_to_the_score():
     products = r.q[1, 2] * r.k[1, 4]
     assert f"{r.scores[1, 2, 4]:.4g}".replace("-", "−") in text
     assert f"{r.q[1, 2, 0]:.4g}".replace("-", "−") + "×" in text  # the first product is written out
+
     # the text's own arithmetic adds up: the products it writes out sum to the score it shows (4 digits each)
     def number(t: str) -> float:
         return float(t.replace("−", "-"))

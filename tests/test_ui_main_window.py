@@ -14,9 +14,15 @@ from qkvgui.ui.pipeline import VIEW_SPECS
 def independent_weights(s: Session, head: int) -> np.ndarray:
     """The weights the core gives for the session's matrices, computed here from the raw arrays."""
     r = multi_head_attention(
-        s.matrix("X"), s.matrix("W_Q"), s.matrix("W_K"), s.matrix("W_V"), s.matrix("W_O"),
-        x_kv=s.matrix("X_kv") if s.cross else None, causal=s.causal,
-        key_padding_mask=s.key_padding if s.key_padding.any() else None, scale=s.scale(),
+        s.matrix("X"),
+        s.matrix("W_Q"),
+        s.matrix("W_K"),
+        s.matrix("W_V"),
+        s.matrix("W_O"),
+        x_kv=s.matrix("X_kv") if s.cross else None,
+        causal=s.causal,
+        key_padding_mask=s.key_padding if s.key_padding.any() else None,
+        scale=s.scale(),
     )
     return r.weights[head]
 
@@ -39,8 +45,7 @@ def type_into(qtbot, window, name, row, col, text):
 
 def settle(qtbot, window):
     """Let the scheduler's end-of-turn recomputation run."""
-    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None,
-                    timeout=5000)
+    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None, timeout=5000)
 
 
 def test_every_editor_and_view_has_its_object_name(window):
@@ -94,8 +99,7 @@ def test_pasting_a_tsv_block_edits_the_block_as_one_undo_step(qtbot, window):
     editor.paste_from_clipboard()
     settle(qtbot, window)
     np.testing.assert_array_equal(s.matrix("X")[1:3, 2:4], [[1.5, -2.0], [0.25, 0.4]])
-    np.testing.assert_allclose(window.views["weights"].image_array(),
-                               independent_weights(s, 0).astype(np.float32))
+    np.testing.assert_allclose(window.views["weights"].image_array(), independent_weights(s, 0).astype(np.float32))
     assert window.undo_stack.count() == 1
     window.undo_stack.undo()
     assert s.matrix("X")[1, 2] == 0.0
@@ -183,8 +187,9 @@ def test_hovering_a_score_explains_it_and_highlights_q_and_k_rows(qtbot, window)
 def test_head_selector_switches_the_per_head_views(qtbot, window):
     window.head_spin.setValue(2)
     assert window.session.head == 1
-    np.testing.assert_allclose(window.views["weights"].image_array(),
-                               independent_weights(window.session, 1).astype(np.float32))
+    np.testing.assert_allclose(
+        window.views["weights"].image_array(), independent_weights(window.session, 1).astype(np.float32)
+    )
     np.testing.assert_array_equal(window.editors["W_V"].model.matrix(), window.session.matrix("W_V")[1])
 
 
@@ -390,8 +395,11 @@ def test_the_induction_preset_and_its_composition_view(qtbot):
     w.layer_spin.setValue(2)
     settle(qtbot, w)
     s = w.session
-    c = composition_scores(*(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
-                           s.matrix("W_V", layer=0), s.matrix("W_O", layer=0))
+    c = composition_scores(
+        *(s.matrix(n, layer=1) for n in ("W_Q", "W_K", "W_V", "W_O")),
+        s.matrix("W_V", layer=0),
+        s.matrix("W_O", layer=0),
+    )
     np.testing.assert_allclose(w.views["composition"].data(), np.concatenate([c["Q"], c["K"], c["V"]]))
     assert w.views["composition"].row_labels()[1] == "K: L2h1"
     # the weights view of layer 2 shows the induction pattern
@@ -424,8 +432,9 @@ def test_export_figures_from_the_window(qtbot, window, tmp_path):
     width, height = options.pixel_size()
     assert (image.width(), image.height()) == (2 * width, 2 * height)
     assert window.export_figure("ov_circuit", tmp_path / "ov.png", scale=1)  # the circuits tab was never shown
-    a = np.frombuffer(QImage(str(tmp_path / "ov.png")).convertToFormat(QImage.Format.Format_RGB888).constBits(),
-                      np.uint8)
+    a = np.frombuffer(
+        QImage(str(tmp_path / "ov.png")).convertToFormat(QImage.Format.Format_RGB888).constBits(), np.uint8
+    )
     assert a.std() > 20
     assert window.export_figure("pipeline", tmp_path / "all.pdf")
     assert (tmp_path / "all.pdf").read_bytes()[:4] == b"%PDF"

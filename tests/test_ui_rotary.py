@@ -11,10 +11,16 @@ def real_size_session():
     """30 tokens, 12 query heads sharing 4 key/value heads, rotary positions with θ = 500."""
     rng = np.random.default_rng(4)
     n, d_model, h, h_kv, d_k = 30, 48, 12, 4, 8
-    s = Session.from_arrays(rng.standard_normal((n, d_model)), rng.standard_normal((h, d_model, d_k)) / 3,
-                            rng.standard_normal((h_kv, d_model, d_k)) / 3, rng.standard_normal((h_kv, d_model, d_k)),
-                            rng.standard_normal((h * d_k, d_model)) / 5, causal=True, rotary=500.0,
-                            tokens=[f"w{i}" for i in range(n)])
+    s = Session.from_arrays(
+        rng.standard_normal((n, d_model)),
+        rng.standard_normal((h, d_model, d_k)) / 3,
+        rng.standard_normal((h_kv, d_model, d_k)) / 3,
+        rng.standard_normal((h_kv, d_model, d_k)),
+        rng.standard_normal((h * d_k, d_model)) / 5,
+        causal=True,
+        rotary=500.0,
+        tokens=[f"w{i}" for i in range(n)],
+    )
     return s
 
 
@@ -32,8 +38,7 @@ def window(qtbot):
 
 
 def settle(qtbot, window):
-    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None,
-                    timeout=5000)
+    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None, timeout=5000)
     qtbot.wait(20)
 
 

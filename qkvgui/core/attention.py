@@ -251,9 +251,7 @@ def _check_ndim(name: str, a: np.ndarray, ndim: int, shape_doc: str) -> None:
 
 def _same(what: str, left: tuple[str, int], right: tuple[str, int], why: str) -> None:
     if left[1] != right[1]:
-        raise ShapeError(
-            f"{left[0]} has {what} = {left[1]} but {right[0]} has {what} = {right[1]}: {why}."
-        )
+        raise ShapeError(f"{left[0]} has {what} = {left[1]} but {right[0]} has {what} = {right[1]}: {why}.")
 
 
 def _result_dtype(arrays) -> np.dtype:
@@ -332,15 +330,23 @@ def multi_head_attention(
     _same("d_model", ("W_K", w_k.shape[1]), ("W_Q", d_model), "K = X·W_K reads the same residual stream")
     _same("d_model", ("W_V", w_v.shape[1]), ("W_Q", d_model), "V = X·W_V reads the same residual stream")
     _same("d_k", ("W_K", w_k.shape[2]), ("W_Q", d_k), "the scores Q·Kᵀ need the same d_k")
-    _same("rows", ("W_O", w_o.shape[0]), ("heads·d_v", h * d_v),
-          f"W_O maps the concatenated heads ({h} heads × d_v {d_v}) back to the residual stream")
+    _same(
+        "rows",
+        ("W_O", w_o.shape[0]),
+        ("heads·d_v", h * d_v),
+        f"W_O maps the concatenated heads ({h} heads × d_v {d_v}) back to the residual stream",
+    )
     _same("columns", ("W_O", w_o.shape[1]), ("d_model", d_model), "the output is added to X, so it needs d_model")
     if n_q == 0 or n_k == 0 or h == 0:
         raise ShapeError("Attention needs at least one query token, one key token and one head.")
 
     biases = {}
-    for name, b, shape in (("b_Q", b_q, (h, d_k)), ("b_K", b_k, (h_kv, d_k)), ("b_V", b_v, (h_kv, d_v)),
-                           ("b_O", b_o, (d_model,))):
+    for name, b, shape in (
+        ("b_Q", b_q, (h, d_k)),
+        ("b_K", b_k, (h_kv, d_k)),
+        ("b_V", b_v, (h_kv, d_v)),
+        ("b_O", b_o, (d_model,)),
+    ):
         if b is not None:
             b = _as_array(name, b, dtype)
             if b.shape != shape:
@@ -374,8 +380,22 @@ def multi_head_attention(
     if keep_head is not None and not 0 <= keep_head < h:
         keep_head = None
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _check_overflow instead
-        return _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, dtype.type(scale),
-                        ablate, rotary, keep_head, _check_reuse(reuse, h, w_k.shape[0], n_q, n_k, dtype))
+        return _compute(
+            x_q,
+            x_kv,
+            w_q,
+            w_k,
+            w_v,
+            w_o,
+            biases,
+            causal,
+            key_padding_mask,
+            dtype.type(scale),
+            ablate,
+            rotary,
+            keep_head,
+            _check_reuse(reuse, h, w_k.shape[0], n_q, n_k, dtype),
+        )
 
 
 def _check_reuse(reuse, h: int, h_kv: int, n_q: int, n_k: int, dtype) -> tuple | None:
@@ -384,8 +404,13 @@ def _check_reuse(reuse, h: int, h_kv: int, n_q: int, n_k: int, dtype) -> tuple |
         return None
     previous, same_q, same_kv = reuse
     same_q, same_kv = np.asarray(same_q, dtype=bool), np.asarray(same_kv, dtype=bool)
-    if (previous.q.shape[:2] != (h, n_q) or previous.k.shape[:2] != (h_kv, n_k) or previous.q.dtype != dtype
-            or same_q.shape != (h,) or same_kv.shape != (h_kv,)):
+    if (
+        previous.q.shape[:2] != (h, n_q)
+        or previous.k.shape[:2] != (h_kv, n_k)
+        or previous.q.dtype != dtype
+        or same_q.shape != (h,)
+        or same_kv.shape != (h_kv,)
+    ):
         return None
     return previous, same_q, same_kv
 
@@ -401,8 +426,22 @@ def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None
     return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
 
 
-def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate,
-             rotary=None, keep_head=None, reuse=None) -> AttentionResult:
+def _compute(
+    x_q,
+    x_kv,
+    w_q,
+    w_k,
+    w_v,
+    w_o,
+    biases,
+    causal,
+    key_padding_mask,
+    scale,
+    ablate,
+    rotary=None,
+    keep_head=None,
+    reuse=None,
+) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes).
 
     Q, K, V and the outputs are kept; the heads are done one at a time in one reused (n_q × n_k) buffer, so
@@ -484,9 +523,23 @@ def _compute(x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, sc
 
     _freeze(head_outputs, concat, output, residual, weights_pooled)
     result = AttentionResult(
-        q=q, k=k, v=v, head_outputs=head_outputs, concat=concat, output=output, residual=residual,
-        visible=visible, dead_rows=dead_rows, scale=float(scale), weights_pooled=weights_pooled, pool=pool,
-        masked_keys=masked_keys, q_rope=q_rope, k_rope=k_rope, rotary=rotary, q_angles=q_angles,
+        q=q,
+        k=k,
+        v=v,
+        head_outputs=head_outputs,
+        concat=concat,
+        output=output,
+        residual=residual,
+        visible=visible,
+        dead_rows=dead_rows,
+        scale=float(scale),
+        weights_pooled=weights_pooled,
+        pool=pool,
+        masked_keys=masked_keys,
+        q_rope=q_rope,
+        k_rope=k_rope,
+        rotary=rotary,
+        q_angles=q_angles,
         k_angles=k_angles,
     )
     if steps is not None:

@@ -9,8 +9,16 @@ import numpy as np
 
 from .errors import NonFiniteError
 
-__all__ = ["LIMITS", "MAX_EXTRA_DEPTH", "MAX_EXTRA_ITEMS", "MAX_MATRIX_BYTES", "check_finite", "check_json_plain",
-           "matrix_bytes", "byte_text"]
+__all__ = [
+    "LIMITS",
+    "MAX_EXTRA_DEPTH",
+    "MAX_EXTRA_ITEMS",
+    "MAX_MATRIX_BYTES",
+    "check_finite",
+    "check_json_plain",
+    "matrix_bytes",
+    "byte_text",
+]
 
 #: the largest sizes a session may have; files, resizes and imports beyond them are refused before allocating
 LIMITS = {"tokens": 4096, "d_model": 8192, "heads": 256, "d_head": 4096, "layers": 64}
@@ -31,14 +39,30 @@ def byte_text(n: int | float) -> str:
     return f"{int(n)} bytes"
 
 
-def matrix_bytes(*, tokens: int, source_tokens: int, d_model: int, heads: int, d_k: int, d_v: int, layers: int,
-                 residual: bool = False, kv_heads: int | None = None) -> int:
+def matrix_bytes(
+    *,
+    tokens: int,
+    source_tokens: int,
+    d_model: int,
+    heads: int,
+    d_k: int,
+    d_v: int,
+    layers: int,
+    residual: bool = False,
+    kv_heads: int | None = None,
+) -> int:
     """Bytes of every matrix of a session of these sizes, as float64 (X, X_kv, the residual stream, and per layer
     W_Q, W_K, W_V, W_O and the biases; W_K, W_V and their biases per key/value head, ``heads`` unless given);
     computed without allocating anything."""
     kv = heads if kv_heads is None else kv_heads
-    per_layer = (heads * d_model * d_k + kv * d_model * (d_k + d_v) + heads * d_v * d_model + heads * d_k
-                 + kv * (d_k + d_v) + d_model)
+    per_layer = (
+        heads * d_model * d_k
+        + kv * d_model * (d_k + d_v)
+        + heads * d_v * d_model
+        + heads * d_k
+        + kv * (d_k + d_v)
+        + d_model
+    )
     return 8 * ((tokens * (2 if residual else 1) + source_tokens) * d_model + layers * per_layer)
 
 
@@ -65,8 +89,10 @@ def check_json_plain(value: object, what: str, error: type[Exception] = ValueErr
             if not np.isfinite(v):
                 raise error(f"{what} is not plain JSON: it holds {v} (only finite numbers are).")
         elif not (v is None or isinstance(v, str | int | bool)):
-            raise error(f"{what} is not plain JSON: it holds a {type(v).__name__} (text, numbers, true/false, null, "
-                        "lists and objects are kept with a session).")
+            raise error(
+                f"{what} is not plain JSON: it holds a {type(v).__name__} (text, numbers, true/false, null, "
+                "lists and objects are kept with a session)."
+            )
 
 
 def check_finite(name: str, a: np.ndarray) -> None:

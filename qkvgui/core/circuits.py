@@ -108,14 +108,17 @@ def composition_scores(
     ov_circuit(w_v0[:1], np.asarray(w_o0)[: w_v0.shape[2]])
     for w_v, w_o in ((w_v1, w_o1), (w_v0, w_o0)):
         if np.shape(w_o) != (w_v.shape[0] * w_v.shape[2], w_v.shape[1]):
-            raise ShapeError(f"W_O has shape {np.shape(w_o)} but {w_v.shape[0]} heads × d_v {w_v.shape[2]} into "
-                             f"d_model {w_v.shape[1]} needs ({w_v.shape[0] * w_v.shape[2]}, {w_v.shape[1]}).")
+            raise ShapeError(
+                f"W_O has shape {np.shape(w_o)} but {w_v.shape[0]} heads × d_v {w_v.shape[2]} into "
+                f"d_model {w_v.shape[1]} needs ({w_v.shape[0] * w_v.shape[2]}, {w_v.shape[1]})."
+            )
     h1, d, _ = w_q1.shape
     h0, d0, v0 = w_v0.shape
     if d0 != d:
         raise ShapeError(f"The layers have d_model {d} and {d0}: they must share one residual stream.")
     o1 = np.asarray(w_o1, dtype=np.float64).reshape(h1, -1, d)  # [h1, v1, d]
     o0 = np.asarray(w_o0, dtype=np.float64).reshape(h0, v0, d)  # [h0, v0, d]
+
     def gram(a: np.ndarray) -> np.ndarray:  # [h, d, a] -> [h, a, a]  aᵀ·a (matmul: BLAS, unlike einsum)
         return a.transpose(0, 2, 1) @ a
 

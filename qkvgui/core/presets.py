@@ -87,7 +87,13 @@ def previous_token() -> Preset:
             "attends to the one before it. W_V reads the token's identity and W_O writes it into a new "
             "'previous token' block of the residual stream: after the layer, each token knows its predecessor."
         ),
-        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=True,
+        tokens=tokens,
+        x=x,
+        w_q=w_q,
+        w_k=w_k,
+        w_v=w_v,
+        w_o=w_o,
+        causal=True,
         features=_feature_names(vocab, len(tokens), [f"prev:{t}" for t in vocab]),
     )
 
@@ -123,9 +129,26 @@ def search_engine() -> Preset:
             "key of 'apple', so nearly all of its weight goes there and its output is apple's content. "
             "'?pet' finds 'cat' the same way. Tokens that search for nothing spread their weight evenly."
         ),
-        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o,
-        features=["offers:fruit", "offers:vehicle", "offers:animal", "seeks:fruit", "seeks:vehicle",
-                  "seeks:animal", "is:apple", "is:bus", "is:cat", "got:apple", "got:bus", "got:cat"],
+        tokens=tokens,
+        x=x,
+        w_q=w_q,
+        w_k=w_k,
+        w_v=w_v,
+        w_o=w_o,
+        features=[
+            "offers:fruit",
+            "offers:vehicle",
+            "offers:animal",
+            "seeks:fruit",
+            "seeks:vehicle",
+            "seeks:animal",
+            "is:apple",
+            "is:bus",
+            "is:cat",
+            "got:apple",
+            "got:bus",
+            "got:cat",
+        ],
     )
 
 
@@ -159,10 +182,29 @@ def translation() -> Preset:
             "order differs ('black cat' / 'chat noir'). The source is padded to a fixed length: padded keys are "
             "masked and get weight 0."
         ),
-        tokens=target, x=x, w_q=eye.copy(), w_k=eye.copy(), w_v=w_v, w_o=w_o,
-        source_tokens=source, x_kv=x_kv, source_padding=np.array([False] * 4 + [True] * 2),
-        features=["m:DET", "m:BLACK", "m:CAT", "m:SLEEP", "src:le", "src:chat", "src:noir", "src:dort",
-                  "got:le", "got:chat", "got:noir", "got:dort"],
+        tokens=target,
+        x=x,
+        w_q=eye.copy(),
+        w_k=eye.copy(),
+        w_v=w_v,
+        w_o=w_o,
+        source_tokens=source,
+        x_kv=x_kv,
+        source_padding=np.array([False] * 4 + [True] * 2),
+        features=[
+            "m:DET",
+            "m:BLACK",
+            "m:CAT",
+            "m:SLEEP",
+            "src:le",
+            "src:chat",
+            "src:noir",
+            "src:dort",
+            "got:le",
+            "got:chat",
+            "got:noir",
+            "got:dort",
+        ],
     )
 
 
@@ -192,8 +234,13 @@ def two_heads() -> Preset:
             "token looks at every earlier copy of itself ('the' finds the earlier 'the'). Their outputs are "
             "concatenated and W_O mixes them into one block of the residual stream."
         ),
-        tokens=tokens, x=x, w_q=np.concatenate([w_q0, w_q1]), w_k=np.concatenate([w_k0, w_k1]), w_v=w_v,
-        w_o=w_o, causal=True,
+        tokens=tokens,
+        x=x,
+        w_q=np.concatenate([w_q0, w_q1]),
+        w_k=np.concatenate([w_k0, w_k1]),
+        w_v=w_v,
+        w_o=w_o,
+        causal=True,
         features=_feature_names(vocab, n, [f"mix:{t}" for t in vocab]),
     )
 
@@ -210,9 +257,12 @@ def causal_gpt() -> Preset:
             "puts −∞ above the diagonal, so those weights are 0). The weights are seeded random numbers: edit "
             "them and watch the pattern change, but never reach into the future."
         ),
-        tokens=tokens, x=x,
-        w_q=seeded_random((h, d_model, d_k), seed=1) * 2, w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
-        w_v=seeded_random((h, d_model, d_k), seed=3), w_o=seeded_random((h * d_k, d_model), seed=4),
+        tokens=tokens,
+        x=x,
+        w_q=seeded_random((h, d_model, d_k), seed=1) * 2,
+        w_k=seeded_random((h, d_model, d_k), seed=2) * 2,
+        w_v=seeded_random((h, d_model, d_k), seed=3),
+        w_o=seeded_random((h * d_k, d_model), seed=4),
         causal=True,
     )
 
@@ -231,8 +281,12 @@ def bilinear() -> Preset:
             "who attends to whom. Head 1 has W_Q = W_K, so W_QK is symmetric and so are its scores: relevance "
             "runs both ways. Head 2 has W_Q ≠ W_K: token i may care about j while j ignores i."
         ),
-        tokens=tokens, x=x, w_q=np.concatenate([w, w]), w_k=np.concatenate([w, w_k2]),
-        w_v=seeded_random((2, d_model, d_k), seed=10), w_o=seeded_random((2 * d_k, d_model), seed=11),
+        tokens=tokens,
+        x=x,
+        w_q=np.concatenate([w, w]),
+        w_k=np.concatenate([w, w_k2]),
+        w_v=seeded_random((2, d_model, d_k), seed=10),
+        w_o=seeded_random((2 * d_k, d_model), seed=11),
     )
 
 
@@ -264,7 +318,13 @@ def induction() -> Preset:
             "attends to the token that followed its earlier occurrence, and copies that token into the prediction "
             "block: the model predicts what came next last time. This is the circuit behind in-context learning."
         ),
-        tokens=tokens, x=x, w_q=w_q0, w_k=w_k0, w_v=w_v0, w_o=w_o0, causal=True,
+        tokens=tokens,
+        x=x,
+        w_q=w_q0,
+        w_k=w_k0,
+        w_v=w_v0,
+        w_o=w_o0,
+        causal=True,
         features=_feature_names(vocab, n, [f"prev:{t}" for t in vocab] + [f"next:{t}" for t in vocab]),
         more_layers=((w_q1, w_k1, w_v1, w_o1),),
     )
@@ -288,7 +348,13 @@ def learn_previous_token() -> Preset:
             "largest and the smallest b_j can ever be anyone's favourite. Raise d_k to 2 and press Start again: "
             "now it can. Paint your own target with the mouse, or pick another one."
         ),
-        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=False,
+        tokens=tokens,
+        x=x,
+        w_q=w_q,
+        w_k=w_k,
+        w_v=w_v,
+        w_o=w_o,
+        causal=False,
         features=_feature_names(vocab, len(tokens), [f"prev:{t}" for t in vocab]),
         extra={"view": "learn", "learn_target": "previous-token"},
     )
@@ -331,7 +397,14 @@ def previous_token_rope() -> Preset:
             "feature per position and a W_Q row per position instead. One pair repeats every 2π ≈ 6.3 positions, "
             "which is why real models rotate many pairs at many speeds (try a longer sentence, or change θ)."
         ),
-        tokens=tokens, x=x, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o, causal=True, rotary=DEFAULT_THETA,
+        tokens=tokens,
+        x=x,
+        w_q=w_q,
+        w_k=w_k,
+        w_v=w_v,
+        w_o=w_o,
+        causal=True,
+        rotary=DEFAULT_THETA,
         features=[f"tok:{t}" for t in vocab] + ["const"] + [f"prev:{t}" for t in vocab],
     )
 
@@ -356,6 +429,7 @@ def preset_names() -> list[str]:
 def make_preset(name: str) -> Preset:
     """Build a preset by name; a PresetError names the presets that exist."""
     if name not in PRESETS:
-        raise PresetError(f"There is no preset '{name}'; choose one of {', '.join(PRESETS)} "
-                          "(`qkvgui presets` lists them).")
+        raise PresetError(
+            f"There is no preset '{name}'; choose one of {', '.join(PRESETS)} (`qkvgui presets` lists them)."
+        )
     return PRESETS[name]()

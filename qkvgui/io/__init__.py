@@ -21,7 +21,8 @@ def __getattr__(name: str) -> Any:
         import importlib
         import warnings
 
-        warnings.warn("qkvgui.io.Session is qkvgui.Session now; import it from qkvgui", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "qkvgui.io.Session is qkvgui.Session now; import it from qkvgui", DeprecationWarning, stacklevel=2
+        )
         return importlib.import_module("qkvgui.session").Session
     raise AttributeError(f"module 'qkvgui.io' has no attribute {name!r}")

@@ -54,8 +54,9 @@ def write_target(path: str | os.PathLike) -> Path:
         raise ReadOnlyFileError(f"Cannot write {name}: it is not a regular file (a pipe or a device).")
     # Owner write bits, not os.access: as root os.access says yes to everything, and a read-only file is a choice.
     if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(target, os.W_OK):
-        raise ReadOnlyFileError(f"{name} is read-only: it was left as it is. Save under another name, or make the "
-                                "file writable first.")
+        raise ReadOnlyFileError(
+            f"{name} is read-only: it was left as it is. Save under another name, or make the file writable first."
+        )
     return target
 
 

@@ -52,13 +52,14 @@ def figure_format(path: str | Path, fmt: str | None = None) -> str:
     key = str(name).lower().lstrip(".")
     if key not in FORMATS:
         what = f"format {fmt!r}" if fmt is not None else f"the file name {Path(path).name!r}"
-        raise ValueError(f"Cannot write a figure in {what}: use one of {', '.join(FORMATS)} "
-                         f"(e.g. figure.png, figure.svg or figure.pdf).")
+        raise ValueError(
+            f"Cannot write a figure in {what}: use one of {', '.join(FORMATS)} "
+            f"(e.g. figure.png, figure.svg or figure.pdf)."
+        )
     return key
 
 
-def render_figure(painter: QPainter, panels: Sequence[Panel], size: QSizeF,
-                  background: QColor | None = None) -> None:
+def render_figure(painter: QPainter, panels: Sequence[Panel], size: QSizeF, background: QColor | None = None) -> None:
     """Paint the figure with `painter`, whose coordinates are figure pixels (0, 0)–(size).
 
     The figure is filled with `background` (white by default), then each panel's target with its own background
@@ -90,8 +91,9 @@ def _check(panels: Sequence[Panel], size: QSizeF, scale: float = 1.0) -> None:
         raise ValueError("A figure needs at least one panel to draw.")
 
 
-def figure_to_image(panels: Sequence[Panel], size: QSizeF, scale: float = 2.0,
-                    background: QColor | None = None) -> QImage:
+def figure_to_image(
+    panels: Sequence[Panel], size: QSizeF, scale: float = 2.0, background: QColor | None = None
+) -> QImage:
     """The figure as an ARGB32 image of round(scale × size) pixels (for PNG files and the clipboard).
 
     Its resolution metadata is scale × 96 dpi, so a 2× image prints at the same size as the screen shows it.
@@ -99,8 +101,9 @@ def figure_to_image(panels: Sequence[Panel], size: QSizeF, scale: float = 2.0,
     _check(panels, size, scale)
     pixels = QSize(max(1, round(size.width() * scale)), max(1, round(size.height() * scale)))
     if pixels.width() * pixels.height() > MAX_IMAGE_PIXELS:
-        raise ValueError(f"A {pixels.width()} × {pixels.height()} image is too large to export: "
-                         f"use a smaller scale than {scale:g}.")
+        raise ValueError(
+            f"A {pixels.width()} × {pixels.height()} image is too large to export: use a smaller scale than {scale:g}."
+        )
     image = QImage(pixels, QImage.Format.Format_ARGB32)
     if image.isNull():
         raise MemoryError(f"Could not allocate a {pixels.width()} × {pixels.height()} image for the figure.")
@@ -266,7 +269,7 @@ def _sharpen_image(element: ET.Element, sx: float, sy: float) -> None:
     prefix = "data:image/png;base64,"
     if not href.startswith(prefix):
         return
-    image = QImage.fromData(base64.b64decode(href[len(prefix):]), "PNG")
+    image = QImage.fromData(base64.b64decode(href[len(prefix) :]), "PNG")
     if image.isNull():
         return
     # An image drawn into a rectangle (drawImage(rect, image)) is stretched by its width/height attributes too.
@@ -300,8 +303,9 @@ def _pdf_bytes(panels, size, background, title: str) -> bytes:
         points = QSizeF(size.width() * 72 / DPI, size.height() * 72 / DPI)
         # ExactMatch: a size close to A4 or Letter must not snap to it.
         page = QPageSize(points, QPageSize.Unit.Point, "", QPageSize.SizeMatchPolicy.ExactMatch)
-        writer.setPageLayout(QPageLayout(page, QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0),
-                                         QPageLayout.Unit.Point))
+        writer.setPageLayout(
+            QPageLayout(page, QPageLayout.Orientation.Portrait, QMarginsF(0, 0, 0, 0), QPageLayout.Unit.Point)
+        )
         writer.setTitle(title or "qkvgui figure")
         writer.setCreator("qkvgui")
         return _paint_on(writer, panels, size, background)
@@ -320,8 +324,16 @@ def _to_bytes(paint: Callable[[QBuffer], bool], what: str) -> bytes:
     return bytes(data.data())
 
 
-def write_figure(path: str | Path, panels: Sequence[Panel], size: QSizeF, fmt: str | None = None,
-                 scale: float = 2.0, title: str = "", *, background: QColor | None = None) -> Path:
+def write_figure(
+    path: str | Path,
+    panels: Sequence[Panel],
+    size: QSizeF,
+    fmt: str | None = None,
+    scale: float = 2.0,
+    title: str = "",
+    *,
+    background: QColor | None = None,
+) -> Path:
     """Write the panels as one figure of `size` figure pixels (96 dpi) to `path`, atomically; return the path.
 
     fmt: "png", "svg" or "pdf" (default: from the suffix). scale: PNG pixels per figure pixel (vector formats

@@ -48,13 +48,14 @@ def read_matrix(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
 
 
 def _wrong_shape(label: str, got: tuple[int, ...], shape: tuple[int, int]) -> MatrixError:
-    return MatrixError(f"{label} holds {' × '.join(map(str, got))} numbers but {shape[0]} × {shape[1]} are needed: "
-                       "resize one of them first.")
+    return MatrixError(
+        f"{label} holds {' × '.join(map(str, got))} numbers but {shape[0]} × {shape[1]} are needed: "
+        "resize one of them first."
+    )
 
 
 def _read_npy(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarray:
-    with open_regular(path, what=_WHAT, error=MatrixError,
-                      max_bytes=MAX_CELLS * 8 + MAX_NPY_HEADER + 16) as f:
+    with open_regular(path, what=_WHAT, error=MatrixError, max_bytes=MAX_CELLS * 8 + MAX_NPY_HEADER + 16) as f:
         header = read_npy_header(f, label, MatrixError)
         if len(header.shape) != 2:
             raise MatrixError(f"{label} holds a {len(header.shape)}-D array {header.shape}; a matrix is 2-D.")
@@ -66,8 +67,10 @@ def _read_npy(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarr
         size = os.fstat(f.fileno()).st_size
         if size != header.offset + header.data_bytes:
             state = "truncated" if size < header.offset + header.data_bytes else "followed by stray bytes"
-            raise MatrixError(f"{label} is {state}: a {rows} × {cols} {header.dtype} array needs "
-                              f"{header.offset + header.data_bytes} bytes, the file has {size}.")
+            raise MatrixError(
+                f"{label} is {state}: a {rows} × {cols} {header.dtype} array needs "
+                f"{header.offset + header.data_bytes} bytes, the file has {size}."
+            )
         data = f.read(header.data_bytes)
     if len(data) != header.data_bytes:
         raise MatrixError(f"{label} changed while it was read (it is shorter than its header says).")

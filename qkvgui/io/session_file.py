@@ -3,5 +3,17 @@
 from qkvgui.io.session import FORMAT, LOADERS, SUFFIX, VERSION, read_state, write_session, write_state
 from qkvgui.io.session.archive import JSON_MEMBER, MAX_JSON_BYTES, MAX_MATRIX_BYTES, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
-__all__ = ["FORMAT", "JSON_MEMBER", "LOADERS", "MAX_JSON_BYTES", "MAX_MATRIX_BYTES", "MAX_MEMBER_BYTES",
-           "MAX_TOTAL_BYTES", "SUFFIX", "VERSION", "read_state", "write_session", "write_state"]
+__all__ = [
+    "FORMAT",
+    "JSON_MEMBER",
+    "LOADERS",
+    "MAX_JSON_BYTES",
+    "MAX_MATRIX_BYTES",
+    "MAX_MEMBER_BYTES",
+    "MAX_TOTAL_BYTES",
+    "SUFFIX",
+    "VERSION",
+    "read_state",
+    "write_session",
+    "write_state",
+]

@@ -17,17 +17,32 @@ def _layer_state(base, n: int, d_model: int, h: int, d: int, seed: int = 0, n_la
     from qkvgui.state import Layer, SessionState
 
     rng = np.random.default_rng(seed)
-    layers = [Layer(w_q=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                    w_k=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                    w_v=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
-                    w_o=rng.standard_normal((h * d, d_model)) / np.sqrt(h * d)) for _ in range(n_layers)]
-    return SessionState(**{
-        **base.__dict__,
-        "tokens": [f"t{i}" for i in range(n)], "padding": np.zeros(n, bool),
-        "x": rng.standard_normal((n, d_model)), "layers": layers, "layer": 0, "x_residual": None,
-        "x_kv": rng.standard_normal((4, d_model)), "source_tokens": ["a", "b", "c", "d"],
-        "source_padding": np.zeros(4, bool), "cross": False, "head": 0, "features": [],
-    })
+    layers = [
+        Layer(
+            w_q=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+            w_k=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+            w_v=rng.standard_normal((h, d_model, d)) / np.sqrt(d_model),
+            w_o=rng.standard_normal((h * d, d_model)) / np.sqrt(h * d),
+        )
+        for _ in range(n_layers)
+    ]
+    return SessionState(
+        **{
+            **base.__dict__,
+            "tokens": [f"t{i}" for i in range(n)],
+            "padding": np.zeros(n, bool),
+            "x": rng.standard_normal((n, d_model)),
+            "layers": layers,
+            "layer": 0,
+            "x_residual": None,
+            "x_kv": rng.standard_normal((4, d_model)),
+            "source_tokens": ["a", "b", "c", "d"],
+            "source_padding": np.zeros(4, bool),
+            "cross": False,
+            "head": 0,
+            "features": [],
+        }
+    )
 
 
 def _edit_latency(app, window, repeats: int) -> list[float]:
@@ -88,21 +103,24 @@ def run_gui_bench(repeats: int = 15) -> int:
 
     print(f"gui: edit-to-pixels latency (median of {repeats} W_Q edits, weights view repainted)")
     small = _edit_latency(app, window, repeats)
-    print(f"  default session (6 tokens, d_model 12, 2 heads): {statistics.median(small) * 1e3:7.2f} ms "
-          f"(target <= 16)")
+    print(f"  default session (6 tokens, d_model 12, 2 heads): {statistics.median(small) * 1e3:7.2f} ms (target <= 16)")
     window.session.set_state(_layer_state(window.session.state(), 128, 768, 12, 64))
     while window.result is None or window.result.n_q != 128:
         app.processEvents()
     big = _edit_latency(app, window, repeats)
-    print(f"  GPT-2-size layer, n = 128 (d_model 768, 12 heads of 64): {statistics.median(big) * 1e3:7.2f} ms "
-          f"(target <= 100)")
+    print(
+        f"  GPT-2-size layer, n = 128 (d_model 768, 12 heads of 64): {statistics.median(big) * 1e3:7.2f} ms "
+        f"(target <= 100)"
+    )
     window.session.set_state(_layer_state(window.session.state(), 1024, 768, 12, 64))
     while window.result is None or window.result.n_q != 1024 or window.pipeline.drawing():
         app.processEvents()
     stalls = [_longest_stall(app, window, 1024) for _ in range(3)]
     worst = max(s for s, _ in stalls)
-    print(f"  n = 1024 recompute: longest GUI-thread stall {worst * 1e3:7.2f} ms over 3 edits "
-          f"(each edit to drawn result {statistics.median(t for _, t in stalls):.2f} s) (target <= 50)")
+    print(
+        f"  n = 1024 recompute: longest GUI-thread stall {worst * 1e3:7.2f} ms over 3 edits "
+        f"(each edit to drawn result {statistics.median(t for _, t in stalls):.2f} s) (target <= 50)"
+    )
     # two layers of 12 heads, d_model 384 (MiniLM's size): 144 composition scores and two SVDs per edit
     window.session.set_state(_layer_state(window.session.state(), 27, 384, 12, 32, n_layers=2))
     window.right_tabs.setCurrentWidget(window.circuits)
@@ -110,8 +128,10 @@ def run_gui_bench(repeats: int = 15) -> int:
         app.processEvents()
     circuits = [_circuits_stall(app, window) for _ in range(3)]
     worst = max(s for s, _ in circuits)
-    print(f"  circuits tab, 2 layers x 12 heads, d_model 384: longest GUI-thread stall {worst * 1e3:7.2f} ms over "
-          f"3 edits (each edit to drawn circuits {statistics.median(t for _, t in circuits):.2f} s) (target <= 50)")
+    print(
+        f"  circuits tab, 2 layers x 12 heads, d_model 384: longest GUI-thread stall {worst * 1e3:7.2f} ms over "
+        f"3 edits (each edit to drawn circuits {statistics.median(t for _, t in circuits):.2f} s) (target <= 50)"
+    )
     window.close()
     return 0
 

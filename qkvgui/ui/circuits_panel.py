@@ -77,21 +77,43 @@ def gather_circuits(session, result, x_in=None) -> CircuitsInput:
     x = session.matrix("X") if x_in is None else x_in
     scores = None
     fresh = result is not None and (result.n_heads, result.n_q, result.n_k) == (
-        session.n_heads, len(session.tokens), len(session.key_tokens))
+        session.n_heads,
+        len(session.tokens),
+        len(session.key_tokens),
+    )
     if fresh and result.head_ready(head):
         scores = result.head(head).scores
     later = max(session.layer, 1)
     comp = None
     if session.n_layers > 1:
-        comp = (*(_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O")),
-                _per_query_head(session, "W_V", later - 1), session.matrix("W_O", layer=later - 1))
+        comp = (
+            *(_per_query_head(session, n, later) for n in ("W_Q", "W_K", "W_V", "W_O")),
+            _per_query_head(session, "W_V", later - 1),
+            session.matrix("W_O", layer=later - 1),
+        )
     return CircuitsInput(
-        head=head, d_model=session.d_model, d_k=session.d_k, d_v=d_v, n_heads=session.n_heads, cross=session.cross,
-        features=list(session.features), q_tokens=list(session.tokens), k_tokens=list(session.key_tokens),
-        w_q=w_q[head], w_k=w_k[kv], w_v=w_v[kv], w_o=w_o[head * d_v:(head + 1) * d_v],
-        x=x, x_kv=session.matrix("X_kv") if session.cross else x, scores=scores,
-        composition_layer=later, composition_args=comp, kv_head=kv, shared=session.n_kv_heads < session.n_heads,
-        rotary=bool(session.rotary))
+        head=head,
+        d_model=session.d_model,
+        d_k=session.d_k,
+        d_v=d_v,
+        n_heads=session.n_heads,
+        cross=session.cross,
+        features=list(session.features),
+        q_tokens=list(session.tokens),
+        k_tokens=list(session.key_tokens),
+        w_q=w_q[head],
+        w_k=w_k[kv],
+        w_v=w_v[kv],
+        w_o=w_o[head * d_v : (head + 1) * d_v],
+        x=x,
+        x_kv=session.matrix("X_kv") if session.cross else x,
+        scores=scores,
+        composition_layer=later,
+        composition_args=comp,
+        kv_head=kv,
+        shared=session.n_kv_heads < session.n_heads,
+        rotary=bool(session.rotary),
+    )
 
 
 def compute_circuits(inp: CircuitsInput) -> CircuitsData:
@@ -104,7 +126,9 @@ def compute_circuits(inp: CircuitsInput) -> CircuitsData:
         check_finite("W_QK", qk)
         check_finite("W_OV", ov)
         spectra: tuple[Spectrum | None, Spectrum | None] = (
-            factored_spectrum(inp.w_q, inp.w_k), factored_spectrum(inp.w_v, inp.w_o.T))
+            factored_spectrum(inp.w_q, inp.w_k),
+            factored_spectrum(inp.w_v, inp.w_o.T),
+        )
         error = ""
     except QkvError as e:
         spectra, error = (None, None), str(e)
@@ -125,11 +149,11 @@ class CircuitsPanel(QWidget):
         self.views: dict[str, HeatmapView] = {}
         tips = {
             "qk_circuit": "W_QK = W_Q·W_Kᵀ: score(i, j) = x_i·W_QK·x_jᵀ. Row a, column b: how much feature a of a "
-                          "query token attracts feature b of a key token. Rank ≤ d_k.",
+            "query token attracts feature b of a key token. Rank ≤ d_k.",
             "ov_circuit": "W_OV = W_V·W_O: row a is what the head writes into the residual stream for each unit of "
-                          "feature a in a token it attends to. Rank ≤ d_v.",
+            "feature a in a token it attends to. Rank ≤ d_v.",
             "token_qk": "X·W_QK·X_kvᵀ: the QK circuit read on the tokens. It equals the scores Q·Kᵀ when there "
-                        "are no biases.",
+            "are no biases.",
             "circuit_scores": "scores = Q·Kᵀ from the pipeline, for comparison.",
         }
         for k, name in enumerate(("qk_circuit", "ov_circuit", "token_qk", "circuit_scores")):
@@ -147,10 +171,12 @@ class CircuitsPanel(QWidget):
         self.spectra.setLabel("bottom", "index")
         self.spectra.setLabel("left", "singular value")
         self.spectra.setTitle("singular values", size="9pt")
-        self._qk_bars = self.spectra.plot([], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#c0392b",
-                                          name="W_QK")
-        self._ov_bars = self.spectra.plot([], [], pen=None, symbol="s", symbolSize=6, symbolBrush="#2e86c1",
-                                          name="W_OV")
+        self._qk_bars = self.spectra.plot(
+            [], [], pen=None, symbol="o", symbolSize=6, symbolBrush="#c0392b", name="W_QK"
+        )
+        self._ov_bars = self.spectra.plot(
+            [], [], pen=None, symbol="s", symbolSize=6, symbolBrush="#2e86c1", name="W_OV"
+        )
         self.rank_label = QLabel()
         self.rank_label.setObjectName("circuit.ranks")
         self.rank_label.setWordWrap(True)
@@ -162,7 +188,8 @@ class CircuitsPanel(QWidget):
             "layer before (⁰), in our row-vector convention:\n"
             + "\n".join(f"{kind}: {formula}" for kind, formula in COMPOSITION_FORMULAS.items())
             + "\nHigh K-composition: the later head's keys read what the earlier head wrote (an induction head "
-            "reading a previous-token head).")
+            "reading a previous-token head)."
+        )
         self.views["composition"] = self.composition
         grid.addWidget(self.spectra, 4, 0)
         grid.addWidget(self.composition, 4, 1)
@@ -192,7 +219,8 @@ class CircuitsPanel(QWidget):
         self.views["token_qk"].set_data(c.token_qk, q_tokens, k_tokens)
         unrotated = " (before RoPE)" if c.inp.rotary else ""
         self.views["token_qk"].set_title(
-            f"X·W_QK·X{'_kv' if c.inp.cross else ''}ᵀ{unrotated}\nhead {head + 1} · {n_q} × {n_k}")
+            f"X·W_QK·X{'_kv' if c.inp.cross else ''}ᵀ{unrotated}\nhead {head + 1} · {n_q} × {n_k}"
+        )
         if c.inp.scores is not None:
             self.views["circuit_scores"].set_data(c.inp.scores, q_tokens, k_tokens)
             self.views["circuit_scores"].set_title(f"scores = Q·Kᵀ\nhead {head + 1} · {n_q} × {n_k}")

@@ -84,8 +84,9 @@ def explain_output_row(r: AttentionResult, head: int, i: int, q_tokens, k_tokens
     terms = [f"{w[j]:.2f}·v<sub>{j}</sub> ‘{escape(str(k_tokens[j]))}’" for j in order[:MAX_TERMS] if w[j] > 0]
     lines.append("&nbsp;&nbsp;= " + " + ".join(terms) + (" + …" if np.count_nonzero(w) > MAX_TERMS else ""))
     out = r.head_outputs[head, i]
-    lines.append("&nbsp;&nbsp;= [" + ", ".join(_num(v) for v in out[:MAX_TERMS]) + (", …]" if len(out) > MAX_TERMS
-                                                                                       else "]"))
+    lines.append(
+        "&nbsp;&nbsp;= [" + ", ".join(_num(v) for v in out[:MAX_TERMS]) + (", …]" if len(out) > MAX_TERMS else "]")
+    )
     return "<br>".join(lines)
 
 
@@ -119,8 +120,11 @@ def view_formula(name: str, r: AttentionResult) -> str:
     return formulas[name]
 
 
-def explain_cell(name: str, meaning: str, r: AttentionResult, value: float, i: int, j: int, row_label: str,
-                 col_label: str) -> str:
+def explain_cell(
+    name: str, meaning: str, r: AttentionResult, value: float, i: int, j: int, row_label: str, col_label: str
+) -> str:
     """HTML: the view's formula with shapes, what a row means, and the hovered cell's value."""
-    return (f"<b>{escape(view_formula(name, r))}</b><br>{escape(meaning)}<br>"
-            f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_num(value)}</b>")
+    return (
+        f"<b>{escape(view_formula(name, r))}</b><br>{escape(meaning)}<br>"
+        f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_num(value)}</b>"
+    )

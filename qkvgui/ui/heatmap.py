@@ -88,8 +88,13 @@ class Prepared:
     origin: tuple[int, int]  # the cell (row, column) at the image's top-left
 
 
-def prepare(data: np.ndarray, kind: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
-            side: int = LOD_SIDE) -> Prepared:
+def prepare(
+    data: np.ndarray,
+    kind: str,
+    rows: tuple[int, int] | None = None,
+    cols: tuple[int, int] | None = None,
+    side: int = LOD_SIDE,
+) -> Prepared:
     """The image of data[rows, cols] (all of it by default) at no more than side pixels along a side."""
     r0, r1 = rows or (0, data.shape[0])
     c0, c1 = cols or (0, data.shape[1])
@@ -572,8 +577,11 @@ class HeatmapView(QWidget):
         # since every axis change repaints the axis from scratch (the main cost of a redraw).
         relayout = data.shape != self._data.shape or rows != self._row_labels or cols != self._col_labels
         big = data.size > LOD_CELLS
-        if not relayout and data.size and (data is self._data or not big and np.array_equal(data, self._data,
-                                                                                              equal_nan=True)):
+        if (
+            not relayout
+            and data.size
+            and (data is self._data or not big and np.array_equal(data, self._data, equal_nan=True))
+        ):
             return  # the same picture (K and V when W_Q changed, say): no redraw, no repaint
         self._data, self._row_labels, self._col_labels = data, rows, cols
         self._generation += 1  # whatever is being prepared for the previous data is stale now
@@ -663,8 +671,11 @@ class HeatmapView(QWidget):
         self._preparing = False
         if prepared is None:
             return
-        if prepared.origin == (0, 0) and prepared.image.shape[0] * prepared.factor[0] >= self._data.shape[0] \
-                and prepared.image.shape[1] * prepared.factor[1] >= self._data.shape[1]:
+        if (
+            prepared.origin == (0, 0)
+            and prepared.image.shape[0] * prepared.factor[0] >= self._data.shape[0]
+            and prepared.image.shape[1] * prepared.factor[1] >= self._data.shape[1]
+        ):
             self._overview = prepared
         self._show(prepared)
         self._refine()  # zoomed in meanwhile? then the part in view at full resolution follows
@@ -705,8 +716,13 @@ class HeatmapView(QWidget):
         fy, fx, r0, c0 = self._shown
         shown_rows = (r0, r0 + self._image.image.shape[0] * fy) if self._image.image is not None else (0, 0)
         shown_cols = (c0, c0 + self._image.image.shape[1] * fx) if self._image.image is not None else (0, 0)
-        if (max(fy, fx) <= need and shown_rows[0] <= rows[0] and rows[1] <= shown_rows[1]
-                and shown_cols[0] <= cols[0] and cols[1] <= shown_cols[1]):
+        if (
+            max(fy, fx) <= need
+            and shown_rows[0] <= rows[0]
+            and rows[1] <= shown_rows[1]
+            and shown_cols[0] <= cols[0]
+            and cols[1] <= shown_cols[1]
+        ):
             return  # what is on screen already covers the view at least as finely as needed
         # A margin of half the view on every side, so small pans need nothing new.
         dr, dc = (rows[1] - rows[0]) // 2, (cols[1] - cols[0]) // 2
@@ -856,8 +872,7 @@ class HeatmapView(QWidget):
         if self._zoom is None:
             vb.setLimits(xMin=None, xMax=None, yMin=None, yMax=None, minXRange=None, minYRange=None)
         else:
-            vb.setLimits(xMin=-0.5, xMax=m - 0.5, yMin=-0.5, yMax=n - 0.5, minXRange=min(1.0, m),
-                         minYRange=min(1.0, n))
+            vb.setLimits(xMin=-0.5, xMax=m - 0.5, yMin=-0.5, yMax=n - 0.5, minXRange=min(1.0, m), minYRange=min(1.0, n))
 
     def _set_zoom(self, x0: float, y0: float, cell: float) -> None:
         n, m = self._data.shape
@@ -898,8 +913,10 @@ class HeatmapView(QWidget):
         n, m = self._data.shape
         if not (0 <= i < n and 0 <= j < m):
             return ""
-        return (f"row {tagged(i, self._row_labels[i])} · column {tagged(j, self._col_labels[j])} = "
-                f"{format_cell(float(self._data[i, j]))}")
+        return (
+            f"row {tagged(i, self._row_labels[i])} · column {tagged(j, self._col_labels[j])} = "
+            f"{format_cell(float(self._data[i, j]))}"
+        )
 
     def plot_item(self) -> pg.PlotItem:
         """The PlotItem holding the image (its ViewBox maps view coordinates: cell (i, j) at (x=j, y=i))."""
@@ -1172,8 +1189,10 @@ class HeatmapView(QWidget):
                 self._cols_rotated = rotate
                 self._set_top_axis_space()
         col_space = fm.height() + 2 if self._cols_rotated else widest_col + tag + 6
-        shown = (ticks(self._row_labels, i0, i1, fm.height(), cell_h),
-                 ticks(self._col_labels, j0, j1, col_space, cell_w))
+        shown = (
+            ticks(self._row_labels, i0, i1, fm.height(), cell_h),
+            ticks(self._col_labels, j0, j1, col_space, cell_w),
+        )
         if shown != self._shown_ticks:
             self._shown_ticks = shown
             self._plot.getAxis("left").setTicks([shown[0], []])

@@ -63,8 +63,9 @@ class ImportLayerDialog(QDialog):
         one.addWidget(self.layer_spin)
         one.addStretch(1)
         which.addLayout(one)
-        self.info = QLabel("BERT (BertModel) and GPT-2 (GPT2Model, GPT2LMHeadModel) checkpoints in the Hugging Face "
-                           "layout.")
+        self.info = QLabel(
+            "BERT (BertModel) and GPT-2 (GPT2Model, GPT2LMHeadModel) checkpoints in the Hugging Face layout."
+        )
         self.info.setWordWrap(True)
         # The import runs on a worker: a busy bar and Cancel while it does; any failure (a hostile config, bfloat16
         # weights, a bug) ends it with a message and Import enabled again, never a bar spinning forever.
@@ -112,16 +113,18 @@ class ImportLayerDialog(QDialog):
         folder, text = self.folder_edit.text(), self.text_edit.text()
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
         self.info.setText("Reading the checkpoint and running the model…")
-        self.jobs.run("Importing the model", lambda progress: self._load(folder, layer, text), self._loaded,
-                      self._failed)
+        self.jobs.run(
+            "Importing the model", lambda progress: self._load(folder, layer, text), self._loaded, self._failed
+        )
 
     @staticmethod
     def _load(folder, layer, text):
         try:
             return Session.from_checkpoint(folder, layer, text)
         except ImportError as e:
-            raise QkvError(f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e}).") \
-                from None
+            raise QkvError(
+                f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e})."
+            ) from None
 
     def _failed(self, message: str) -> None:
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(True)

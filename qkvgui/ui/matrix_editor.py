@@ -133,8 +133,10 @@ def parse_block(text: str, fits: tuple[int, int] | None = None, progress=None) -
             rows = f"more than {fits[0]}" if rows_count > fits[0] else str(rows_count)
             raise PasteError(f"The pasted block is {rows} × {cols_count} but only {fits[0]} × {fits[1]} cells fit")
         if len(text) > rows_count * cols_count * (MAX_NUMBER_CHARS + 2) + 2 * rows_count + 1024:
-            raise PasteError(f"The pasted text is too long for {rows_count} × {cols_count} numbers: an entry is "
-                             f"longer than {MAX_NUMBER_CHARS} characters")
+            raise PasteError(
+                f"The pasted text is too long for {rows_count} × {cols_count} numbers: an entry is "
+                f"longer than {MAX_NUMBER_CHARS} characters"
+            )
     lines = text[: _rows_end(text)].replace("\r\n", "\n").replace("\r", "\n").split("\n")
     tabs = "\t" in text
     block = np.empty((len(lines), cols_count))  # [rows, cols]
@@ -565,8 +567,12 @@ class MatrixEditor(QWidget):
                     return
                 self.model.request_block(top, left, block)
 
-            return self.background(f"Pasting {height} × {width} numbers into {name}", parse, parsed,
-                                   lambda e: self.message.emit(f"{e}; nothing was pasted into {name}"))
+            return self.background(
+                f"Pasting {height} × {width} numbers into {name}",
+                parse,
+                parsed,
+                lambda e: self.message.emit(f"{e}; nothing was pasted into {name}"),
+            )
         try:
             block = parse_block(text, fits=fits)
         except ValueError as e:

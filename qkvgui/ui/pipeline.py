@@ -32,30 +32,96 @@ VIEW_SPECS = (
     ViewSpec("q", "Q = X·W_Q", True, "query", "d", tip="Row i: what token i is looking for (its query)."),
     ViewSpec("k", "K = X_kv·W_K", True, "key", "d", tip="Row j: what token j offers to be found by (its key)."),
     ViewSpec("v", "V = X_kv·W_V", True, "key", "d", tip="Row j: what token j hands over when it is attended to."),
-    ViewSpec("q_rope", "Q_rope = rotate(Q, position)", True, "query", "d",
-             tip="Row i: token i's query turned by its position i (each coordinate pair by its own angle)."),
-    ViewSpec("k_rope", "K_rope = rotate(K, position)", True, "key", "d",
-             tip="Row j: token j's key turned by its position j; q_i·k_j then depends on i − j only through "
-                 "the rotation."),
-    ViewSpec("angles", "angle = position · θ^(−2i/d_k)", False, "query", "pair",
-             tip="Cell (p, i): the angle (radians, wrapped to ±π) by which pair i = (d_i, d_{i+d_k/2}) of position "
-                 "p's query and key turns. Pair 0 turns one radian per position, the last pair almost not at all."),
-    ViewSpec("scores", "scores = Q·Kᵀ", True, "query", "key",
-             tip="Cell (i, j): how strongly token i's query matches token j's key, q_i·k_j."),
-    ViewSpec("scaled", "scaled = scores × scale", True, "query", "key",
-             tip="The scores times the scale (1/√d_k by default), so softmax does not saturate."),
-    ViewSpec("masked", "masked = mask(scaled)", True, "query", "key",
-             tip="Hidden keys (causal: later tokens; padding) get −∞, so softmax gives them weight 0."),
-    ViewSpec("weights", "weights = softmax(masked)", True, "query", "key", kind="weights",
-             tip="Row i: how much token i takes from each token; every row sums to 1."),
-    ViewSpec("head_outputs", "head output = weights·V", True, "query", "d",
-             tip="Row i: the weighted sum of the value rows, with row i of the weights as the weights."),
-    ViewSpec("concat", "concat = [h1 | h2 | …]", False, "query", "concat",
-             tip="Every head's output side by side, head 1 first."),
-    ViewSpec("output", "output = concat·W_O", False, "query", "d_model",
-             tip="W_O mixes the heads and maps them back to the residual stream's width."),
-    ViewSpec("residual", "residual = X + output", False, "query", "d_model",
-             tip="What the layer leaves in the residual stream: the input plus what attention wrote."),
+    ViewSpec(
+        "q_rope",
+        "Q_rope = rotate(Q, position)",
+        True,
+        "query",
+        "d",
+        tip="Row i: token i's query turned by its position i (each coordinate pair by its own angle).",
+    ),
+    ViewSpec(
+        "k_rope",
+        "K_rope = rotate(K, position)",
+        True,
+        "key",
+        "d",
+        tip="Row j: token j's key turned by its position j; q_i·k_j then depends on i − j only through the rotation.",
+    ),
+    ViewSpec(
+        "angles",
+        "angle = position · θ^(−2i/d_k)",
+        False,
+        "query",
+        "pair",
+        tip="Cell (p, i): the angle (radians, wrapped to ±π) by which pair i = (d_i, d_{i+d_k/2}) of position "
+        "p's query and key turns. Pair 0 turns one radian per position, the last pair almost not at all.",
+    ),
+    ViewSpec(
+        "scores",
+        "scores = Q·Kᵀ",
+        True,
+        "query",
+        "key",
+        tip="Cell (i, j): how strongly token i's query matches token j's key, q_i·k_j.",
+    ),
+    ViewSpec(
+        "scaled",
+        "scaled = scores × scale",
+        True,
+        "query",
+        "key",
+        tip="The scores times the scale (1/√d_k by default), so softmax does not saturate.",
+    ),
+    ViewSpec(
+        "masked",
+        "masked = mask(scaled)",
+        True,
+        "query",
+        "key",
+        tip="Hidden keys (causal: later tokens; padding) get −∞, so softmax gives them weight 0.",
+    ),
+    ViewSpec(
+        "weights",
+        "weights = softmax(masked)",
+        True,
+        "query",
+        "key",
+        kind="weights",
+        tip="Row i: how much token i takes from each token; every row sums to 1.",
+    ),
+    ViewSpec(
+        "head_outputs",
+        "head output = weights·V",
+        True,
+        "query",
+        "d",
+        tip="Row i: the weighted sum of the value rows, with row i of the weights as the weights.",
+    ),
+    ViewSpec(
+        "concat",
+        "concat = [h1 | h2 | …]",
+        False,
+        "query",
+        "concat",
+        tip="Every head's output side by side, head 1 first.",
+    ),
+    ViewSpec(
+        "output",
+        "output = concat·W_O",
+        False,
+        "query",
+        "d_model",
+        tip="W_O mixes the heads and maps them back to the residual stream's width.",
+    ),
+    ViewSpec(
+        "residual",
+        "residual = X + output",
+        False,
+        "query",
+        "d_model",
+        tip="What the layer leaves in the residual stream: the input plus what attention wrote.",
+    ),
 )
 SPECS = {s.name: s for s in VIEW_SPECS}
 #: the views whose cell (i, j) is one query and one key
@@ -93,10 +159,22 @@ class PipelineView(QWidget):
     focus_requested = Signal(str)
 
     #: the overview grid: 12 columns, so Q, K and V take a third each and the other rows a quarter each
-    GRID = {"q": (0, 0, 4), "k": (0, 4, 4), "v": (0, 8, 4),
-            "q_rope": (1, 0, 4), "k_rope": (1, 4, 4), "angles": (1, 8, 4),  # the rotary row (RoPE sessions only)
-            "scores": (2, 0, 3), "scaled": (2, 3, 3), "masked": (2, 6, 3), "weights": (2, 9, 3),
-            "head_outputs": (3, 0, 3), "concat": (3, 3, 3), "output": (3, 6, 3), "residual": (3, 9, 3)}
+    GRID = {
+        "q": (0, 0, 4),
+        "k": (0, 4, 4),
+        "v": (0, 8, 4),
+        "q_rope": (1, 0, 4),
+        "k_rope": (1, 4, 4),
+        "angles": (1, 8, 4),  # the rotary row (RoPE sessions only)
+        "scores": (2, 0, 3),
+        "scaled": (2, 3, 3),
+        "masked": (2, 6, 3),
+        "weights": (2, 9, 3),
+        "head_outputs": (3, 0, 3),
+        "concat": (3, 3, 3),
+        "output": (3, 6, 3),
+        "residual": (3, 9, 3),
+    }
     THUMB = QSize(84, 92)  # a head thumbnail: picture and its one-line title
     CONTEXT = QSize(184, 150)  # a view in the context column while another is focused
 
@@ -242,8 +320,17 @@ class PipelineView(QWidget):
         self.strip.setFixedWidth(inner + bar + 4)
 
     # ---- drawing -------------------------------------------------------------------------------------------
-    def show_result(self, r: AttentionResult, head: int, q_tokens, k_tokens, cross: bool = False,
-                    features=None, layer: int | None = None, ablated=None) -> None:
+    def show_result(
+        self,
+        r: AttentionResult,
+        head: int,
+        q_tokens,
+        k_tokens,
+        cross: bool = False,
+        features=None,
+        layer: int | None = None,
+        ablated=None,
+    ) -> None:
         """Draw every view of the result for the selected head (ablated: which heads are switched off).
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
@@ -279,8 +366,17 @@ class PipelineView(QWidget):
         else:
             self._layout_focus(self._focused)
 
-    def _draw_steps(self, r: AttentionResult, head: int, q_tokens: list, k_tokens: list, cross: bool,
-                    features, layer: int | None, ablated=None) -> list:
+    def _draw_steps(
+        self,
+        r: AttentionResult,
+        head: int,
+        q_tokens: list,
+        k_tokens: list,
+        cross: bool,
+        features,
+        layer: int | None,
+        ablated=None,
+    ) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
         d_model = r.output.shape[1]
@@ -324,8 +420,12 @@ class PipelineView(QWidget):
         # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
         pooled_q, pooled_k = q_tokens[:: r.pool], k_tokens[:: r.pool]
         for i, view in enumerate(self.head_views):
-            title = (("▶ " if i == head else "") + f"head {i + 1}" + (f" · kv {r.kv_head(i) + 1}" if shared else "")
-                     + (" · off" if i < len(off) and off[i] else ""))
+            title = (
+                ("▶ " if i == head else "")
+                + f"head {i + 1}"
+                + (f" · kv {r.kv_head(i) + 1}" if shared else "")
+                + (" · off" if i < len(off) and off[i] else "")
+            )
             view.setProperty("selected", i == head)
             view.setProperty("ablated", i < len(off) and off[i])
             steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, title))
@@ -339,10 +439,19 @@ class PipelineView(QWidget):
 
     def _ensure_head_views(self, h: int) -> None:
         before = len(self.head_views)
-        _fit_count(self.head_views, h, self.heads_layout, lambda i: _small_view(
-            "weights", f"view.weights.head{i + 1}",
-            f"The weights of head {i + 1}: row i is how much token i takes from each token. Click to select "
-            "this head.", self.THUMB), per_row=1)
+        _fit_count(
+            self.head_views,
+            h,
+            self.heads_layout,
+            lambda i: _small_view(
+                "weights",
+                f"view.weights.head{i + 1}",
+                f"The weights of head {i + 1}: row i is how much token i takes from each token. Click to select "
+                "this head.",
+                self.THUMB,
+            ),
+            per_row=1,
+        )
         for i in range(before, len(self.head_views)):
             self.head_views[i].clicked.connect(lambda i=i: self.head_clicked.emit(i))
 
@@ -353,9 +462,18 @@ class PipelineView(QWidget):
         self.residuals_box.setVisible(many)
         if not many:
             return
-        _fit_count(self.residual_views, len(results), self.residuals_layout, lambda i: _small_view(
-            "diverging", f"view.residual.layer{i + 1}", "The residual stream after this layer: what the next layer "
-            "reads.", self.THUMB), per_row=1)
+        _fit_count(
+            self.residual_views,
+            len(results),
+            self.residuals_layout,
+            lambda i: _small_view(
+                "diverging",
+                f"view.residual.layer{i + 1}",
+                "The residual stream after this layer: what the next layer reads.",
+                self.THUMB,
+            ),
+            per_row=1,
+        )
         for i, (view, r) in enumerate(zip(self.residual_views, results, strict=True)):
             view.set_data(r.residual, list(tokens), list(features))
             view.set_title(f"after layer {i + 1}")
@@ -390,8 +508,14 @@ def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
     if view.property("group_colour") != colour:
         view.setProperty("group_colour", colour)
         tip = view.toolTip().split("\n")[0]
-        view.setToolTip(tip + (f"\nReads key/value head {kv_head + 1}, shared with the heads of the same colour."
-                               if kv_head is not None else ""))
+        view.setToolTip(
+            tip
+            + (
+                f"\nReads key/value head {kv_head + 1}, shared with the heads of the same colour."
+                if kv_head is not None
+                else ""
+            )
+        )
 
 
 def _small_view(kind: str, name: str, tip: str, size: QSize) -> HeatmapView:
@@ -421,4 +545,3 @@ def _fit_count(views: list[HeatmapView], count: int, layout: QGridLayout, make, 
         layout.removeWidget(view)
     for i, view in enumerate(views):
         layout.addWidget(view, i // per_row, i % per_row)
-

@@ -125,7 +125,7 @@ def parse_tokens(text: str) -> list[str]:
 
 
 def dead_rows_text(rows: Sequence[int], tokens: Sequence[str], shown: int = 6) -> str:
-    """"query rows 0 ('the') and 2 ('cat') see no key and take nothing": numbers for people, never np.int64(0)."""
+    """ "query rows 0 ('the') and 2 ('cat') see no key and take nothing": numbers for people, never np.int64(0)."""
     rows = [int(r) for r in rows]
     if not rows:
         return ""

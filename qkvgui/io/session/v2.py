@@ -38,8 +38,19 @@ def load(fields: Fields, archive: Archive) -> SessionState:
         }
         h = layer_shapes["W_Q"][0]
         ablated = lf.flags("ablated", h, "heads")
-        layers.append(Layer(got["W_Q"], got["W_K"], got["W_V"], got["W_O"], got["b_Q"], got["b_K"], got["b_V"],
-                            got["b_O"], ablated=ablated))
+        layers.append(
+            Layer(
+                got["W_Q"],
+                got["W_K"],
+                got["W_V"],
+                got["W_O"],
+                got["b_Q"],
+                got["b_K"],
+                got["b_V"],
+                got["b_O"],
+                ablated=ablated,
+            )
+        )
     layer = fields.get("layer", int)
     if not 0 <= layer < len(layers):
         raise fields.error("layer", f"is {layer}; a layer index runs from 0 to {len(layers) - 1}.")

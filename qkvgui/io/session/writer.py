@@ -135,8 +135,11 @@ def _metadata(s: SessionState) -> bytes:
         doc["rotary"] = {"on": bool(s.rotary), "theta": float(s.rope_theta)}
     if s.model is not None:  # version 3: the model's own blocks between the layers
         plain, model_arrays = s.model.to_plain()
-        doc["model"] = {**plain, "shapes": {name: list(a.shape) for name, a in model_arrays.items()},
-                        "matrices": {name: f"model/{name}.npy" for name in model_arrays}}
+        doc["model"] = {
+            **plain,
+            "shapes": {name: list(a.shape) for name, a in model_arrays.items()},
+            "matrices": {name: f"model/{name}.npy" for name in model_arrays},
+        }
     # The document checks shapes and numbers; the words are checked here, so every file written reads back.
     for key in ("title", "description"):
         if not isinstance(doc[key], str):

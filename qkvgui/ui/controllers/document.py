@@ -138,8 +138,14 @@ class DocumentController(QObject):
         if path:
             self.open_path(path, ask=False)
 
-    def run_job(self, title: str, work: Callable, done: Callable[[Any], object], failed: Callable[[str], None],
-                wait: bool = False) -> bool:
+    def run_job(
+        self,
+        title: str,
+        work: Callable,
+        done: Callable[[Any], object],
+        failed: Callable[[str], None],
+        wait: bool = False,
+    ) -> bool:
         """Run work(progress) on the worker, then done(result) or failed(message) on the GUI thread. Returns whether
         it started, or with ``wait`` (scripts, tests) whether it succeeded (done did not return False)."""
         outcome: list[bool] = []
@@ -379,8 +385,9 @@ class DocumentController(QObject):
 
         def load(progress) -> Session:
             try:
-                return Session.from_checkpoint(source["path"], source.get("layer"), source["text"],
-                                               ids=source.get("ids"))
+                return Session.from_checkpoint(
+                    source["path"], source.get("layer"), source["text"], ids=source.get("ids")
+                )
             except ImportError as e:
                 raise QkvError(f"Could not reload the model: {e}") from None
 

@@ -41,8 +41,9 @@ class FigureController(QObject):
                 raise QkvError(f"{path.name}: a figure is written as .png, .svg or .pdf.")
             _, options = saved_choice()
             if options.unit == "px":
-                options = replace(options, width=options.width * scale, height=options.height * scale,
-                                  dpi=options.dpi * scale)
+                options = replace(
+                    options, width=options.width * scale, height=options.height * scale, dpi=options.dpi * scale
+                )
             else:
                 options = replace(options, dpi=options.dpi * scale)
             written = write_figure_file(path, Figure(figure_data(self.window.session), name, options))
@@ -73,8 +74,10 @@ class FigureController(QObject):
             self.message.emit(f"Could not copy the figure: {e}")
             return
         QApplication.clipboard().setImage(image)
-        self.message.emit(f"copied the {name} figure ({image.width()} × {image.height()} px; "
-                          "File ▸ Export figure chooses which and how)")
+        self.message.emit(
+            f"copied the {name} figure ({image.width()} × {image.height()} px; "
+            "File ▸ Export figure chooses which and how)"
+        )
 
     def export_animation_dialog(self) -> None:
         """File ▸ Export animation: the steps of attention as a GIF or MP4, written off the GUI thread."""

@@ -98,8 +98,10 @@ class EditorTabs(QTabWidget):
         form = QFormLayout()
         self.tokens_edit = QLineEdit()
         self.tokens_edit.setObjectName("control.tokens")
-        self.tokens_edit.setToolTip('The tokens, separated by spaces ("new york" in quotes is one token). Press Enter '
-                                    "to apply; X gains or loses rows.")
+        self.tokens_edit.setToolTip(
+            'The tokens, separated by spaces ("new york" in quotes is one token). Press Enter '
+            "to apply; X gains or loses rows."
+        )
         form.addRow("tokens", self.tokens_edit)
         self.cross_box = QCheckBox("cross-attention")
         self.cross_box.setObjectName("control.cross")
@@ -116,8 +118,10 @@ class EditorTabs(QTabWidget):
         form.addRow(self.cross_warning)
         self.source_edit = QLineEdit()
         self.source_edit.setObjectName("control.source_tokens")
-        self.source_edit.setToolTip('The source tokens of cross-attention, separated by spaces ("new york" in quotes '
-                                    "is one token); Enter applies.")
+        self.source_edit.setToolTip(
+            'The source tokens of cross-attention, separated by spaces ("new york" in quotes '
+            "is one token); Enter applies."
+        )
         for edit in (self.tokens_edit, self.source_edit):
             # Qt's default cap (32,767 characters) cut longer text silently; a paste beyond this one is refused
             edit.setMaxLength(MAX_TOKENS_TEXT)
@@ -213,8 +217,9 @@ class EditorTabs(QTabWidget):
             edit.setModified(modified)
 
         QTimer.singleShot(0, restore)  # after Qt has finished the cut insert
-        self.edits.refused.emit(f"That text is longer than the {edit.maxLength():,} characters a token field holds: "
-                                "nothing was pasted.")
+        self.edits.refused.emit(
+            f"That text is longer than the {edit.maxLength():,} characters a token field holds: nothing was pasted."
+        )
 
     def _show_tokens(self, edit: QLineEdit, tokens: list[str]) -> None:
         """The tokens as the field's text, exactly (quoted where needed), or read-only when they are too long."""
