@@ -26,6 +26,7 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from qkvgui.core import AttentionResult, SessionError, ShapeError
+from qkvgui.core.cancel import CancelToken
 from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
 from qkvgui.core.format import format_shape
 from qkvgui.core.heads import head_scores, mean_entropy, repeated_random_tokens
@@ -354,11 +355,12 @@ class Session:
 
     # ---- making sessions ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Session:
-        """Read a session file (.qkv); anything wrong with it raises SessionFileError saying what and where."""
+    def load(cls, path: str | os.PathLike[str], cancel: CancelToken | None = None) -> Session:
+        """Read a session file (.qkv); anything wrong with it raises SessionFileError saying what and where.
+        ``cancel`` (on a worker): a cancelled read stops between pieces of the matrices with ``Cancelled``."""
         from qkvgui.io.session import read_state
 
-        return cls(read_state(path))
+        return cls(read_state(path, cancel))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the session atomically: the previous file survives any failure half-way."""

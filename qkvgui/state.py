@@ -237,6 +237,7 @@ def validate_state(s: SessionState) -> None:
         layers=len(s.layers),
         residual=s.x_residual is not None,
         kv_heads=h_kv,
+        model_bytes=_model_bytes(s.model),
     )
     check_extra(s.extra)
     if s.rotary and dk % 2:
@@ -308,9 +309,11 @@ def check_sizes(
     layers: int = 1,
     residual: bool = False,
     kv_heads: int | None = None,
+    model_bytes: int = 0,
 ) -> None:
-    """Each dimension between 1 and its LIMIT, and all matrices together within MAX_MATRIX_BYTES (what a session
-    file holds); raises SessionError naming the first limit passed, before anything is allocated."""
+    """Each dimension between 1 and its LIMIT, and all matrices together (with ``model_bytes`` of a whole model's
+    own blocks) within MAX_MATRIX_BYTES (what a session file holds); raises SessionError naming the first limit
+    passed, before anything is allocated."""
     for what, value, limit in (
         ("heads", heads, LIMITS["heads"]),
         ("d_model", d_model, LIMITS["d_model"]),
@@ -336,6 +339,21 @@ def check_sizes(
             f"{max(tokens, source_tokens)} tokens would take {byte_text(total)} of matrices; a session holds at most "
             f"{byte_text(MAX_MATRIX_BYTES)} (what a session file can save and load). Nothing was changed."
         )
+    if model_bytes and total + model_bytes > MAX_MATRIX_BYTES:
+        raise SessionError(
+            f"The model's layers take {byte_text(total)} and its own blocks (norms, MLPs) {byte_text(model_bytes)}: "
+            f"more than the {byte_text(MAX_MATRIX_BYTES)} a session holds (what a session file can save and load)."
+        )
+
+
+def _model_bytes(model: object) -> int:
+    """Bytes of a whole model's own blocks as float64 (0 without one)."""
+    if not isinstance(model, Stack):
+        return 0
+    try:
+        return 8 * sum(int(np.size(a)) for a in model.to_plain()[1].values())
+    except (AttributeError, TypeError):  # malformed blocks: Stack.check says what is wrong
+        return 0
 
 
 def check_extra(extra: object) -> None:

@@ -5,12 +5,14 @@ recovered per document and per process, and what the window shows is written for
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
+import qkvgui.ui.jobs as jobs
 import qkvgui.ui.matrix_editor as matrix_editor
 from qkvgui import Session
 from qkvgui.bench_hostile import _deep_extra, _huge_title
@@ -54,6 +56,36 @@ def test_opening_runs_on_a_worker_and_cancel_keeps_the_document(qtbot, window, t
     assert doc.open_path(path, ask=False)
     assert doc.jobs.wait(60)
     assert window.session.title == "big" and window.session.d_model == 768 and doc.path == path
+
+
+def test_cancel_stops_the_read_itself_and_the_window_keeps_its_document(qtbot, window, tmp_path, monkeypatch):
+    """Cancel does not only stop waiting: the worker stops reading at its next piece (asserted on how much of the
+    file was read, not on time). The read is held at its first piece until Cancel has been pressed."""
+    path = big_session(tmp_path / "big.qkv")
+    before = window.session.state()
+    reached, release, reports = threading.Event(), threading.Event(), []
+    report = jobs.Progress.report
+
+    def held(progress, done, total, text=None):
+        report(progress, done, total, text)
+        reports.append((done, total))
+        if done > 0 and not reached.is_set():
+            reached.set()
+            release.wait(20)
+
+    monkeypatch.setattr(jobs.Progress, "report", held)
+    doc = window.document
+    assert doc.open_path(path, ask=False)
+    progress = doc.jobs._progress
+    qtbot.waitUntil(reached.is_set, timeout=20000)  # the worker has read its first piece
+    qtbot.mouseClick(doc.jobs.widget.cancel_button, Qt.MouseButton.LeftButton)
+    release.set()
+    assert progress.ended.wait(20)  # the worker has returned ...
+    done, total = reports[-1]
+    assert 0 < done < total / 4 and total >= 25_000_000  # ... after a few MB of a 25 MB file, not all of it
+    qtbot.wait(100)
+    assert window.session.state().x is before.x and window.document.path is None
+    assert "cancelled; nothing was changed" in window.last_message
 
 
 @pytest.mark.parametrize("hostile", ["deep-extra", "fifo", "dev-zero", "folder", "garbage"])

@@ -1,14 +1,17 @@
 """The attention math in pure NumPy: no Qt, no files, no globals."""
 
 from .attention import AttentionResult, attention_mask, multi_head_attention, softmax
+from .cancel import CancelToken
 from .circuits import Spectrum, composition_scores, ov_circuit, qk_circuit, spectrum
 from .errors import (
+    Cancelled,
     CheckpointError,
     FigureError,
     MatrixFileError,
     NonFiniteError,
     PresetError,
     QkvError,
+    ReadOnlyFileError,
     SessionError,
     SessionFileError,
     ShapeError,
@@ -29,6 +32,8 @@ from .learn import (
 __all__ = [
     "TARGET_PRESETS",
     "AttentionResult",
+    "CancelToken",
+    "Cancelled",
     "CheckpointError",
     "FigureError",
     "Floor",
@@ -37,6 +42,7 @@ __all__ = [
     "PatternFitter",
     "PresetError",
     "QkvError",
+    "ReadOnlyFileError",
     "SessionError",
     "SessionFileError",
     "ShapeError",

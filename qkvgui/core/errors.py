@@ -13,17 +13,21 @@ a bug. The family:
       CheckpointError        a model folder (config, weights, tokenizer) cannot be read or run
       FigureError            a figure or animation cannot be drawn or written
       UsageError             bad input on the command line
+      ReadOnlyFileError      a file to be replaced is read-only or not a regular file (also a PermissionError)
+      Cancelled              the user cancelled long work (reading a file, a forward pass); nothing was changed
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Cancelled",
     "CheckpointError",
     "FigureError",
     "MatrixFileError",
     "NonFiniteError",
     "PresetError",
     "QkvError",
+    "ReadOnlyFileError",
     "SessionError",
     "SessionFileError",
     "ShapeError",
@@ -70,3 +74,15 @@ class FigureError(QkvError):
 
 class UsageError(QkvError):
     """Bad input on the command line: printed as one line, exit code 2."""
+
+
+class ReadOnlyFileError(QkvError, PermissionError):
+    """The file to be replaced is read-only (or not a file): it is left alone, as office suites do. Also a
+    ``PermissionError``, so code that catches OSError on a save still catches it."""
+
+
+class Cancelled(QkvError):
+    """The user cancelled long work (``core.cancel``: reading a file, a forward pass); nothing was changed."""
+
+    def __init__(self, message: str = "cancelled; nothing was changed.") -> None:
+        super().__init__(message)

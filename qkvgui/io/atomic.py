@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from qkvgui.core.errors import QkvError
+from qkvgui.core.errors import ReadOnlyFileError
 
 __all__ = ["ReadOnlyFileError", "atomic_write", "clean_stale_temporaries", "write_target"]
 
@@ -29,10 +29,6 @@ ANCIENT_SECONDS = 24 * 3600.0
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.qkvgui-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
 #: what qkvgui versions before process ids wrote: ".<name>.<8 random characters>.tmp", for the files qkvgui writes
 _OLD_TEMPORARY = re.compile(r"^\.(?P<name>.+\.(?:qkv|npy|csv|png|svg|pdf|gif|mp4))\.[a-z0-9_]{8}\.tmp$")
-
-
-class ReadOnlyFileError(QkvError, PermissionError):
-    """The file to be replaced is read-only (or not a file): it is left alone, as office suites do."""
 
 
 def write_target(path: str | os.PathLike) -> Path:

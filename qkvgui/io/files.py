@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from qkvgui.core.errors import QkvError
+from qkvgui.core.errors import Cancelled, QkvError
 
 __all__ = ["file_boundary", "label_of", "open_regular", "human_bytes", "reason"]
 
@@ -108,7 +108,7 @@ def file_boundary(path: str | os.PathLike, error: type[QkvError], doing: str) ->
     label = label_of(path)
     try:
         yield
-    except error:
+    except (error, Cancelled):  # Cancel is not a problem with the file
         raise
     except QkvError as e:
         raise error(reason(e, 400)) from None

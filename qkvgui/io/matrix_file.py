@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from qkvgui.core import MatrixFileError as MatrixError
+from qkvgui.core.cancel import CancelToken
+from qkvgui.core.cancel import report as _report
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.files import file_boundary, label_of, open_regular, reason
 from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
@@ -19,15 +22,23 @@ MATRIX_SUFFIXES = (".npy", ".csv")
 MAX_CELLS = 4096 * 8192
 #: the largest .csv read (a full-precision number takes about 20 characters: larger matrices travel as .npy)
 MAX_CSV_BYTES = 256 * 1024**2
+#: a file is read in pieces of this many bytes (a .csv parsed in pieces of CSV_ROWS rows), Cancel checked and
+#: progress reported between them
+CHUNK_BYTES = 4 * 1024**2
+CSV_ROWS = 1024
 _WHAT = "matrix file"
 
 
-def read_matrix(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_matrix(
+    path: str | Path, shape: tuple[int, int] | None = None, cancel: CancelToken | None = None
+) -> np.ndarray:
     """A 2-D float64 matrix from .npy or .csv; a file that is not one raises an error saying why.
 
     Only regular files are opened (never a pipe or a device), their size is checked before anything is read,
     and a .npy's header before any data. With ``shape`` (rows, cols), a matrix of another shape is refused before
     its numbers are read (a .npy by its header, a .csv by its count of lines and of the first line's entries).
+    ``cancel`` (on a worker): checked between pieces of the file and of the parsing; a cancelled read stops there
+    with ``Cancelled``.
     """
     path = Path(path)
     label = label_of(path)
@@ -36,9 +47,9 @@ def read_matrix(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
         raise MatrixError(f"{label}: matrices are read from {' or '.join(MATRIX_SUFFIXES)} files.")
     with file_boundary(path, MatrixError, "read as a matrix"):
         if suffix == ".npy":
-            a = _read_npy(path, label, shape)
+            a = _read_npy(path, label, shape, cancel)
         else:
-            a = _read_csv(path, label, shape)
+            a = _read_csv(path, label, shape, cancel)
     if a.ndim != 2 or a.size == 0:
         raise MatrixError(f"{label} holds an array of shape {a.shape}; a matrix needs rows and columns.")
     if not np.isfinite(a).all():
@@ -54,7 +65,22 @@ def _wrong_shape(label: str, got: tuple[int, ...], shape: tuple[int, int]) -> Ma
     )
 
 
-def _read_npy(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarray:
+def _read_chunks(f: BinaryIO, nbytes: int, cancel: CancelToken | None, of: int) -> bytearray:
+    """Up to nbytes from f in CHUNK_BYTES pieces (fewer when the file ends), Cancel checked before each; progress
+    reported as bytes of ``of``."""
+    data = bytearray(nbytes)
+    view = memoryview(data)
+    got = 0
+    while got < nbytes:
+        _report(cancel, got, of)
+        n = f.readinto(view[got : got + CHUNK_BYTES])  # type: ignore[attr-defined]  # a real file has it
+        if not n:
+            break
+        got += n
+    return data[:got] if got < nbytes else data
+
+
+def _read_npy(path: Path, label: str, shape: tuple[int, int] | None, cancel: CancelToken | None) -> np.ndarray:
     with open_regular(path, what=_WHAT, error=MatrixError, max_bytes=MAX_CELLS * 8 + MAX_NPY_HEADER + 16) as f:
         header = read_npy_header(f, label, MatrixError)
         if len(header.shape) != 2:
@@ -71,17 +97,17 @@ def _read_npy(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarr
                 f"{label} is {state}: a {rows} × {cols} {header.dtype} array needs "
                 f"{header.offset + header.data_bytes} bytes, the file has {size}."
             )
-        data = f.read(header.data_bytes)
+        data = _read_chunks(f, header.data_bytes, cancel, header.data_bytes)
     if len(data) != header.data_bytes:
         raise MatrixError(f"{label} changed while it was read (it is shorter than its header says).")
     flat = np.frombuffer(data, dtype=header.dtype)
     a = flat.reshape(header.shape[::-1]).T if header.fortran_order else flat.reshape(header.shape)
-    return np.array(a, dtype=np.float64, order="C")
+    return np.ascontiguousarray(a, dtype=np.float64)  # a float64 file's buffer is used as it is
 
 
-def _read_csv(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarray:
+def _read_csv(path: Path, label: str, shape: tuple[int, int] | None, cancel: CancelToken | None) -> np.ndarray:
     with open_regular(path, what=_WHAT, error=MatrixError, max_bytes=MAX_CSV_BYTES) as f:
-        raw = f.read(MAX_CSV_BYTES + 1)
+        raw = bytes(_read_chunks(f, MAX_CSV_BYTES + 1, cancel, os.fstat(f.fileno()).st_size))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -97,10 +123,17 @@ def _read_csv(path: Path, label: str, shape: tuple[int, int] | None) -> np.ndarr
         raise MatrixError(f"{label} holds {len(lines)} × {cols} numbers: too many to edit (at most {MAX_CELLS:,}).")
     if shape is not None and (len(lines), cols) != tuple(shape):
         raise _wrong_shape(label, (len(lines), cols), shape)
-    try:
-        return np.loadtxt(lines, delimiter=delimiter, ndmin=2, dtype=np.float64)
-    except ValueError as e:
-        raise MatrixError(f"{label} could not be read as a matrix: {reason(e)}") from None
+    pieces = []
+    for start in range(0, len(lines), CSV_ROWS):
+        _report(cancel, start, len(lines), "Parsing the numbers")
+        try:
+            pieces.append(np.loadtxt(lines[start : start + CSV_ROWS], delimiter=delimiter, ndmin=2, dtype=np.float64))
+        except ValueError as e:
+            where = f" (in lines {start + 1} to {start + CSV_ROWS})" if len(lines) > CSV_ROWS else ""
+            raise MatrixError(f"{label} could not be read as a matrix{where}: {reason(e)}") from None
+    if any(p.shape[1] != cols for p in pieces):
+        raise MatrixError(f"{label} could not be read as a matrix: its rows do not all have {cols} numbers.")
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def write_matrix(path: str | Path, matrix) -> Path:

@@ -3,11 +3,12 @@ matrix or a model layer, parsing a large paste.
 
 The pattern is the recompute scheduler's: a ``ThreadPoolExecutor`` does the work, a ``QTimer`` on the GUI thread
 polls for the result (no signal crosses threads), and the GUI thread only ever applies a finished result. The work
-function gets a ``Progress`` to report how far it is and to notice Cancel; Cancel returns control at once (the
-result, whenever it comes, is dropped), so the window keeps what it had.
+function gets a ``Progress``, which is the ``core.cancel.CancelToken`` io and core check: the work reports how far it
+is and stops at its next check once Cancel is pressed. Cancel returns control at once (the result, should one still
+come, is dropped), so the window keeps what it had.
 
     jobs = JobRunner(status_bar, parent)
-    jobs.run("Opening big.qkv", lambda progress: Session.load(path), done=show, failed=report)
+    jobs.run("Opening big.qkv", lambda progress: Session.load(path, progress), done=show, failed=report)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QStatusBar, QWidget
 
 from qkvgui.core import QkvError
+from qkvgui.core.cancel import Cancelled, CancelToken
 
 __all__ = ["Cancelled", "JobRunner", "Progress"]
 
@@ -29,37 +31,27 @@ __all__ = ["Cancelled", "JobRunner", "Progress"]
 POLL_MS = 15
 
 
-class Cancelled(Exception):
-    """Raised inside a job by ``Progress.check()`` once the user pressed Cancel."""
-
-
-class Progress:
-    """What a job tells the window (thread-safe: plain attribute writes, read by the GUI thread's poll)."""
+class Progress(CancelToken):
+    """What a job tells the window, and the job's cancel token (thread-safe: plain attribute writes, read by the
+    GUI thread's poll). Work in io and core takes it as their ``core.cancel.CancelToken``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.done = 0
         self.total = 0  # 0: no known total (a busy bar)
         self.text = ""
-        self._cancel = threading.Event()
+        #: set once the work has returned or raised (a cancelled job's worker may still be finishing its step)
+        self.ended = threading.Event()
 
     def __call__(self, done: int, total: int, text: str | None = None) -> bool:
         """Report progress; returns False once cancelled (for loops that prefer a flag to an exception)."""
+        self.report(done, total, text)
+        return not self.cancelled
+
+    def report(self, done: int, total: int, text: str | None = None) -> None:
         self.done, self.total = int(done), int(total)
         if text is not None:
             self.text = text
-        return not self._cancel.is_set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def check(self) -> None:
-        """Raise ``Cancelled`` when the user has cancelled."""
-        if self._cancel.is_set():
-            raise Cancelled()
-
-    def cancel(self) -> None:
-        self._cancel.set()
 
 
 class _Bar(QWidget):
@@ -198,7 +190,10 @@ class JobRunner(QObject):
 def _guarded(work: Callable[[Progress], Any], progress: Progress, title: str) -> tuple[Any, str | None]:
     """Run a job; every failure becomes a message for the user (a job never raises into the GUI thread)."""
     try:
-        return work(progress), None
+        try:
+            return work(progress), None
+        finally:
+            progress.ended.set()
     except Cancelled:
         return None, f"{title}: cancelled; nothing was changed."
     except QkvError as e:

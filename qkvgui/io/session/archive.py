@@ -17,6 +17,7 @@ from typing import IO, Any, BinaryIO, cast
 import numpy as np
 
 from qkvgui.core import SessionFileError
+from qkvgui.core.cancel import Cancelled, CancelToken
 from qkvgui.core.checks import MAX_MATRIX_BYTES as _MAX_MATRIX_BYTES
 from qkvgui.core.format import format_shape
 from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
@@ -39,6 +40,8 @@ MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + MAX_MEMBERS * MAX_NPY_HEAD
 #: a compressed member larger than this whose size is more than BOMB_RATIO times its compressed size is refused
 BOMB_MIN_BYTES = 16 * 1024**2
 BOMB_RATIO = 200
+#: a matrix is read in pieces of this many bytes, Cancel checked and progress reported between them
+CHUNK_BYTES = 4 * 1024**2
 
 # The shape of each matrix, by the LIMITS that bound each axis (W_O's rows are heads·d_v).
 AXES = {
@@ -82,13 +85,15 @@ UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, N
 class Archive:
     """The members of an open archive, read within the size limits; every failure becomes a SessionFileError."""
 
-    def __init__(self, zf: zipfile.ZipFile, label: str):
-        self.zf, self.label = zf, label
+    def __init__(self, zf: zipfile.ZipFile, label: str, cancel: CancelToken | None = None):
+        self.zf, self.label, self.cancel = zf, label, cancel
         infos = zf.infolist()  # parsed when the archive was opened
         if len(infos) > MAX_MEMBERS:
             raise self.error(f"it lists {len(infos)} files; a session has at most {MAX_MEMBERS}.")
         self.infos = {i.filename: i for i in infos}
         self.budget = MAX_TOTAL_BYTES  # bytes left to read, across all members
+        self.matrix_bytes = 0  # float64 bytes of every matrix declared so far (check_total adds them up)
+        self.read_so_far = 0  # float64 bytes of the matrices read so far (progress: of matrix_bytes)
 
     def error(self, message: str) -> SessionFileError:
         return SessionFileError(f"{self.label}: {message}")
@@ -145,17 +150,34 @@ class Archive:
                         f"{offset + nbytes} "
                         f"bytes with its header, the member has {info.file_size}."
                     )
-                data = m.read(nbytes)
-                if len(data) != nbytes:
-                    raise self.error(f"{where} is truncated: {len(data)} of {nbytes} bytes.")
+                data = self._read_data(m, nbytes, math.prod(shape) * 8, where)
                 m.read(1)  # reaching the end makes zipfile check the CRC, catching flipped bytes in the data
-        except SessionFileError:
+        except (SessionFileError, Cancelled):  # Cancelled is a QkvError, hence a ValueError: not damage
             raise
         except DAMAGE as e:
             raise self.error(f"{where} cannot be read ({reason(e)}): the file is damaged.") from None
         flat = np.frombuffer(data, dtype=dtype)
         array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
-        return np.array(array, dtype=np.float64, order="C")
+        return np.ascontiguousarray(array, dtype=np.float64)  # a float64 file's buffer is used as it is
+
+    def _read_data(self, m: IO[bytes], nbytes: int, weight: int, where: str) -> bytearray:
+        """nbytes of a member's data, read in CHUNK_BYTES pieces: Cancel is checked before each piece (a cancelled
+        read stops there, raising ``Cancelled``) and progress reported in float64 bytes (``weight`` for all)."""
+        data = bytearray(nbytes)
+        view = memoryview(data)
+        start, got = self.read_so_far, 0
+        while True:
+            if self.cancel is not None:
+                self.cancel.check()
+                self.cancel.report(start + (weight * got // nbytes if nbytes else weight), self.matrix_bytes)
+            if got >= nbytes:
+                break
+            n = m.readinto(view[got : got + CHUNK_BYTES])  # type: ignore[attr-defined]
+            if not n:
+                raise self.error(f"{where} is truncated: {got} of {nbytes} bytes.")
+            got += n
+        self.read_so_far = start + weight
+        return data
 
     def _npy_header(self, m: IO[bytes], where: str, shape: tuple[int, ...]) -> tuple[np.dtype, bool, int]:
         """(dtype, fortran_order, offset of the data) of a .npy stream, refusing any header that does not promise
@@ -244,7 +266,10 @@ _JSON_NAMES = {
 
 
 def check_total(archive: Archive, shapes: Iterable[tuple[int, ...]]) -> None:
-    total = sum(math.prod(shape) for shape in shapes) * 8
+    """The declared matrices, with every one declared before them in this file (a whole model's blocks and the
+    layers count together, as the writer counts them), fit MAX_MATRIX_BYTES as float64."""
+    total = archive.matrix_bytes + sum(math.prod(shape) for shape in shapes) * 8
+    archive.matrix_bytes = total
     if total > MAX_MATRIX_BYTES:
         raise archive.error(
             f"{JSON_MEMBER} declares matrices of {byte_text(total)} in all, more than the "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qkvgui.core import SessionError, SessionFileError
+from qkvgui.core.cancel import CancelToken
 from qkvgui.io.session import v1, v2, v3, v4
 from qkvgui.io.session.archive import DAMAGE, JSON_MEMBER, MAX_JSON_BYTES, Archive, Fields, json_kind, reason
 from qkvgui.io.session.writer import FORMAT, VERSION
@@ -27,8 +28,11 @@ __all__ = ["LOADERS", "read_state"]
 LOADERS: dict[int, Callable[[Fields, Archive], SessionState]] = {1: v1.load, 2: v2.load, 3: v3.load, 4: v4.load}
 
 
-def read_state(path: str | os.PathLike[str]) -> SessionState:
-    """The validated state stored in a .qkv file (arrays float64); raises SessionFileError for any bad file."""
+def read_state(path: str | os.PathLike[str], cancel: CancelToken | None = None) -> SessionState:
+    """The validated state stored in a .qkv file (arrays float64); raises SessionFileError for any bad file.
+
+    ``cancel`` (from a worker): checked between pieces of the matrices, so a cancelled read stops there with
+    ``Cancelled`` (nothing kept); it is told the progress in float64 bytes read of all the file declares."""
     path = Path(path)
     label = path.name or str(path)
     try:
@@ -54,7 +58,7 @@ def read_state(path: str | os.PathLike[str]) -> SessionState:
                 f"{label} is not a qkvgui session: it is not a ZIP archive, or it is truncated or damaged."
             ) from None
         with zf:
-            state = _read_archive(zf, label)
+            state = _read_archive(zf, label, cancel)
     try:
         validate_state(state)
     except SessionError as e:
@@ -62,8 +66,8 @@ def read_state(path: str | os.PathLike[str]) -> SessionState:
     return state
 
 
-def _read_archive(zf: zipfile.ZipFile, label: str) -> SessionState:
-    archive = Archive(zf, label)
+def _read_archive(zf: zipfile.ZipFile, label: str, cancel: CancelToken | None) -> SessionState:
+    archive = Archive(zf, label, cancel)
     if JSON_MEMBER not in archive.infos:
         raise archive.error(f"it is a ZIP archive but not a qkvgui session: it has no {JSON_MEMBER}.")
     raw = archive.read_bytes(JSON_MEMBER, "the settings", MAX_JSON_BYTES)

@@ -160,10 +160,14 @@ def _metadata(s: SessionState) -> bytes:
         problem = shape_problem(name, dims)
         if problem:
             raise SessionFileError(f"{name} cannot be saved: it {problem}")
-    total = sum(math.prod(dims) for _, dims in all_shapes) * 8
+    # A whole model's own blocks count too, as the reader counts them (a file over the budget would not read back).
+    model_shapes = list(doc["model"]["shapes"].values()) if "model" in doc else []
+    total = sum(math.prod(dims) for dims in [*(d for _, d in all_shapes), *model_shapes]) * 8
     if total > MAX_MATRIX_BYTES:
+        blocks = " with the model's own blocks" if model_shapes else ""
         raise SessionFileError(
-            f"The matrices take {byte_text(total)}, more than the {byte_text(MAX_MATRIX_BYTES)} a session file holds."
+            f"The session cannot be saved: its matrices{blocks} take {byte_text(total)}, more than the "
+            f"{byte_text(MAX_MATRIX_BYTES)} a session file holds. Nothing was written."
         )
     if len(doc["features"]) > LIMITS["d_model"]:
         raise SessionFileError(f"{len(doc['features'])} feature names is more than the {LIMITS['d_model']} allowed.")

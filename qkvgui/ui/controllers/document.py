@@ -182,7 +182,9 @@ class DocumentController(QObject):
             if self.window.isVisible() and not quiet():
                 QMessageBox.warning(self.window, "Cannot open session", message)
 
-        return self.run_job(f"Opening {path.name}", lambda progress: Session.load(path), opened, refused, wait)
+        return self.run_job(
+            f"Opening {path.name}", lambda progress: Session.load(path, progress), opened, refused, wait
+        )
 
     def open_preset(self, name: str) -> bool:
         if not self.maybe_keep_changes():
@@ -417,7 +419,7 @@ class DocumentController(QObject):
 
         def read(progress) -> object:
             try:
-                return read_matrix(path, shape=shape)
+                return read_matrix(path, shape=shape, cancel=progress)
             except QkvError as e:
                 if "are needed" in str(e):
                     raise QkvError(f"{path.name}: {where} is {shape[0]} × {shape[1]}; {e}") from None
