@@ -31,7 +31,7 @@ from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_p
 from qkvgui.core.format import format_shape
 from qkvgui.core.heads import head_scores, mean_entropy, repeated_random_tokens
 from qkvgui.core.models import Stack
-from qkvgui.core.presets import make_preset
+from qkvgui.core.presets import FREE_MATRICES, PRESETS, TOKEN_PRESETS, Preset, make_preset, preset_sizes
 from qkvgui.state import (
     ARRAY_FIELDS,
     BIASES,
@@ -125,6 +125,8 @@ class Session:
         self.events = SessionEvents()
         # the session owns its state: nothing the caller keeps can change it later
         self._s = state.replace(extra=copy.deepcopy(state.extra)).filled()
+        #: (what preset_changes compared, the state it compared, what it found): asked after every redraw
+        self._preset_cache: tuple[tuple[Any, ...], SessionState, list[str]] | None = None
 
     # ---- reading ------------------------------------------------------------------------------------------
     @property
@@ -353,6 +355,100 @@ class Session:
         f = self._s.features
         return list(f) if len(f) == self.d_model else [f"d{i}" for i in range(self.d_model)]
 
+    # ---- the preset a session was built from ----------------------------------------------------------------
+    @property
+    def preset(self) -> str | None:
+        """The name of the preset this session was built from (kept in its file), or None."""
+        name = self._s.extra.get("preset")
+        return name if isinstance(name, str) and name in PRESETS else None
+
+    def preset_changes(self) -> list[str]:
+        """What differs from the preset this session was built from, as a reader names it ("W_Q", "the causal
+        mask", "the tokens"...): [] while it still is that preset (and for a session built from none). A preset
+        built over any sentence is compared with itself built over the session's tokens, so a new sentence alone
+        changes nothing; the matrices a learner is meant to train (the Learn preset's W_Q, W_K) are not compared."""
+        name = self.preset
+        if name is None:
+            return []
+        s = self._s
+        key: tuple[Any, ...] = (
+            name,
+            s.tokens,
+            s.source_tokens,
+            id(s.x),
+            id(s.x_kv),
+            tuple(id(L) for L in s.layers),
+            id(s.padding),
+        )
+        key += (id(s.source_padding), s.cross, s.causal, s.scale_mode, s.custom_scale, s.rotary, s.rope_theta)
+        cached = self._preset_cache
+        if cached is not None and cached[0] == key:
+            return list(cached[2])
+        changes = self._compare_with_preset(name)
+        self._preset_cache = (key, s, changes)  # the state keeps the ids in the key alive
+        return list(changes)
+
+    def preset_note(self) -> str:
+        """One sentence for the description when the session was edited away from its preset's claim, else ""."""
+        changes = self.preset_changes()
+        if not changes:
+            return ""
+        return (
+            f"Edited since the '{self.preset}' preset built it ({', '.join(changes)} changed): what this "
+            "description says may no longer hold. Undo, or open the preset again (Presets menu), to get it back."
+        )
+
+    def _reference(self, name: str, tokens: Sequence[str] | None) -> SessionState | None:
+        """The preset built over `tokens` (None: its own), or None when its sizes would pass the limits."""
+        d_k = self.d_k if name in FREE_MATRICES else None
+        if tokens is not None:
+            try:
+                sizes = preset_sizes(name, tokens, d_k or 1)
+                check_sizes(
+                    heads=sizes["heads"],
+                    d_model=sizes["d_model"],
+                    d_k=sizes["d_k"],
+                    d_v=sizes["d_v"],
+                    layers=sizes["layers"],
+                    tokens=len(tokens),
+                    kv_heads=sizes["heads"],
+                )
+            except SessionError:
+                return None
+        return _preset_state(make_preset(name, tokens, d_k))
+
+    def _compare_with_preset(self, name: str) -> list[str]:
+        s = self._s
+        reference = self._reference(name, s.tokens if name in TOKEN_PRESETS else None)
+        if reference is None:
+            return ["the tokens"]
+        return _differences(s, reference, FREE_MATRICES.get(name, ()))
+
+    def _rebuild_preset(self, tokens: list[str]) -> bool:
+        """New tokens for a session that still is a preset built over any sentence: the preset built over them
+        (features, their names and the weights that read them), selection and extra data kept. False when the
+        session is not such a preset, or was edited away from it (then the tokens are set as for any session)."""
+        name = self.preset
+        s = self._s
+        if name not in TOKEN_PRESETS or s.model is not None or s.cross or self.preset_changes():
+            return False
+        d_k = self.d_k if name in FREE_MATRICES else 1
+        sizes = preset_sizes(name, tokens, d_k)
+        self._check_sizes(**sizes, tokens=len(tokens), source_tokens=len(tokens), kv_heads=sizes["heads"])
+        reference = self._reference(name, tokens)
+        assert reference is not None  # the sizes were checked above
+        state = reference.replace(
+            head=min(s.head, sizes["heads"] - 1),
+            layer=min(s.layer, sizes["layers"] - 1),
+            title=s.title,
+            description=s.description,
+            extra=copy.deepcopy(s.extra),
+        )
+        validate_state(state)
+        self._s = state.filled()
+        self._emit("replaced")
+        return True
+
     # ---- making sessions ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike[str], cancel: CancelToken | None = None) -> Session:
@@ -421,32 +517,14 @@ class Session:
 
     @classmethod
     def from_preset(cls, name: str) -> Session:
-        """One of the classic constructions (see ``qkvgui presets``); an unknown name raises PresetError."""
+        """One of the classic constructions (see ``qkvgui presets``); an unknown name raises PresetError.
+
+        The session remembers its preset (``Session.preset``): a preset built over any sentence rebuilds its
+        features and weights for new tokens while the session is still that preset, and ``preset_changes`` says
+        what an edit changed since (the preset's description may then no longer hold)."""
         p = make_preset(name)
-        session = cls.from_arrays(
-            p.x,
-            p.w_q,
-            p.w_k,
-            p.w_v,
-            p.w_o,
-            x_kv=p.x_kv,
-            tokens=p.tokens,
-            source_tokens=p.source_tokens,
-            causal=p.causal,
-            scale=p.scale,
-            source_padding=p.source_padding,
-            title=p.title,
-            description=p.description,
-            rotary=p.rotary,
-        )
-        more = tuple(Layer(w_q, w_k, w_v, w_o).filled() for w_q, w_k, w_v, w_o in p.more_layers)
-        state = session._s.replace(
-            features=tuple(p.features),
-            layers=session._s.layers + more,
-            extra={**session._s.extra, **copy.deepcopy(p.extra)},
-        )
-        validate_state(state)
-        session._s = state.filled()
+        session = cls(_preset_state(p))
+        session._s = session._s.replace(extra={**session._s.extra, "preset": name})
         return session
 
     @classmethod
@@ -731,6 +809,8 @@ class Session:
             raise SessionError("A sequence needs at least one token.")
         if len(new_tokens) > LIMITS["tokens"]:
             raise SessionError(f"{len(new_tokens)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        if not source and self._rebuild_preset(new_tokens):
+            return  # a preset's features and weights made for the new sentence: its claim still holds
         self._check_sizes(**{"source_tokens" if source else "tokens": len(new_tokens)})
         s = self._s
         old_tokens = list(s.source_tokens if source else s.tokens)
@@ -916,6 +996,76 @@ def _known(name: str) -> str:
     if name not in ARRAY_FIELDS:
         raise SessionError(f"There is no matrix called {name!r}; the matrices are {', '.join(MATRICES)}.")
     return name
+
+
+def _preset_state(p: Preset) -> SessionState:
+    """A preset as a session state (validated), as ``Session.from_preset`` opens it."""
+    state = Session.from_arrays(
+        p.x,
+        p.w_q,
+        p.w_k,
+        p.w_v,
+        p.w_o,
+        x_kv=p.x_kv,
+        tokens=p.tokens,
+        source_tokens=p.source_tokens,
+        causal=p.causal,
+        scale=p.scale,
+        source_padding=p.source_padding,
+        title=p.title,
+        description=p.description,
+        rotary=p.rotary,
+    )._s
+    more = tuple(Layer(w_q, w_k, w_v, w_o).filled() for w_q, w_k, w_v, w_o in p.more_layers)
+    state = state.replace(
+        features=tuple(p.features), layers=state.layers + more, extra={**state.extra, **copy.deepcopy(p.extra)}
+    )
+    validate_state(state)
+    return state.filled()
+
+
+def _differences(s: SessionState, ref: SessionState, free: Sequence[str] = ()) -> list[str]:
+    """What a reader would name as changed between a session and the preset it came from, in reading order."""
+    out: list[str] = []
+
+    def same(a: Any, b: Any) -> bool:
+        return a is b or bool(np.array_equal(a, b))
+
+    if s.tokens != ref.tokens:
+        out.append("the tokens")
+    if s.cross != ref.cross:
+        out.append("cross-attention")
+    elif ref.cross and s.source_tokens != ref.source_tokens:
+        out.append("the source tokens")
+    if not same(s.x, ref.x):
+        out.append("X")
+    if ref.cross and s.cross and not same(s.x_kv, ref.x_kv):
+        out.append("X_kv")
+    if not same(s.padding, ref.padding) or (ref.cross and not same(s.source_padding, ref.source_padding)):
+        out.append("the padding")
+    if s.causal != ref.causal:
+        out.append("the causal mask")
+    if (s.scale_mode, s.custom_scale if s.scale_mode == "custom" else 0) != (
+        ref.scale_mode,
+        ref.custom_scale if ref.scale_mode == "custom" else 0,
+    ):
+        out.append("the scale")
+    if (s.rotary, s.rope_theta if s.rotary else 0) != (ref.rotary, ref.rope_theta if ref.rotary else 0):
+        out.append("the rotary positions")
+    if len(s.layers) != len(ref.layers):
+        out.append("the layers")
+        return out
+    many = len(s.layers) > 1
+    for i, (a, b) in enumerate(zip(s.layers, ref.layers, strict=True)):
+        where = f" (layer {i + 1})" if many else ""
+        for name, attr in ARRAY_FIELDS.items():
+            if name in STATE_ARRAYS or name in free:
+                continue
+            if not same(getattr(a, attr), getattr(b, attr)):
+                out.append(name + where)
+        if not same(a.ablated, b.ablated):
+            out.append("heads switched off" + where)
+    return out
 
 
 def _fit(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

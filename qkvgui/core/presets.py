@@ -14,7 +14,7 @@ import numpy as np
 from .embeddings import one_hot_features, seeded_random, token_ids
 from .errors import PresetError
 
-__all__ = ["Preset", "PRESETS", "make_preset", "preset_names"]
+__all__ = ["Preset", "PRESETS", "TOKEN_PRESETS", "FREE_MATRICES", "make_preset", "preset_names", "preset_sizes"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,22 @@ def _previous_token_layer(
 
 
 def _feature_names(vocab: list[str], n: int, extra: Sequence[str] = ()) -> list[str]:
-    return [f"tok:{t}" for t in vocab] + [f"pos:{p}" for p in range(n)] + list(extra)
+    # positions as a reader counts them, from 1
+    return [f"tok:{t}" for t in vocab] + [f"pos:{p + 1}" for p in range(n)] + list(extra)
 
 
-def previous_token() -> Preset:
-    tokens = "the cat sat on the mat".split()
+def _tokens(tokens: Sequence[str] | None, default: str) -> list[str]:
+    """The sentence a preset is built over: the given tokens (a learner typed them) or the preset's own."""
+    if tokens is None:
+        return default.split()
+    tokens = [str(t) for t in tokens]
+    if not tokens:
+        raise PresetError("A preset needs at least one token.")
+    return tokens
+
+
+def previous_token(tokens: Sequence[str] | None = None) -> Preset:
+    tokens = _tokens(tokens, "the cat sat on the mat")
     x, w_q, w_k, w_v, w_o, vocab = _previous_token_layer(tokens)
     return Preset(
         name="previous-token",
@@ -208,8 +219,8 @@ def translation() -> Preset:
     )
 
 
-def two_heads() -> Preset:
-    tokens = "the cat saw the dog and the cat ran".split()
+def two_heads(tokens: Sequence[str] | None = None) -> Preset:
+    tokens = _tokens(tokens, "the cat saw the dog and the cat ran")
     x, w_q0, w_k0, w_v0, w_o0, vocab = _previous_token_layer(tokens)
     n, v = len(tokens), len(vocab)
     d_model = x.shape[1]
@@ -245,8 +256,8 @@ def two_heads() -> Preset:
     )
 
 
-def causal_gpt() -> Preset:
-    tokens = "once upon a time there was a".split()
+def causal_gpt(tokens: Sequence[str] | None = None) -> Preset:
+    tokens = _tokens(tokens, "once upon a time there was a")  # row i of X is the same whatever follows it
     d_model, h, d_k = 16, 2, 8
     x = seeded_random((len(tokens), d_model), seed=42, std=1.0)
     return Preset(
@@ -267,8 +278,8 @@ def causal_gpt() -> Preset:
     )
 
 
-def bilinear() -> Preset:
-    tokens = "bank river money loan water".split()
+def bilinear(tokens: Sequence[str] | None = None) -> Preset:
+    tokens = _tokens(tokens, "bank river money loan water")
     d_model, d_k = 6, 2
     x = seeded_random((len(tokens), d_model), seed=7, std=1.0)
     w = seeded_random((1, d_model, d_k), seed=8, std=1.0)
@@ -290,10 +301,10 @@ def bilinear() -> Preset:
     )
 
 
-def induction() -> Preset:
+def induction(tokens: Sequence[str] | None = None) -> Preset:
     # The residual stream: [token | position | previous token | predicted next token]. Layer 1 is the
     # previous-token head; layer 2 an induction head whose keys read the previous-token block (K-composition).
-    tokens = "<s> A B C D E A B C D E".split()
+    tokens = _tokens(tokens, "<s> A B C D E A B C D E")
     ids, vocab = token_ids(tokens)
     n, v = len(tokens), len(vocab)
     x, w_q0, w_k0, w_v0, w_o0, _ = _previous_token_layer(tokens, extra=v)
@@ -330,14 +341,14 @@ def induction() -> Preset:
     )
 
 
-def learn_previous_token() -> Preset:
+def learn_previous_token(tokens: Sequence[str] | None = None, d_k: int = 1) -> Preset:
     # The previous-token preset's residual stream and W_V/W_O, but W_Q and W_K of d_k = 1 are small seeded
     # noise: the learner draws (here: is given) the pattern and gradient descent has to find the head.
-    tokens = "the cat sat on the mat".split()
+    tokens = _tokens(tokens, "the cat sat on the mat")
     x, _, _, w_v, w_o, vocab = _previous_token_layer(tokens)
     d_model = x.shape[1]
-    w_q = seeded_random((1, d_model, 1), seed=1, std=0.3)
-    w_k = seeded_random((1, d_model, 1), seed=2, std=0.3)
+    w_q = seeded_random((1, d_model, d_k), seed=1, std=0.3)
+    w_k = seeded_random((1, d_model, d_k), seed=2, std=0.3)
     return Preset(
         name="learn-previous-token",
         title="Learn a head: find W_Q and W_K for the previous-token pattern",
@@ -360,11 +371,11 @@ def learn_previous_token() -> Preset:
     )
 
 
-def previous_token_rope() -> Preset:
+def previous_token_rope(tokens: Sequence[str] | None = None) -> Preset:
     """The previous-token head again, with no position features at all: RoPE supplies the positions."""
     from .rope import DEFAULT_THETA, rope_frequencies
 
-    tokens = "the cat sat on the mat".split()
+    tokens = _tokens(tokens, "the cat sat on the mat")
     ids, vocab = token_ids(tokens)
     n, v = len(tokens), len(vocab)
     d_model, d_k = v + 1 + v, 8  # [token one-hot | a constant 1 | previous-token block]
@@ -409,7 +420,7 @@ def previous_token_rope() -> Preset:
     )
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {
+PRESETS: dict[str, Callable[..., Preset]] = {
     "previous-token": previous_token,
     "previous-token-rope": previous_token_rope,
     "search-engine": search_engine,
@@ -422,14 +433,58 @@ PRESETS: dict[str, Callable[[], Preset]] = {
 }
 
 
+#: the presets built over any sentence: their features (one-hot tokens and positions, or seeded rows) and the weights
+#: that read them are made from the tokens, so a new sentence rebuilds them and the preset's claim still holds.
+#: The others (search-engine, translation) hand-pick meanings for their own words: new words have none.
+TOKEN_PRESETS = (
+    "previous-token",
+    "previous-token-rope",
+    "two-heads",
+    "causal-gpt",
+    "bilinear",
+    "induction",
+    "learn-previous-token",
+)
+
+
 def preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def make_preset(name: str) -> Preset:
-    """Build a preset by name; a PresetError names the presets that exist."""
+def preset_sizes(name: str, tokens: Sequence[str], d_k: int = 1) -> dict[str, int]:
+    """The sizes a token preset built over `tokens` would have (heads, d_model, d_k, d_v, layers), computed
+    without building it, so that they can be checked against the limits before anything is allocated."""
+    n, v = len(tokens), len(set(tokens))
+    sizes = {
+        "previous-token": (1, 2 * v + n, n, v, 1),
+        "learn-previous-token": (1, 2 * v + n, d_k, v, 1),
+        "previous-token-rope": (1, 2 * v + 1, 8, v, 1),
+        "two-heads": (2, 2 * v + n, n, v, 1),
+        "induction": (1, 3 * v + n, n, v, 2),
+        "causal-gpt": (2, 16, 8, 8, 1),
+        "bilinear": (2, 6, 2, 2, 1),
+    }
+    if name not in sizes:
+        raise PresetError(f"The '{name}' preset is built over its own words only, not over any sentence.")
+    heads, d_model, d_k, d_v, layers = sizes[name]
+    return {"heads": heads, "d_model": d_model, "d_k": d_k, "d_v": d_v, "layers": layers}
+
+
+#: the matrices a learner is meant to change in a preset (its claim does not depend on their values): the Learn
+#: tab trains W_Q and W_K of learn-previous-token, at the d_k the learner chose (``make_preset(..., d_k=)``)
+FREE_MATRICES: dict[str, tuple[str, ...]] = {"learn-previous-token": ("W_Q", "W_K")}
+
+
+def make_preset(name: str, tokens: Sequence[str] | None = None, d_k: int | None = None) -> Preset:
+    """Build a preset by name, over its own sentence or (for the TOKEN_PRESETS) over `tokens`; a PresetError names
+    the presets that exist. `d_k` is taken by the presets with FREE_MATRICES only (ignored by the others)."""
     if name not in PRESETS:
         raise PresetError(
             f"There is no preset '{name}'; choose one of {', '.join(PRESETS)} (`qkvgui presets` lists them)."
         )
-    return PRESETS[name]()
+    options = {"d_k": int(d_k)} if d_k is not None and name in FREE_MATRICES else {}
+    if tokens is None:
+        return PRESETS[name](**options)
+    if name not in TOKEN_PRESETS:
+        raise PresetError(f"The '{name}' preset is built over its own words only, not over any sentence.")
+    return PRESETS[name](list(tokens), **options)

@@ -105,7 +105,13 @@ class MainWindow(QMainWindow):
         # subscriptions, in one block
         for editor in self.editors.values():
             editor.message.connect(self.show_message)
-        for source in (self.edits.refused, self.document.message, self.figures.message, self.scheduler.failed):
+        for source in (
+            self.edits.refused,
+            self.document.message,
+            self.figures.message,
+            self.scheduler.failed,
+            self.inspection.message,
+        ):
             source.connect(self.show_message)
         self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
         self.scheduler.computed.connect(self._report_computed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QTextBrowser
 
 from qkvgui.session import Session
@@ -28,7 +28,12 @@ def make_inspector() -> QTextBrowser:
 
 
 class InspectorController(QObject):
-    """Follows the hover and click signals of the pipeline's views; a pinned cell is re-explained after redraws."""
+    """Follows the hover and click signals of the pipeline's views; a pinned cell is re-explained after redraws.
+
+    ``message(text)`` says when an edit takes the session away from its preset's claim (or undo brings it back);
+    the description in the inspector then carries the note."""
+
+    message = Signal(str)
 
     def __init__(self, session: Session, panel: ViewsPanel, inspector: QTextBrowser, parent: QObject | None = None):
         super().__init__(parent)
@@ -45,7 +50,9 @@ class InspectorController(QObject):
         self.views["head_outputs"].cell_clicked.connect(lambda i, j: self.inspect_row(i, pin=True))
         for name in ("q", "k", "v", "concat", "output", "residual"):
             self.views[name].cell_hovered.connect(lambda i, j, name=name: self.inspect_value(name, i, j))
+        self.claim_note = ""  # the session's preset_note() when last checked
         panel.redrawn.connect(self.refresh_pinned)
+        panel.redrawn.connect(self.check_claim)
 
     def refresh_pinned(self) -> None:
         """After a redraw (an edit, a setting): explain the pinned cell again, or the one under the mouse."""
@@ -115,8 +122,22 @@ class InspectorController(QObject):
             view.highlight()
 
     def show_description(self) -> None:
-        """A preset (or a session with a title) says what it demonstrates when it is opened."""
+        """A preset (or a session with a title) says what it demonstrates when it is opened, and whether the
+        session has been edited away from what it says (``Session.preset_note``)."""
+        self.claim_note = self.session.preset_note()
         if self.session.title:
             # capped and breakable: a 15 MiB one-word description took minutes to lay out
             title, description = display_text(self.session.title, 400), display_text(self.session.description)
-            self.inspector.setHtml(f"<h3>{escape(title)}</h3><p>{escape(description)}</p>")
+            note = f"<p><b>⚠ {escape(self.claim_note)}</b></p>" if self.claim_note else ""
+            self.inspector.setHtml(f"<h3>{escape(title)}</h3><p>{escape(description)}</p>{note}")
+
+    def check_claim(self) -> None:
+        """After a redraw: when an edit took the session away from its preset's claim, or undo brought it back,
+        say so in the status bar and show the description again with its note (unless a cell is pinned)."""
+        note = self.session.preset_note()
+        if note == self.claim_note:
+            return
+        self.claim_note = note
+        self.message.emit(note or f"This session is the '{self.session.preset}' preset again: its description holds.")
+        if self.pinned is None:
+            self.show_description()
