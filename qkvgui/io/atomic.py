@@ -94,9 +94,9 @@ def clean_stale_temporaries(folder: str | os.PathLike, now: float | None = None)
     that cannot be listed, a file that cannot be removed) are ignored: cleaning up must never stop a save.
     """
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QMarginsF, QRectF, QSize, QSizeF, Qt
@@ -28,6 +29,8 @@ from qkvgui.io.atomic import atomic_write
 __all__ = ["DPI", "FORMATS", "Panel", "figure_format", "figure_to_image", "render_figure", "write_figure"]
 
 FORMATS = ("png", "svg", "pdf")
+#: the image format name for QImage.save/fromData: PySide6 takes a str here, though its stubs say bytes
+PNG = cast(bytes, "PNG")
 #: figure pixels per inch: the screen's logical resolution, so exported sizes equal on-screen sizes
 DPI = 96
 #: the largest PNG we try to allocate (pixels): beyond it QImage fails, and the file would be useless anyway
@@ -130,7 +133,7 @@ def _png_bytes(panels, size, scale, background, title: str) -> bytes:
     if title:
         image.setText("Title", title)
     image.setText("Software", "qkvgui")
-    return _to_bytes(lambda buffer: image.save(buffer, "PNG"), "PNG")
+    return _to_bytes(lambda buffer: image.save(buffer, PNG), "PNG")
 
 
 def _paint_on(device, panels, size, background) -> bool:
@@ -269,7 +272,7 @@ def _sharpen_image(element: ET.Element, sx: float, sy: float) -> None:
     prefix = "data:image/png;base64,"
     if not href.startswith(prefix):
         return
-    image = QImage.fromData(base64.b64decode(href[len(prefix) :]), "PNG")
+    image = QImage.fromData(base64.b64decode(href[len(prefix) :]), PNG)
     if image.isNull():
         return
     # An image drawn into a rectangle (drawImage(rect, image)) is stretched by its width/height attributes too.
@@ -290,7 +293,7 @@ def _sharpen_image(element: ET.Element, sx: float, sy: float) -> None:
     png = QByteArray()
     buffer = QBuffer(png)
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    large.save(buffer, "PNG")
+    large.save(buffer, PNG)
     buffer.close()
     element.set(key, prefix + base64.b64encode(bytes(png.data())).decode("ascii"))
     element.set("style", "image-rendering:pixelated")  # browsers: sharp even when zoomed far in

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ class _Lock:
                 self.file = None
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows only
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _lock(f: IO[bytes], wait: bool) -> None:

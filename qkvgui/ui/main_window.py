@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidget
 
 from qkvgui.core import AttentionResult
@@ -64,6 +65,9 @@ _CONTROL_ALIASES = {
 
 class MainWindow(QMainWindow):
     """The explorer. ``session`` is the document; ``editors`` and ``views`` are keyed by matrix and field name."""
+
+    undo_action: QAction  # Edit ▸ Undo and Redo, made by build_standard_menus
+    redo_action: QAction
 
     def __init__(self, session: Session | None = None, path: str | Path | None = None, parent=None):
         super().__init__(parent)
@@ -137,12 +141,12 @@ class MainWindow(QMainWindow):
         left_layout.setContentsMargins(4, 4, 4, 4)
         left_layout.addWidget(self.controls)
         left_layout.addWidget(self.editor_tabs, 1)
-        self.right_splitter = QSplitter(Qt.Vertical)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(self.right_tabs)
         self.right_splitter.addWidget(self.inspector)
         self.right_splitter.setStretchFactor(0, 1)
         self.right_splitter.setSizes([600, 170])  # room for a score's whole explanation
-        self.main_splitter = QSplitter(Qt.Horizontal)
+        self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(self.right_splitter)
         self.main_splitter.setStretchFactor(1, 1)
@@ -264,7 +268,7 @@ class MainWindow(QMainWindow):
         if result is None:
             return
         ms = self.scheduler.last_compute_seconds * 1e3
-        dead = dead_rows_text(result.dead_rows, self.session.tokens)
+        dead = dead_rows_text(result.dead_rows.tolist(), self.session.tokens)
         self.statusBar().showMessage(f"computed in {ms:.1f} ms{'; ' + dead if dead else ''}", 4000)
 
     def _on_clean_changed(self, clean: bool) -> None:

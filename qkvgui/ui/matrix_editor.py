@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QItemSelectionRange,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemDelegate,
@@ -470,7 +479,8 @@ class MatrixEditor(QWidget):
 
     def _ranges(self) -> list[tuple[int, int, int, int]]:
         """The selected rectangles as (top, left, height, width), or the current cell when nothing is selected."""
-        selection = self.table.selectionModel().selection()
+        # A QItemSelection is a list of ranges; PySide6's stubs don't say it is iterable.
+        selection = cast(Iterable[QItemSelectionRange], self.table.selectionModel().selection())
         ranges = [(r.top(), r.left(), r.height(), r.width()) for r in selection if r.isValid()]
         current = self.table.currentIndex()
         if not ranges and current.isValid():
@@ -510,6 +520,7 @@ class MatrixEditor(QWidget):
                 cols = np.arange(left, left + width)[None, :]  # [1, w]
                 block = (rows == cols).astype(np.float64)  # [h, w]
             else:
+                assert rng is not None  # made above for kind == "random"
                 block = rng.standard_normal((height, width)) * RANDOM_SCALE  # [h, w]
             self.model.request_block(top, left, block)
         if kind == "random":

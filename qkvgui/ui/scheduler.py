@@ -11,16 +11,39 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from qkvgui.core import QkvError
 from qkvgui.session import CONTENT_EVENTS, Session
-from qkvgui.state import compute_state, layer_cost
+from qkvgui.state import SessionState, compute_state, layer_cost
 
 #: multiply-adds above which the computation leaves the GUI thread (a GPT-2 layer at n = 128 is ~3e8)
 DEFAULT_THRESHOLD = 2e7
+
+#: what a computation gives back: (results, None, seconds) or (None, the error message, seconds)
+Outcome = tuple[list[Any] | None, str | None, float]
+
+
+@dataclass
+class _Computation:
+    """The computation on the worker: the generation it was asked for and the state it computes."""
+
+    future: Future[Outcome]
+    generation: int
+    state: SessionState
+
+
+@dataclass
+class _HeadJob:
+    """``results[layer].head(head)`` on the worker, for the results it belongs to."""
+
+    future: Future[object]
+    key: tuple[int, int, int]  # (id(results), layer, head)
+    results: list[Any]
 
 
 class RecomputeScheduler(QObject):
@@ -38,10 +61,11 @@ class RecomputeScheduler(QObject):
         self.threshold = threshold
         self.last_compute_seconds = 0.0
         self._generation = 0  # bumped by every request; a result carries the generation it was asked for
-        self._running: Future | None = None
-        self._head_job: Future | None = None  # result.head(h) for a newly selected head
+        self._running: _Computation | None = None
+        self._head_job: _HeadJob | None = None  # result.head(h) for a newly selected head
         self.results: list | None = None  # the newest results emitted
-        self._previous: tuple | None = None  # (state, results) of the last computation: unchanged heads carry over
+        # (state, results) of the last computation: unchanged heads carry over
+        self._previous: tuple[SessionState, list[Any]] | None = None
         self._pending = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-compute")
         self._turn = QTimer(self, singleShot=True, interval=0)
@@ -82,10 +106,7 @@ class RecomputeScheduler(QObject):
         if self._running is not None:
             self._pending = True  # at most one at a time: run the newest when the worker is free
             return
-        generation = self._generation
-        self._running = self._pool.submit(self._run, state, self._previous)
-        self._running.generation = generation
-        self._running.state = state
+        self._running = _Computation(self._pool.submit(self._run, state, self._previous), self._generation, state)
         self.busy.emit(True)
         self._poll.start()
 
@@ -96,36 +117,34 @@ class RecomputeScheduler(QObject):
         if r is None or not 0 <= head < r.n_heads or r.head_ready(head):
             return True
         job = self._head_job
-        if job is not None and not job.done() and job.key == (id(results), layer, head):
+        if job is not None and not job.future.done() and job.key == (id(results), layer, head):
             return False  # already on its way
-        self._head_job = self._pool.submit(r.head, head)
-        self._head_job.key = (id(results), layer, head)
-        self._head_job.results = results
+        self._head_job = _HeadJob(self._pool.submit(r.head, head), (id(results), layer, head), results)
         self._poll.start()
         return False
 
     def _collect(self) -> None:
         head_job = self._head_job
-        if head_job is not None and head_job.done():
+        if head_job is not None and head_job.future.done():
             self._head_job = None
             if head_job.results is self.results and self._running is None:
                 self.computed.emit(head_job.results)
         if self._running is None and self._head_job is None:
             self._poll.stop()
         job = self._running
-        if job is None or not job.done():
+        if job is None or not job.future.done():
             return
         self._running = None
         if self._head_job is None:
             self._poll.stop()
         self.busy.emit(False)
-        self._finish(job.generation, *job.result(), state=job.state)
+        self._finish(job.generation, *job.future.result(), state=job.state)
         if self._pending:
             self._pending = False
             self._start()
 
     @staticmethod
-    def _run(state, previous=None):
+    def _run(state: SessionState, previous: tuple[SessionState, list[Any]] | None = None) -> Outcome:
         t0 = time.perf_counter()
         try:
             results = compute_state(state, previous)
@@ -135,8 +154,15 @@ class RecomputeScheduler(QObject):
         except QkvError as e:
             return None, str(e), time.perf_counter() - t0
 
-    def _finish(self, generation: int, result, error, seconds: float, state=None) -> None:
-        if error is None and state is not None:
+    def _finish(
+        self,
+        generation: int,
+        result: list[Any] | None,
+        error: str | None,
+        seconds: float,
+        state: SessionState | None = None,
+    ) -> None:
+        if result is not None and state is not None:
             self._previous = (state, result)  # valid for its state even when stale
         if generation != self._generation:
             self._pending = True  # stale: an edit came in while it ran; the newest request will follow

@@ -54,7 +54,7 @@ def _reader_class():
         (Every slice of an ``np.memmap`` runs Python-level ``__array_finalize__``; the plain view does not.)
         """
 
-        def _get(self, offset, dtype, count=1, override_order=None):  # type: ignore[override]
+        def _get(self, offset, dtype, count=1, override_order=None):
             plain = self.__dict__.get("_plain")
             if plain is None:
                 plain = self._plain = self.data.view(np.ndarray)
@@ -65,7 +65,7 @@ def _reader_class():
             arr = plain[offset:end].view(dtype=dtype)[:count]
             return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
 
-        def _get_field_parts(self, orig_offs, raw_type):  # type: ignore[override]
+        def _get_field_parts(self, orig_offs, raw_type):
             # Arrays (the vocabulary, the merges, the token types: 100 000 entries) without the generic recursion:
             # a string array in one tight loop giving the same parts (length, bytes per string); an array of
             # numbers as one part (contents() flattens the parts, so the values come out the same).

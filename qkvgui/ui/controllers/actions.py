@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox
 
 from qkvgui.core.presets import make_preset, preset_names
 from qkvgui.ui.controllers.keys import ShortcutsDialog, unique_keys
+
+T = TypeVar("T")
+
+
+def bind(fn: Callable[[T], object], arg: T) -> Callable[[], None]:
+    """``fn(arg)`` as a slot taking no arguments: one per menu entry made in a loop, each with its own arg."""
+
+    def slot() -> None:
+        fn(arg)
+
+    return slot
 
 
 class Menus:
@@ -36,7 +48,7 @@ class Menus:
         menu: str,
         text: str,
         triggered: Callable[[], object],
-        shortcut: QKeySequence | str | None = None,
+        shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
         name: str | None = None,
         tip: str | None = None,
     ) -> QAction:
@@ -58,12 +70,12 @@ def build_standard_menus(window, menus: Menus) -> None:
     """The entries every window has; window is the MainWindow (its document, figures and undo stack)."""
     doc, figures = window.document, window.figures
     add = menus.add
-    add("File", "&New", doc.new_session, QKeySequence.New, "new")
-    add("File", "&Open…", doc.open_dialog, QKeySequence.Open, "open")
+    add("File", "&New", doc.new_session, QKeySequence.StandardKey.New, "new")
+    add("File", "&Open…", doc.open_dialog, QKeySequence.StandardKey.Open, "open")
     window.recent_menu = menus.menu("File").addMenu("Open &Recent")
     window.recent_menu.aboutToShow.connect(lambda: doc.fill_recent(window.recent_menu))
-    add("File", "&Save", doc.save, QKeySequence.Save, "save")
-    add("File", "Save &As…", doc.save_as, QKeySequence.SaveAs, "save_as")
+    add("File", "&Save", doc.save, QKeySequence.StandardKey.Save, "save")
+    add("File", "Save &As…", doc.save_as, QKeySequence.StandardKey.SaveAs, "save_as")
     menus.menu("File").addSeparator()
     add("File", "&Import model…", doc.import_layer_dialog, "Ctrl+I", "import_layer")
     window.reset_action = add("File", "Reset to &model weights", doc.reset_to_model, None, "reset_to_model")
@@ -73,7 +85,7 @@ def build_standard_menus(window, menus: Menus) -> None:
     add("File", "Export &animation…", figures.export_animation_dialog, None, "export_animation")
     add("View", "&Step through…", figures.step_through, "Ctrl+T", "step_through")
     menus.menu("File").addSeparator()
-    add("File", "&Quit", window.close, QKeySequence.Quit, "quit")
+    add("File", "&Quit", window.close, QKeySequence.StandardKey.Quit, "quit")
 
     edit = menus.menu("Edit")
     undo = window.undo_stack.createUndoAction(window, "&Undo")
@@ -88,7 +100,7 @@ def build_standard_menus(window, menus: Menus) -> None:
     presets = menus.menu("Presets")
     for name in preset_names():
         preset = make_preset(name)
-        action = presets.addAction(f"{preset.title}  ({name})", lambda n=name: doc.open_preset(n))
+        action = presets.addAction(f"{preset.title}  ({name})", bind(doc.open_preset, name))
         action.setToolTip(preset.description)
     presets.setToolTipsVisible(True)
 

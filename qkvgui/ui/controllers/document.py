@@ -25,6 +25,7 @@ from qkvgui.io.atomic import clean_stale_temporaries
 from qkvgui.io.matrix_file import read_matrix, write_matrix
 from qkvgui.io.recovery import Orphan, RecoveryStore, document_key
 from qkvgui.session import PER_HEAD, Session
+from qkvgui.ui.controllers.actions import bind
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.import_dialog import ImportLayerDialog
 from qkvgui.ui.jobs import JobRunner
@@ -242,14 +243,14 @@ class DocumentController(QObject):
         if quiet():  # tests and headless runs: never block, never delete
             return "later"
         box = QMessageBox(self.window)
-        box.setIcon(QMessageBox.Question)
+        box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("Recover unsaved work?")
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(orphan.saved_at))
         box.setText(f"qkvgui did not close cleanly. It kept the unsaved work on {orphan.label} from {when}.")
         box.setInformativeText("Recover it into this window, discard it, or decide at the next start?")
-        recover = box.addButton("Recover", QMessageBox.AcceptRole)
-        discard = box.addButton("Discard", QMessageBox.DestructiveRole)
-        box.addButton("Later", QMessageBox.RejectRole)
+        recover = box.addButton("Recover", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
         box.setDefaultButton(recover)
         box.exec()
         clicked = box.clickedButton()
@@ -304,10 +305,12 @@ class DocumentController(QObject):
             self.window,
             "Unsaved changes",
             f"Save the changes to {name} before closing it?",
-            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
-            QMessageBox.Save,
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save,
         )
-        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(button, "cancel")
+        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
+            button, "cancel"
+        )
 
     def autosave(self) -> Path | None:
         """Keep unsaved work where a crashed run can be recovered from: this document's own recovery data, guarded
@@ -359,7 +362,7 @@ class DocumentController(QObject):
     def fill_recent(self, menu: QMenu) -> None:
         menu.clear()
         for path in self.recent():
-            menu.addAction(path, lambda p=path: self.open_path(p))
+            menu.addAction(path, bind(self.open_path, path))
         if not menu.actions():
             menu.addAction("(none yet)").setEnabled(False)
 
@@ -404,8 +407,8 @@ class DocumentController(QObject):
         for name, editor in editors.items():
             editor.background = self.jobs.run  # a large paste is parsed on the worker
             editor.menu.addSeparator()
-            editor.menu.addAction("Import matrix from file…", lambda name=name: self.import_matrix_dialog(name))
-            editor.menu.addAction("Export matrix to file…", lambda name=name: self.export_matrix_dialog(name))
+            editor.menu.addAction("Import matrix from file…", bind(self.import_matrix_dialog, name))
+            editor.menu.addAction("Export matrix to file…", bind(self.export_matrix_dialog, name))
         self._editors = editors
 
     def import_matrix(self, name: str, path: str | Path, wait: bool = False) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication
 
 from qkvgui.core.errors import QkvError
 from qkvgui.io.figure_paint import Figure, figure_image, write_figure_file
@@ -17,11 +18,14 @@ from qkvgui.io.figures import FORMATS
 from qkvgui.ui.export_dialog import ExportFigureDialog, saved_choice
 from qkvgui.ui.step_through import StepThroughDialog, export_animation_dialog
 
+if TYPE_CHECKING:
+    from qkvgui.ui.main_window import MainWindow
+
 
 class FigureController(QObject):
     message = Signal(str)
 
-    def __init__(self, window: QWidget, panel=None):
+    def __init__(self, window: MainWindow, panel=None):
         super().__init__(window)
         self.window, self.panel = window, panel
         self.export_dialog: ExportFigureDialog | None = None

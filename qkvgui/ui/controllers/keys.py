@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from PySide6.QtCore import QEvent, QObject
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -11,6 +13,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QHeaderView,
     QLineEdit,
+    QMainWindow,
     QMenu,
     QTableWidget,
     QTableWidgetItem,
@@ -79,28 +82,30 @@ def install_undo_everywhere(window: QWidget, undo: QAction, redo: QAction) -> Un
     return filt
 
 
-def menu_shortcuts(window: QWidget) -> list[tuple[str, str, str]]:
+def menu_shortcuts(window: QMainWindow) -> list[tuple[str, str, str]]:
     """(menu, entry, keys) for every menu entry with a key, in menu order."""
     rows: list[tuple[str, str, str]] = []
 
     def walk(menu: QMenu, path: str) -> None:
         for action in menu.actions():
-            if action.menu() is not None:
-                walk(action.menu(), f"{path} ▸ {action.text().replace('&', '')}")
+            submenu = action.menu()
+            if isinstance(submenu, QMenu):
+                walk(submenu, f"{path} ▸ {action.text().replace('&', '')}")
             elif action.shortcuts():
                 keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
                 rows.append((path, action.text().replace("&", "").split("\t")[0], keys))
 
     for top in window.menuBar().actions():
-        if top.menu() is not None:
-            walk(top.menu(), top.text().replace("&", ""))
+        menu = top.menu()
+        if isinstance(menu, QMenu):
+            walk(menu, top.text().replace("&", ""))
     return rows
 
 
 class ShortcutsDialog(QDialog):
     """Help ▸ Keyboard shortcuts: every menu key, then the heatmaps' and editors' own keys."""
 
-    def __init__(self, window: QWidget):
+    def __init__(self, window: QMainWindow):
         super().__init__(window)
         self.setObjectName("dialog.shortcuts")
         self.setWindowTitle("Keyboard shortcuts")
@@ -124,4 +129,5 @@ class ShortcutsDialog(QDialog):
 
     def rows(self) -> list[tuple[str, str, str]]:
         t = self.table
-        return [tuple(t.item(r, c).text() for c in range(3)) for r in range(t.rowCount())]  # type: ignore[misc]
+        texts = [[cast(QTableWidgetItem, t.item(r, c)).text() for c in range(3)] for r in range(t.rowCount())]
+        return [(a, b, c) for a, b, c in texts]

@@ -27,7 +27,7 @@ class LayoutController(QObject):
         self.last_view = "weights"  # what View ▸ Focus brings forward: the view last hovered or clicked
         self.theme = "system"
         app = QApplication.instance()
-        self._system_palette = QPalette(app.palette()) if app is not None else QPalette()
+        self._system_palette = QPalette(app.palette()) if isinstance(app, QApplication) else QPalette()
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focus_view(self, name: str | None) -> None:
@@ -125,7 +125,7 @@ class LayoutController(QObject):
                 {"system": Qt.ColorScheme.Unknown, "light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}[theme]
             )
         app = QApplication.instance()
-        if app is not None:
+        if isinstance(app, QApplication):
             palettes = {"system": self._system_palette, "light": light_palette(), "dark": dark_palette()}
             app.setPalette(palettes[theme])
         for action in self.window.theme_actions.actions():

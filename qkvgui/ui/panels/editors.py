@@ -131,7 +131,7 @@ class EditorTabs(QTabWidget):
         form.addRow("source", self.source_edit)
         self.padding_list = QListWidget()
         self.padding_list.setObjectName("control.padding")
-        self.padding_list.setFlow(QListWidget.LeftToRight)
+        self.padding_list.setFlow(QListWidget.Flow.LeftToRight)
         self.padding_list.setWrapping(True)
         self.padding_list.setMaximumHeight(52)
         self.padding_list.setToolTip("Tick a key token to mark it as padding: no query may attend to it.")
@@ -158,7 +158,7 @@ class EditorTabs(QTabWidget):
         form.addRow("fill", gen_row)
         form.addRow("d_model", self.dmodel_spin)
         layout.addLayout(form)
-        split = QSplitter(Qt.Vertical)
+        split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.editors["X"])
         split.addWidget(self.editors["X_kv"])
         layout.addWidget(split, 1)
@@ -184,7 +184,7 @@ class EditorTabs(QTabWidget):
         dims.addStretch(1)
         dims.addWidget(self.randomize_button)
         layout.addLayout(dims)
-        split = QSplitter(Qt.Vertical)
+        split = QSplitter(Qt.Orientation.Vertical)
         for name in ("W_Q", "W_K", "W_V", "W_O"):
             split.addWidget(self.editors[name])
         layout.addWidget(split, 1)
@@ -246,7 +246,9 @@ class EditorTabs(QTabWidget):
     def _padding_edited(self, _item=None) -> None:
         if self._updating:
             return
-        mask = [self.padding_list.item(i).checkState() == Qt.Checked for i in range(self.padding_list.count())]
+        mask = [
+            self.padding_list.item(i).checkState() == Qt.CheckState.Checked for i in range(self.padding_list.count())
+        ]
         self._change("change padding", self.session.set_padding, mask)
 
     def generate(self) -> None:
@@ -259,7 +261,8 @@ class EditorTabs(QTabWidget):
         """Bring a matrix editor into view (switching to its tab) and return it."""
         editor = self.editors[name]
         for i in range(self.count()):
-            if self.widget(i).isAncestorOf(editor):
+            page = self.widget(i)
+            if page is not None and page.isAncestorOf(editor):
                 self.setCurrentIndex(i)
         return editor
 
@@ -322,8 +325,8 @@ class EditorTabs(QTabWidget):
             for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
                 item = QListWidgetItem(short_label(token))
                 item.setToolTip(display_text(token, 400))
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(Qt.Checked if pad else Qt.Unchecked)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Checked if pad else Qt.CheckState.Unchecked)
                 self.padding_list.addItem(item)
         finally:
             self._updating = False

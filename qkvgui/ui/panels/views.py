@@ -4,7 +4,7 @@ scheduler's results for the selected head and layer."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QTabWidget, QWidget
+from PySide6.QtWidgets import QMainWindow, QTabWidget, QWidget
 
 from qkvgui.core import AttentionResult
 from qkvgui.session import Session
@@ -73,7 +73,9 @@ class ViewsPanel(QTabWidget):
             return
         s = self.session
         if not self.scheduler.prepare_head(self.results, s.layer, s.head):
-            self.window().statusBar().showMessage(f"computing head {s.head + 1}…")
+            window = self.window()
+            if isinstance(window, QMainWindow):
+                window.statusBar().showMessage(f"computing head {s.head + 1}…")
             return  # drawn when the worker has it (computed is emitted again)
         self.pipeline.show_result(
             self.result,
