@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn|hostile`.
+"""Benchmarks that print figures: `python -m qkvgui.bench core|gui|session|checkpoint|learn|hostile|open`.
 
 `checkpoint` measures all-MiniLM-L6-v2 (BERT) and SmolLM2-135M (LLaMA family, GGUF).
 """
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qkvgui.bench", description=__doc__)
     parser.add_argument(
         "what",
-        choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup", "hostile"],
+        choices=["core", "gui", "session", "checkpoint", "learn", "figures", "long", "startup", "hostile", "open"],
         help="which benchmark",
     )
     parser.add_argument("--repeats", type=int, default=15)
@@ -245,6 +245,10 @@ def main(argv=None) -> int:
         return bench_hostile()
     if args.what == "learn":
         return bench_learn(args.repeats)
+    if args.what == "open":
+        from qkvgui.ui.bench_open import run_open_bench  # GUI-thread stalls while opening, importing, pasting
+
+        return run_open_bench()
     if args.what == "figures":
         from qkvgui.ui.bench_figures import run_figures_bench
 

@@ -35,7 +35,7 @@ class Recorder(CancelToken):
 def small_chunks(monkeypatch):
     monkeypatch.setattr(archive, "CHUNK_BYTES", CHUNK)
     monkeypatch.setattr(matrix_file, "CHUNK_BYTES", CHUNK)
-    monkeypatch.setattr(matrix_file, "CSV_ROWS", 16)
+    monkeypatch.setattr(matrix_file, "CSV_CELLS", 16 * 30)
 
 
 def two_layer_session(path):

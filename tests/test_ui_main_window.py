@@ -45,7 +45,14 @@ def type_into(qtbot, window, name, row, col, text):
 
 def settle(qtbot, window):
     """Let the scheduler's end-of-turn recomputation run."""
-    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None, timeout=5000)
+    qtbot.waitUntil(
+        lambda: (
+            not window.scheduler._turn.isActive()
+            and window.scheduler._running is None
+            and not window.pipeline.drawing()
+        ),  # new head thumbnails are made one per event-loop turn
+        timeout=5000,
+    )
 
 
 def test_every_editor_and_view_has_its_object_name(window):

@@ -14,7 +14,14 @@ from qkvgui import Session  # noqa: E402
 
 
 def settle(qtbot, window):
-    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None, timeout=10000)
+    qtbot.waitUntil(
+        lambda: (
+            not window.scheduler._turn.isActive()
+            and window.scheduler._running is None
+            and not window.pipeline.drawing()
+        ),  # new head thumbnails are made one per event-loop turn
+        timeout=10000,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,7 @@ def test_head_thumbnails_of_a_12_head_layer_at_1280x800_are_labelled_in_full(qtb
     w.resize(1280, 800)
     w.show()
     qtbot.waitExposed(w)
+    qtbot.waitUntil(lambda: not w.pipeline.drawing())  # the thumbnails are made one per event-loop turn
     thumb = w.findChild(type(w.views["q"]), "view.weights.head12")
     qtbot.waitUntil(lambda: thumb.isVisible() and thumb.width() > 0)
     thumb._update_title()  # as on resize

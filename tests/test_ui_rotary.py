@@ -38,7 +38,14 @@ def window(qtbot):
 
 
 def settle(qtbot, window):
-    qtbot.waitUntil(lambda: not window.scheduler._turn.isActive() and window.scheduler._running is None, timeout=5000)
+    qtbot.waitUntil(
+        lambda: (
+            not window.scheduler._turn.isActive()
+            and window.scheduler._running is None
+            and not window.pipeline.drawing()
+        ),  # new head thumbnails are made one per event-loop turn
+        timeout=5000,
+    )
     qtbot.wait(20)
 
 

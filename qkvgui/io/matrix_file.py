@@ -22,10 +22,11 @@ MATRIX_SUFFIXES = (".npy", ".csv")
 MAX_CELLS = 4096 * 8192
 #: the largest .csv read (a full-precision number takes about 20 characters: larger matrices travel as .npy)
 MAX_CSV_BYTES = 256 * 1024**2
-#: a file is read in pieces of this many bytes (a .csv parsed in pieces of CSV_ROWS rows), Cancel checked and
-#: progress reported between them
+#: a file is read in pieces of this many bytes (a .csv parsed in pieces of about CSV_CELLS numbers), Cancel checked
+#: and progress reported between them; a piece is short enough that the parser, which holds Python's lock, never
+#: stalls the window (the whole 512 × 768 .csv in one call stalled it a second)
 CHUNK_BYTES = 4 * 1024**2
-CSV_ROWS = 1024
+CSV_CELLS = 16384
 _WHAT = "matrix file"
 
 
@@ -124,12 +125,13 @@ def _read_csv(path: Path, label: str, shape: tuple[int, int] | None, cancel: Can
     if shape is not None and (len(lines), cols) != tuple(shape):
         raise _wrong_shape(label, (len(lines), cols), shape)
     pieces = []
-    for start in range(0, len(lines), CSV_ROWS):
+    step = max(1, CSV_CELLS // cols)
+    for start in range(0, len(lines), step):
         _report(cancel, start, len(lines), "Parsing the numbers")
         try:
-            pieces.append(np.loadtxt(lines[start : start + CSV_ROWS], delimiter=delimiter, ndmin=2, dtype=np.float64))
+            pieces.append(np.loadtxt(lines[start : start + step], delimiter=delimiter, ndmin=2, dtype=np.float64))
         except ValueError as e:
-            where = f" (in lines {start + 1} to {start + CSV_ROWS})" if len(lines) > CSV_ROWS else ""
+            where = f" (in lines {start + 1} to {start + step})" if len(lines) > step else ""
             raise MatrixError(f"{label} could not be read as a matrix{where}: {reason(e)}") from None
     if any(p.shape[1] != cols for p in pieces):
         raise MatrixError(f"{label} could not be read as a matrix: its rows do not all have {cols} numbers.")

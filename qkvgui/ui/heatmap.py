@@ -489,7 +489,8 @@ class HeatmapView(QWidget):
         # Title, plot and colour bar all live in the one scene, so exporting the scene exports the whole figure.
         self._title_item = pg.LabelItem("", justify="center")
         self._glw.ci.addItem(self._title_item, row=0, col=0)
-        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": TokenAxis("top")})
+        # enableMenu=False: no pyqtgraph view menu is built (ours replaces it), a third of a view's making
+        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": TokenAxis("top")}, enableMenu=False)
         self._cols_rotated = False  # column labels upright when the columns are narrower than the words
         # The plot shrinks to the image (see _fit_range): keep it centred under the title, spare height below.
         self._glw.ci.layout.setAlignment(self._plot, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
@@ -531,12 +532,19 @@ class HeatmapView(QWidget):
         self._frame.setBrush(Qt.BrushStyle.NoBrush)
 
         lo, hi = self._fixed_levels(np.zeros((0, 0)))
-        self._bar = pg.ColorBarItem(
-            values=(lo, hi), colorMap=self._cmap, width=12, interactive=False, colorMapMenu=False
-        )
-        self._bar.setImageItem(self._image, insert_in=None if compact else self._plot)
-        for side in ("left", "top", "right", "bottom"):
-            self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
+        # A small multiple has no colour bar: not making one halves its cost (a new document's head strip is made
+        # on the GUI thread, one view per event-loop turn).
+        self._bar: pg.ColorBarItem | None = None
+        if compact:
+            self._image.setColorMap(self._cmap)
+            self._image.setLevels((lo, hi))
+        else:
+            self._bar = pg.ColorBarItem(
+                values=(lo, hi), colorMap=self._cmap, width=12, interactive=False, colorMapMenu=False
+            )
+            self._bar.setImageItem(self._image, insert_in=self._plot)
+            for side in ("left", "top", "right", "bottom"):
+                self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
         self._apply_palette()
         self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
 
@@ -614,6 +622,9 @@ class HeatmapView(QWidget):
     def _set_levels(self, lo: float, hi: float) -> None:
         if (lo, hi) != self._bar_levels:
             self._bar_levels = (lo, hi)
+            if self._bar is None:
+                self._image.setLevels((lo, hi))
+                return
             self._bar.setLevels((lo, hi))
             # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
             bar_ticks = [(v, format_cell(v)) for v in (lo, (lo + hi) / 2, hi)]
@@ -741,7 +752,10 @@ class HeatmapView(QWidget):
 
     def levels(self) -> tuple[float, float]:
         """The colour levels (low, high) the image is drawn with."""
-        lo, hi = self._image.getLevels() if self._image.getLevels() is not None else self._bar.levels()
+        levels = self._image.getLevels()
+        if levels is None:
+            levels = self._bar.levels() if self._bar is not None else (self._bar_levels or (0.0, 1.0))
+        lo, hi = levels
         return float(lo), float(hi)
 
     def kind(self) -> str:
@@ -1224,9 +1238,10 @@ class HeatmapView(QWidget):
             # No axis line, no tick marks: no pen at all (setPen(None) would fall back to the default grey).
             self._plot.getAxis(side).setPen(QPen(Qt.PenStyle.NoPen))
             self._plot.getAxis(side).setTextPen(self._fg)
-        for side in ("left", "top", "right", "bottom"):
-            self._bar.getAxis(side).setPen(self._fg)
-            self._bar.getAxis(side).setTextPen(self._fg)
+        if self._bar is not None:
+            for side in ("left", "top", "right", "bottom"):
+                self._bar.getAxis(side).setPen(self._fg)
+                self._bar.getAxis(side).setTextPen(self._fg)
         frame_pen = QPen(self._fg, 1.0)
         frame_pen.setCosmetic(True)
         self._frame.setPen(frame_pen)

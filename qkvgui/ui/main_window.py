@@ -104,7 +104,7 @@ class MainWindow(QMainWindow):
         build_standard_menus(self, self.menus)
         build_view_menu(self, self.layout_control)
         install_undo_everywhere(self, self.undo_action, self.redo_action)
-        self.document.add_matrix_file_actions(self.editors)
+        self.document.add_matrix_file_actions(self.editors, self.editor_tabs.flush)
 
         # subscriptions, in one block
         for editor in self.editors.values():
@@ -215,7 +215,9 @@ class MainWindow(QMainWindow):
         self.document.new_session()
 
     def open_path(self, path: str | Path, ask: bool = True) -> bool:
-        return self.document.open_path(path, ask, wait=True)  # scripts and tests get the outcome
+        opened = self.document.open_path(path, ask, wait=True)  # scripts and tests get the outcome
+        self.editor_tabs.flush()  # ... and every editor showing it
+        return opened
 
     def open_preset(self, name: str) -> bool:
         return self.document.open_preset(name)

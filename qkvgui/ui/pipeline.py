@@ -335,16 +335,23 @@ class PipelineView(QWidget):
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
-        the steps still pending.
+        the steps still pending. A head thumbnail that does not exist yet (a new document with more heads) is made
+        in a turn of its own either way: making one takes tens of milliseconds.
         """
         steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer, ablated)
         self._pending = []
         if r.n_heads * r.n_q * r.n_k <= PROGRESSIVE_CELLS:
+            # every existing view at once; a head thumbnail still to be made (tens of ms each) in a later turn
+            later = []
             for step in steps:
-                step()
-            return
+                if getattr(step, "makes_view", False):
+                    later.append(step)
+                else:
+                    step()
+            steps = later
         self._pending = steps
-        self._step_timer.start()
+        if steps:
+            self._step_timer.start()
 
     def _next_step(self) -> None:
         if self._pending:
@@ -416,21 +423,34 @@ class PipelineView(QWidget):
             where = (f"layer {layer + 1} · " if layer is not None else "") + who
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
-        self._ensure_head_views(h)
+        self._ensure_head_views(min(h, len(self.head_views)))  # fewer heads: drop the extra views now (cheap)
         # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
+        # A missing head view is made in its own step: making one is the costliest thing drawn (a new document of
+        # 12 heads once stalled the window 0.9 s making them all at once).
         pooled_q, pooled_k = q_tokens[:: r.pool], k_tokens[:: r.pool]
-        for i, view in enumerate(self.head_views):
+        for i in range(h):
             title = (
                 ("▶ " if i == head else "")
                 + f"head {i + 1}"
                 + (f" · kv {r.kv_head(i) + 1}" if shared else "")
                 + (" · off" if i < len(off) and off[i] else "")
             )
-            view.setProperty("selected", i == head)
-            view.setProperty("ablated", i < len(off) and off[i])
-            steps.append(partial(self._draw, view, r.weights_pooled[i], pooled_q, pooled_k, title))
-            _mark_group(view, r.kv_head(i) if shared else None)
+            flags = (i == head, i < len(off) and off[i], r.kv_head(i) if shared else None)
+            step = partial(self._draw_head, i, r.weights_pooled[i], pooled_q, pooled_k, title, flags)
+            step.makes_view = i >= len(self.head_views)  # type: ignore[attr-defined]  # a partial has a __dict__
+            steps.append(step)
         return steps
+
+    def _draw_head(self, i: int, data, rows, cols, title: str, flags: tuple) -> None:
+        """Draw head i's thumbnail, making it (and any before it) first when it does not exist yet."""
+        if i >= len(self.head_views):
+            self._ensure_head_views(i + 1)
+        view = self.head_views[i]
+        selected, ablated, group = flags
+        view.setProperty("selected", selected)
+        view.setProperty("ablated", ablated)
+        _mark_group(view, group)
+        self._draw(view, data, rows, cols, title)
 
     @staticmethod
     def _draw(view: HeatmapView, data, rows, cols, title: str) -> None:
@@ -456,15 +476,30 @@ class PipelineView(QWidget):
             self.head_views[i].clicked.connect(lambda i=i: self.head_clicked.emit(i))
 
     def show_residuals(self, results: list[AttentionResult], tokens, features) -> None:
-        """With several layers, the residual stream after each one as a small heatmap (hidden for one layer)."""
+        """With several layers, the residual stream after each one as a small heatmap (hidden for one layer). A
+        view that does not exist yet is made and drawn in a later event-loop turn, one per turn (see show_result)."""
         many = len(results) > 1
         self.residuals_caption.setVisible(many)
         self.residuals_box.setVisible(many)
         if not many:
             return
+        if len(self.residual_views) > len(results):
+            self._ensure_residual_views(len(results))
+        later = []
+        for i, r in enumerate(results):
+            step = partial(self._draw_residual, i, r.residual, list(tokens), list(features))
+            if i < len(self.residual_views):
+                step()
+            else:
+                later.append(step)
+        if later:
+            self._pending.extend(later)
+            self._step_timer.start()
+
+    def _ensure_residual_views(self, count: int) -> None:
         _fit_count(
             self.residual_views,
-            len(results),
+            count,
             self.residuals_layout,
             lambda i: _small_view(
                 "diverging",
@@ -474,9 +509,13 @@ class PipelineView(QWidget):
             ),
             per_row=1,
         )
-        for i, (view, r) in enumerate(zip(self.residual_views, results, strict=True)):
-            view.set_data(r.residual, list(tokens), list(features))
-            view.set_title(f"after layer {i + 1}")
+
+    def _draw_residual(self, i: int, data, tokens: list, features: list) -> None:
+        if i >= len(self.residual_views):
+            self._ensure_residual_views(i + 1)
+        view = self.residual_views[i]
+        view.set_data(data, tokens, features)
+        view.set_title(f"after layer {i + 1}")
 
     def all_views(self) -> list[HeatmapView]:
         return [*self.views.values(), *self.head_views, *self.residual_views]
@@ -533,8 +572,13 @@ def _fit_count(views: list[HeatmapView], count: int, layout: QGridLayout, make, 
     per_row columns (near-square by default), the first top left."""
     if len(views) == count:
         return
+    old = len(views)
     while len(views) < count:
         views.append(make(len(views)))
+    if per_row is not None and len(views) > old:  # a fixed grid grown: the new views go after the others
+        for i in range(old, len(views)):
+            layout.addWidget(views[i], i // per_row, i % per_row)
+        return
     while len(views) > count:
         view = views.pop()
         view.close_views()

@@ -402,8 +402,12 @@ class DocumentController(QObject):
         return self.run_job("Reading the model's weights", load, loaded, self.message.emit, wait)
 
     # ---- single matrices in and out ------------------------------------------------------------------------
-    def add_matrix_file_actions(self, editors: dict[str, MatrixEditor]) -> None:
-        """Each editor's context menu imports and exports its matrix."""
+    def add_matrix_file_actions(
+        self, editors: dict[str, MatrixEditor], flush: Callable[[], None] | None = None
+    ) -> None:
+        """Each editor's context menu imports and exports its matrix (``flush`` brings every editor up to date: a
+        large new document is shown editor by editor)."""
+        self._flush_editors = flush or (lambda: None)
         for name, editor in editors.items():
             editor.background = self.jobs.run  # a large paste is parsed on the worker
             editor.menu.addSeparator()
@@ -416,6 +420,7 @@ class DocumentController(QObject):
         file is read on a worker; one of another shape is refused before its numbers are read. Returns whether the
         reading started (with ``wait``: whether the matrix was imported)."""
         path = Path(path)
+        self._flush_editors()
         shape = self._editors[name].model.matrix().shape
         head = self.session.head
         where = f"{name} (head {head + 1})" if name in PER_HEAD else name
@@ -440,6 +445,7 @@ class DocumentController(QObject):
         return self.run_job(f"Reading {path.name}", read, loaded, self.message.emit, wait)
 
     def export_matrix(self, name: str, path: str | Path) -> bool:
+        self._flush_editors()
         try:
             write_matrix(path, self._editors[name].model.matrix())
         except (QkvError, OSError) as e:

@@ -40,6 +40,11 @@ EDITOR_TIPS = {
 }
 
 
+#: a new document with more cells than this in its editors is shown one editor per event-loop turn (each takes
+#: 5-10 ms: all six at once stalled the window), the editors in view first
+LAZY_CELLS = 100_000
+
+
 class EditorTabs(QTabWidget):
     """The matrix editors (``editors[name]``, objectName ``editor.<name>``) and the controls of their shapes."""
 
@@ -48,6 +53,9 @@ class EditorTabs(QTabWidget):
         self.session, self.edits = session, edits
         self._updating = False
         self.editors: dict[str, MatrixEditor] = {}
+        self._stale: list[str] = []  # editors still showing the previous document (see _on_replaced)
+        self._stale_timer = QTimer(self, interval=0, singleShot=True)
+        self._stale_timer.timeout.connect(self._refresh_next)
         for name in MATRICES:
             editor = MatrixEditor(name)
             editor.setObjectName(f"editor.{name}")
@@ -83,9 +91,9 @@ class EditorTabs(QTabWidget):
             events.shape,
             events.settings,
             events.layers,
-            events.replaced,
         ):
             signal.connect(self.refresh)
+        events.replaced.connect(self._on_replaced)
         self.refresh()
 
     # ---- building ----------------------------------------------------------------------------------------
@@ -133,6 +141,8 @@ class EditorTabs(QTabWidget):
         self.padding_list.setObjectName("control.padding")
         self.padding_list.setFlow(QListWidget.Flow.LeftToRight)
         self.padding_list.setWrapping(True)
+        self.padding_list.setLayoutMode(QListWidget.LayoutMode.Batched)  # thousands of tokens: laid out in steps
+        self.padding_list.setBatchSize(128)
         self.padding_list.setMaximumHeight(52)
         self.padding_list.setToolTip("Tick a key token to mark it as padding: no query may attend to it.")
         form.addRow("padding", self.padding_list)
@@ -286,7 +296,35 @@ class EditorTabs(QTabWidget):
             self.refresh_editor(name)
         self.refresh_controls()
 
+    def _on_replaced(self) -> None:
+        """A new document: a small one is shown at once, a large one editor by editor (see LAZY_CELLS)."""
+        s = self.session
+        if sum(s.matrix(name).size for name in MATRICES) <= LAZY_CELLS:
+            self.refresh()
+            return
+        self.refresh_controls()
+        first = ("X", "X_kv") if self.currentIndex() == 0 else ()
+        self._stale = [*first, *(name for name in MATRICES if name not in first)]
+        self._stale_timer.start()
+
+    def _refresh_next(self) -> None:
+        if self._stale:
+            self.refresh_editor(self._stale[0])
+        if self._stale:
+            self._stale_timer.start()
+
+    def pending(self) -> bool:
+        """True while some editor still shows the previous document (a large new one is shown one per turn)."""
+        return bool(self._stale)
+
+    def flush(self) -> None:
+        """Show the document in every editor now (scripts, tests, and anything about to read an editor)."""
+        while self._stale:
+            self.refresh_editor(self._stale[0])
+
     def refresh_editor(self, name: str) -> None:
+        if name in self._stale:
+            self._stale.remove(name)
         s = self.session
         m = s.matrix(name)
         editor = self.editors[name]
@@ -322,11 +360,16 @@ class EditorTabs(QTabWidget):
             self.cross_warning.setVisible(s.cross and s.causal)
             self.editors["X_kv"].setVisible(s.cross)
             self.padding_list.clear()
+            # Qt's flags and enums computed once: per token they were most of a large document's showing
+            flags = QListWidgetItem().flags() | Qt.ItemFlag.ItemIsUserCheckable
+            checked, unchecked = Qt.CheckState.Checked, Qt.CheckState.Unchecked
             for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
-                item = QListWidgetItem(short_label(token))
-                item.setToolTip(display_text(token, 400))
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Checked if pad else Qt.CheckState.Unchecked)
+                label = short_label(token)
+                item = QListWidgetItem(label)
+                if label != token:  # the whole token where the label is cut
+                    item.setToolTip(display_text(token, 400))
+                item.setFlags(flags)
+                item.setCheckState(checked if pad else unchecked)
                 self.padding_list.addItem(item)
         finally:
             self._updating = False
