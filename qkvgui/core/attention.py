@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from .checks import check_finite as _check_finite
 from .errors import NonFiniteError, ShapeError
@@ -191,7 +192,9 @@ class AttentionResult:
         return self._all_heads("weights")
 
 
-def attention_mask(n_q: int, n_k: int, *, causal: bool = False, key_padding_mask=None) -> np.ndarray | None:
+def attention_mask(
+    n_q: int, n_k: int, *, causal: bool = False, key_padding_mask: ArrayLike | None = None
+) -> np.ndarray | None:
     """Which keys each query may see, as a bool [n_q, n_k] array (True = visible), or None when all are.
 
     Causal hides key j from query i when j > i; padding hides the keys marked True in key_padding_mask [n_k].
@@ -228,7 +231,7 @@ def _freeze(*arrays: np.ndarray) -> None:
         a.flags.writeable = False
 
 
-def _as_array(name: str, a, dtype) -> np.ndarray:
+def _as_array(name: str, a: ArrayLike, dtype: DTypeLike) -> np.ndarray:
     arr = np.asarray(a)
     if arr.dtype.kind not in "fiub":
         raise ShapeError(f"{name} must hold numbers, but it holds {arr.dtype} values.")
@@ -254,7 +257,7 @@ def _same(what: str, left: tuple[str, int], right: tuple[str, int], why: str) ->
         raise ShapeError(f"{left[0]} has {what} = {left[1]} but {right[0]} has {what} = {right[1]}: {why}.")
 
 
-def _result_dtype(arrays) -> np.dtype:
+def _result_dtype(arrays: tuple[ArrayLike | None, ...]) -> np.dtype:
     """float32 only when every floating input is float32; float64 otherwise (and for integer inputs)."""
     floats = [np.asarray(a).dtype for a in arrays if a is not None and np.asarray(a).dtype.kind == "f"]
     if floats and all(d == np.float32 for d in floats):
@@ -263,21 +266,21 @@ def _result_dtype(arrays) -> np.dtype:
 
 
 def multi_head_attention(
-    x_q,
-    w_q,
-    w_k,
-    w_v,
-    w_o,
+    x_q: ArrayLike,
+    w_q: ArrayLike,
+    w_k: ArrayLike,
+    w_v: ArrayLike,
+    w_o: ArrayLike,
     *,
-    x_kv=None,
-    b_q=None,
-    b_k=None,
-    b_v=None,
-    b_o=None,
+    x_kv: ArrayLike | None = None,
+    b_q: ArrayLike | None = None,
+    b_k: ArrayLike | None = None,
+    b_v: ArrayLike | None = None,
+    b_o: ArrayLike | None = None,
     causal: bool = False,
-    key_padding_mask=None,
+    key_padding_mask: ArrayLike | None = None,
     scale: float | None = None,
-    ablate=None,
+    ablate: ArrayLike | None = None,
     rotary: float | None = None,
     keep_head: int | None = None,
     reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None = None,
@@ -303,7 +306,7 @@ def multi_head_attention(
     dtype = _result_dtype((x_q, x_kv, w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o))
     x_q = _as_array("X", x_q, dtype)
     self_attention = x_kv is None
-    x_kv = x_q if self_attention else _as_array("X_kv", x_kv, dtype)
+    x_kv = x_q if x_kv is None else _as_array("X_kv", x_kv, dtype)
     w_q = _as_array("W_Q", w_q, dtype)
     w_k = _as_array("W_K", w_k, dtype)
     w_v = _as_array("W_V", w_v, dtype)
@@ -398,7 +401,9 @@ def multi_head_attention(
         )
 
 
-def _check_reuse(reuse, h: int, h_kv: int, n_q: int, n_k: int, dtype) -> tuple | None:
+def _check_reuse(
+    reuse: tuple[AttentionResult, ArrayLike, ArrayLike] | None, h: int, h_kv: int, n_q: int, n_k: int, dtype: np.dtype
+) -> tuple[AttentionResult, np.ndarray, np.ndarray] | None:
     """reuse as (previous, same_q, same_kv) when it can apply to this layer, else None (compute everything)."""
     if reuse is None:
         return None
@@ -415,7 +420,7 @@ def _check_reuse(reuse, h: int, h_kv: int, n_q: int, n_k: int, dtype) -> tuple |
     return previous, same_q, same_kv
 
 
-def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale) -> HeadResult:
+def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale: np.floating) -> HeadResult:
     """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k], whole matrices."""
     with np.errstate(over="ignore", invalid="ignore"):
         scores = q @ k.T  # [n_q, n_k]
@@ -427,20 +432,20 @@ def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None
 
 
 def _compute(
-    x_q,
-    x_kv,
-    w_q,
-    w_k,
-    w_v,
-    w_o,
-    biases,
-    causal,
-    key_padding_mask,
-    scale,
-    ablate,
-    rotary=None,
-    keep_head=None,
-    reuse=None,
+    x_q: np.ndarray,
+    x_kv: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    w_o: np.ndarray,
+    biases: dict[str, np.ndarray | None],
+    causal: bool,
+    key_padding_mask: ArrayLike | None,
+    scale: np.floating,
+    ablate: np.ndarray | None,
+    rotary: float | None = None,
+    keep_head: int | None = None,
+    reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None = None,
 ) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes).
 
@@ -494,6 +499,7 @@ def _compute(
     for head in range(h):
         kv = head * k.shape[0] // h
         if kept[head]:  # unchanged: the previous result's numbers are these numbers
+            assert reuse is not None  # kept is all False without it
             head_outputs[head] = reuse[0].head_outputs[head]
             weights_pooled[head] = reuse[0].weights_pooled[head]
             continue
@@ -545,6 +551,7 @@ def _compute(
     if steps is not None:
         result._cache.heads[steps.head] = steps
     elif keep_head is not None and kept[keep_head]:  # the selected head is unchanged: its steps carry over too
+        assert reuse is not None  # kept is all False without it
         with reuse[0]._cache.lock:
             old = reuse[0]._cache.heads.get(keep_head)
         if old is not None:
@@ -552,7 +559,9 @@ def _compute(
     return result
 
 
-def _project(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, reuse) -> np.ndarray:
+def _project(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, reuse: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
     """x·W (+ b) for every head, [h, n, d]; with reuse = (previous, same): the heads marked same are copied."""
     if reuse is None or not reuse[1].any():
         out = x @ w  # [h, n, d]: x [n, d_model] broadcasts against W [h, d_model, d], no copy of W
@@ -583,7 +592,7 @@ def _visible_span(visible: np.ndarray) -> tuple[int, int]:
     return (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 0)
 
 
-def _may_overflow(q: np.ndarray, k: np.ndarray, scale) -> bool:
+def _may_overflow(q: np.ndarray, k: np.ndarray, scale: np.floating) -> bool:
     """False when no scaled score can overflow (|q·k| ≤ ‖q‖·‖k‖), so the blocks need no finiteness check."""
     with np.errstate(over="ignore", invalid="ignore"):
         q_norm = float(np.sqrt(np.max(np.einsum("hnd,hnd->hn", q, q)))) if q.size else 0.0
@@ -592,7 +601,9 @@ def _may_overflow(q: np.ndarray, k: np.ndarray, scale) -> bool:
     return not (np.isfinite(bound) and bound < float(np.finfo(q.dtype).max) / 4)
 
 
-def _softmax_rows(w: np.ndarray, visible: np.ndarray | None, span: tuple[int, int], scale, check: bool) -> None:
+def _softmax_rows(
+    w: np.ndarray, visible: np.ndarray | None, span: tuple[int, int], scale: np.floating, check: bool
+) -> None:
     """Scores → weights, in place, for a block of query rows w [rows, n_k] (visible: its rows of the mask).
 
     The same operations as HeadResult's steps, row for row: times scale, −inf where hidden, the same maximum,
