@@ -11,7 +11,8 @@ import pytest
 from PySide6.QtGui import QImage
 
 from qkvgui import Session
-from qkvgui.io.figure_paint import Figure, FigureOptions, _fmt_tick, figure_bytes, parse_size, write_figure_file
+from qkvgui.core.format import format_number
+from qkvgui.io.figure_paint import Figure, FigureOptions, figure_bytes, parse_size, write_figure_file
 from qkvgui.io.figure_views import FigureError, figure_data, rich_runs
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -179,7 +180,7 @@ def test_crowded_labels_are_thinned_and_tagged_with_their_position(qapp):
 
 
 def test_colour_bar_ticks_have_no_needless_decimals(data, qapp):
-    assert [_fmt_tick(v) for v in (30.0, 15.0, 0.0, -15.0, 0.5, 1.25, 2.5)] == [
+    assert [format_number(v) for v in (30.0, 15.0, 0.0, -15.0, 0.5, 1.25, 2.5)] == [
         "30",
         "15",
         "0",

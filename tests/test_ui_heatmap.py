@@ -6,7 +6,8 @@ import pytest
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
-from qkvgui.ui.heatmap import HeatmapView, format_cell
+from qkvgui.core.format import format_number
+from qkvgui.ui.heatmap import HeatmapView
 
 TOKENS = ["The", "cat", "sat", "on", "the", "mat", "."]
 
@@ -269,11 +270,11 @@ def test_numbers_are_hidden_when_cells_are_too_small_on_screen(qtbot):
 
 
 def test_cell_text_is_compact_and_marks_masked_cells():
-    assert format_cell(0.1234) == "0.12"
-    assert format_cell(-1.5) == "\u22121.50"
-    assert format_cell(-0.001) == "0.00"
-    assert format_cell(-np.inf) == "\u2212∞"
-    assert format_cell(1234.4) == "1234"
+    assert format_number(0.1234, "cell") == "0.12"
+    assert format_number(-1.5, "cell") == "\u22121.50"
+    assert format_number(-0.001, "cell") == "0.00"
+    assert format_number(-np.inf, "cell") == "\u2212∞"
+    assert format_number(1234.4, "cell") == "1234"
 
 
 def test_highlight_sets_and_clears(qtbot):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from qkvgui.core.format import format_number
 from qkvgui.ui.bench_gui import _layer_state
-from qkvgui.ui.explain import _num
 
 
 def _settled(window, n):
@@ -41,7 +41,7 @@ def test_hovering_a_weight_of_a_long_layer_explains_it(window, qtbot):
     window.inspection.inspect_cell("weights", 299, 5, False)  # what hovering that cell does
     text = window.inspector.toPlainText()
     assert "Query 299" in text
-    assert _num(window.result.head(0).weights[299, 5]) in text
+    assert format_number(window.result.head(0).weights[299, 5]) in text
 
 
 def test_import_takes_text_up_to_the_models_context_and_refuses_more(qtbot, window, tmp_path):

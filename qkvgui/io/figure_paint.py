@@ -32,6 +32,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtSvg import QSvgGenerator
 
+from qkvgui.core.format import MINUS, format_number
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.figure_views import GROUPS, VIEWS, FigureData, FigureError, Matrix, ViewFigure, rich_runs
 from qkvgui.io.figures import FORMATS, MAX_IMAGE_PIXELS, _portable_svg, _to_bytes, figure_format
@@ -47,7 +48,6 @@ MAX_NUMBER_CELLS = 32
 MAX_LABEL_CHARS = 12
 MASKED = QColor(118, 118, 118)
 PNG_QUALITY = 80
-MINUS = "\u2212"
 
 
 @dataclass(frozen=True)
@@ -145,27 +145,6 @@ class FigureOptions:
         if self.unit == "px":
             return f"{w} × {h} px at {self.dpi:g} dpi"
         return f"{self.width:g} × {self.height:g} {self.unit} ({w} × {h} px at {self.dpi:g} dpi)"
-
-
-def _fmt_tick(v: float) -> str:
-    """A colour-bar tick with no needless decimals: 30, 0.5, −1.2, 2e+03."""
-    if v == 0:
-        return "0"
-    text = f"{v:.4g}"
-    return text.replace("-", MINUS)
-
-
-def format_cell(value: float) -> str:
-    """A cell's number: two decimals, fewer for large magnitudes, −∞ for a hidden key."""
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return f"{MINUS}∞" if value < 0 else "+∞"
-    magnitude = abs(value)
-    text = f"{value:.2f}" if magnitude < 99.995 else f"{value:.0f}" if magnitude < 99999.5 else f"{value:.0e}"
-    if text.strip("-0.") == "":
-        text = text.lstrip("-")
-    return text.replace("-", MINUS)
 
 
 _LUTS: dict[str, np.ndarray] = {}
@@ -464,7 +443,7 @@ class Figure:
         ticks = _bar_ticks(mats[0].levels, view.kind)
         bar_w = 0.0
         if self.options.colorbar:
-            bar_w = em * 0.9 + em * 0.3 + max(lm.horizontalAdvance(_fmt_tick(v)) for v in ticks) + em * 0.6
+            bar_w = em * 0.9 + em * 0.3 + max(lm.horizontalAdvance(format_number(v)) for v in ticks) + em * 0.6
         k = len(mats)
         captions = k > 1
         cap_h = line * 1.05 if captions else 0.0
@@ -619,7 +598,7 @@ class Figure:
                 painter.drawText(
                     QRectF(target.left() + j * cw, target.top() + i * ch, cw, ch),
                     flags,
-                    format_cell(float(values[i, j])),
+                    format_number(float(values[i, j]), "cell"),
                 )
 
     def _paint_bar(
@@ -640,7 +619,7 @@ class Figure:
         for v in ticks:
             y = rect.bottom() - (v - lo) / ((hi - lo) or 1.0) * rect.height()
             painter.drawLine(QPointF(rect.right(), y), QPointF(rect.right() + self.em * 0.3, y))
-            painter.drawText(QPointF(rect.right() + self.em * 0.45, y + metrics.ascent() * 0.35), _fmt_tick(v))
+            painter.drawText(QPointF(rect.right() + self.em * 0.45, y + metrics.ascent() * 0.35), format_number(v))
 
 
 def _bar_ticks(levels: tuple[float, float], kind: str) -> list[float]:

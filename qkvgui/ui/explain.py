@@ -10,22 +10,19 @@ from html import escape
 import numpy as np
 
 from qkvgui.core import AttentionResult
+from qkvgui.core.format import format_number as _number
 
 #: how many terms of a sum are written out before the rest is summarised
 MAX_TERMS = 8
 
 
-def _num(v: float) -> str:
-    if np.isneginf(v):
-        return "−∞"
-    return f"{v:.4g}".replace("-", "−")
-
-
 def _products(a, b) -> str:
     """a·b written out as its first products, "0.5×1.2 + ...", with the rest summed."""
-    parts = [f"{_num(x)}×{_num(y)}" for x, y in zip(a[:MAX_TERMS], b[:MAX_TERMS], strict=True)]
+    parts = [f"{_number(x)}×{_number(y)}" for x, y in zip(a[:MAX_TERMS], b[:MAX_TERMS], strict=True)]
     if len(a) > MAX_TERMS:
-        parts.append(f"… ({len(a) - MAX_TERMS} more products, summing to {_num(float(a[MAX_TERMS:] @ b[MAX_TERMS:]))})")
+        parts.append(
+            f"… ({len(a) - MAX_TERMS} more products, summing to {_number(float(a[MAX_TERMS:] @ b[MAX_TERMS:]))})"
+        )
     return " + ".join(parts)
 
 
@@ -41,7 +38,7 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
         lines += [
             f"RoPE: q<sub>{i}</sub> is turned by position {i} and k<sub>{j}</sub> by position {j}: each pair "
             f"(c, c + d<sub>k</sub>/2) by {i}·θ<sub>c</sub> and {j}·θ<sub>c</sub>, θ<sub>c</sub> = "
-            f"{_num(r.rotary)}<sup>−2c/d<sub>k</sub></sup>",
+            f"{_number(r.rotary)}<sup>−2c/d<sub>k</sub></sup>",
             f"score = rot(q<sub>{i}</sub>, {i})·rot(k<sub>{j}</sub>, {j}) = q<sub>{i}</sub>·R(({j} − {i})·θ)"
             f"·k<sub>{j}</sub>: the positions enter only through i − j = {i - j}, by the rotation",
         ]
@@ -49,8 +46,8 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
         f"score = q<sub>{i}</sub>·k<sub>{j}</sub> = Σ<sub>c</sub> q<sub>{i}</sub>[c]·k<sub>{j}</sub>[c]"
         + (" (rotated)" if r.rotary is not None else ""),
         "&nbsp;&nbsp;= " + _products(qi, kj),
-        f"&nbsp;&nbsp;= <b>{_num(one.scores[i, j])}</b>",
-        f"scaled = {_num(one.scores[i, j])} × {_num(r.scale)} = <b>{_num(one.scaled[i, j])}</b>",
+        f"&nbsp;&nbsp;= <b>{_number(one.scores[i, j])}</b>",
+        f"scaled = {_number(one.scores[i, j])} × {_number(r.scale)} = <b>{_number(one.scaled[i, j])}</b>",
     ]
     if r.visible[i, j]:
         lines.append("mask: key visible, the scaled score passes unchanged")
@@ -63,9 +60,9 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
         top = row.max()
         denom = np.exp(row[np.isfinite(row)] - top).sum()
         lines.append(
-            f"weight = exp({_num(row[j])} − {_num(top)}) / Σ<sub>j'</sub> exp(masked[{i}, j'] − {_num(top)}) "
-            f"= {_num(np.exp(row[j] - top) if np.isfinite(row[j]) else 0.0)} / {_num(denom)} "
-            f"= <b>{_num(one.weights[i, j])}</b>"
+            f"weight = exp({_number(row[j])} − {_number(top)}) / Σ<sub>j'</sub> exp(masked[{i}, j'] − {_number(top)}) "
+            f"= {_number(np.exp(row[j] - top) if np.isfinite(row[j]) else 0.0)} / {_number(denom)} "
+            f"= <b>{_number(one.weights[i, j])}</b>"
         )
         shown = ", ".join(f"{escape(str(k_tokens[c]))} {one.weights[i, c]:.2f}" for c in range(len(row))[:16])
         lines.append(f"row {i}’s weights: {shown}{' …' if len(row) > 16 else ''}")
@@ -85,7 +82,7 @@ def explain_output_row(r: AttentionResult, head: int, i: int, q_tokens, k_tokens
     lines.append("&nbsp;&nbsp;= " + " + ".join(terms) + (" + …" if np.count_nonzero(w) > MAX_TERMS else ""))
     out = r.head_outputs[head, i]
     lines.append(
-        "&nbsp;&nbsp;= [" + ", ".join(_num(v) for v in out[:MAX_TERMS]) + (", …]" if len(out) > MAX_TERMS else "]")
+        "&nbsp;&nbsp;= [" + ", ".join(_number(v) for v in out[:MAX_TERMS]) + (", …]" if len(out) > MAX_TERMS else "]")
     )
     return "<br>".join(lines)
 
@@ -126,5 +123,5 @@ def explain_cell(
     """HTML: the view's formula with shapes, what a row means, and the hovered cell's value."""
     return (
         f"<b>{escape(view_formula(name, r))}</b><br>{escape(meaning)}<br>"
-        f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_num(value)}</b>"
+        f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_number(value)}</b>"
     )

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core.attention import block_max
+from qkvgui.core.format import format_number
 
 #: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
 #: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
@@ -44,7 +45,6 @@ MAX_TICK_CHARS = 12
 MASKED_COLOR = QColor(118, 118, 118)
 MASKED_HATCH = QColor(80, 80, 80)
 
-MINUS = "\u2212"  # a real minus sign: the same width as the digits, and it matches "−∞"
 
 #: A matrix with more cells than this is drawn from a level-of-detail image prepared off the GUI thread
 #: (a 4,096 × 4,096 head is 16.8 M cells: converting and colouring it all takes ~0.5 s per view).
@@ -127,24 +127,6 @@ class _Relay(QObject):
     """Carries a prepared image from the background thread to the view's (GUI) thread, as a queued signal."""
 
     ready = Signal(int, object)
-
-
-def format_cell(value: float) -> str:
-    """The compact text shown in a cell: two decimals, fewer digits for large magnitudes, ∞ for masked scores."""
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return f"{MINUS}∞" if value < 0 else "+∞"
-    magnitude = abs(value)
-    if magnitude < 99.995:
-        text = f"{value:.2f}"
-    elif magnitude < 99999.5:
-        text = f"{value:.0f}"
-    else:
-        text = f"{value:.0e}"
-    if text.strip("-0.") == "":  # -0.00 is just zero to a reader
-        text = text.lstrip("-")
-    return text.replace("-", MINUS)
 
 
 def _device_scale(item: QGraphicsItem, painter: QPainter) -> tuple[float, float, float, float]:
@@ -265,7 +247,7 @@ class CellLabels(QGraphicsItem):
         if i1 <= i0 or j1 <= j0:
             return
         dark_block = self._dark_text(self._values[i0:i1, j0:j1])  # [i1 - i0, j1 - j0] bool
-        cells = [(i, j, format_cell(float(self._values[i, j]))) for i in range(i0, i1) for j in range(j0, j1)]
+        cells = [(i, j, format_number(float(self._values[i, j]), "cell")) for i in range(i0, i1) for j in range(j0, j1)]
 
         # One font for the whole matrix: ~30% of the on-screen cell height but at most 13 screen pixels (scaled
         # with an export's zoom), shrunk until the widest visible number fits its cell.
@@ -627,7 +609,7 @@ class HeatmapView(QWidget):
                 return
             self._bar.setLevels((lo, hi))
             # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
-            bar_ticks = [(v, format_cell(v)) for v in (lo, (lo + hi) / 2, hi)]
+            bar_ticks = [(v, format_number(v, "cell")) for v in (lo, (lo + hi) / 2, hi)]
             self._bar.axis.setTicks([bar_ticks, []])
             fm = QFontMetricsF(self._tick_font)
             width = int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10
@@ -929,7 +911,7 @@ class HeatmapView(QWidget):
             return ""
         return (
             f"row {tagged(i, self._row_labels[i])} · column {tagged(j, self._col_labels[j])} = "
-            f"{format_cell(float(self._data[i, j]))}"
+            f"{format_number(float(self._data[i, j]), 'cell')}"
         )
 
     def plot_item(self) -> pg.PlotItem:

@@ -36,9 +36,9 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core.errors import QkvError, ShapeError
+from qkvgui.core.format import MINUS, format_number
 from qkvgui.ui.text import short_label
 
-MINUS = "\u2212"  # a real minus sign, as the heatmaps draw it: the same width as the digits
 #: A number in the C locale: an optional sign, ASCII digits with at most one ".", an optional exponent. No "," or "_".
 #: Written so that no two parts can match the same digits: matching is linear in the length of the text.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -167,17 +167,6 @@ def parse_block(text: str, fits: tuple[int, int] | None = None, progress=None) -
     return block
 
 
-def format_value(value: float) -> str:
-    """The compact text shown in a cell: up to 4 significant digits, a real minus sign, ``0`` for ±0."""
-    if value == 0:
-        return "0"
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return f"{MINUS}∞" if value < 0 else "∞"
-    return f"{value:.4g}".replace("-", MINUS)
-
-
 class MatrixTableModel(QAbstractTableModel):
     """A read-only view of one (rows, cols) float64 array as a table whose edits are requests.
 
@@ -265,7 +254,7 @@ class MatrixTableModel(QAbstractTableModel):
         row, col = index.row(), index.column()
         value = float(self._array[row, col])
         if role == Qt.ItemDataRole.DisplayRole:
-            return format_value(value)
+            return format_number(value)
         if role == Qt.ItemDataRole.EditRole:
             return repr(value)
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -306,7 +295,7 @@ class MatrixTableModel(QAbstractTableModel):
         try:
             number = parse_number(text)
         except ValueError as e:
-            old = format_value(float(self._array[row, col]))
+            old = format_number(float(self._array[row, col]))
             shown = text.strip() if len(text) <= 40 else text.strip()[:37] + "..."
             self.message.emit(f"{shown!r} {e}: {self.name} ({self.where(row, col)}) keeps {old}")
             self.last_edit_refused = True
