@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from qkvgui.core import AttentionResult, NonFiniteError, SessionError, multi_head_attention
+from qkvgui.core import AttentionResult, SessionError, multi_head_attention
 from qkvgui.core.checks import LIMITS, MAX_MATRIX_BYTES, byte_text, check_json_plain, matrix_bytes
 from qkvgui.core.checks import check_finite as _core_check_finite
 from qkvgui.core.format import format_shape
@@ -377,10 +377,7 @@ def state_bytes(s: SessionState) -> int:
 
 def check_finite(name: str, a: np.ndarray) -> None:
     """Raises SessionError naming the first NaN or infinity of a, and where it is."""
-    try:
-        _core_check_finite(name, a)
-    except NonFiniteError as e:
-        raise SessionError(str(e)) from None
+    _core_check_finite(name, a, SessionError)
 
 
 def _numbers(name: str, a: Any) -> None:

@@ -158,7 +158,7 @@ def test_a_link_to_a_regular_file_is_read(tmp_path):
 
 
 def test_size_is_checked_before_reading(tmp_path):
-    from qkvgui.io.matrix_file import MAX_CSV_BYTES
+    from qkvgui.core.checks import MAX_CSV_BYTES
 
     big = tmp_path / "big.csv"
     with open(big, "wb") as f:

@@ -1,4 +1,5 @@
-"""Checks shared by every room: the largest sizes qkvgui accepts, and the search for NaN and infinities.
+"""Checks shared by every room: the largest sizes qkvgui accepts (of a session, and of each kind of file it reads),
+and the search for NaN and infinities.
 
 One place for each, so that a file, a resize and a paste refuse the same things with the same words.
 """
@@ -7,13 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NonFiniteError
+from .errors import NonFiniteError, QkvError
 
 __all__ = [
+    "BOMB_MIN_BYTES",
+    "BOMB_RATIO",
     "LIMITS",
+    "MAX_CELLS",
+    "MAX_CSV_BYTES",
     "MAX_EXTRA_DEPTH",
     "MAX_EXTRA_ITEMS",
+    "MAX_JSON_BYTES",
     "MAX_MATRIX_BYTES",
+    "MAX_MEMBERS",
+    "MAX_MEMBER_BYTES",
+    "MAX_NPY_HEADER",
+    "MAX_TOTAL_BYTES",
     "check_finite",
     "check_json_plain",
     "matrix_bytes",
@@ -29,6 +39,27 @@ MAX_MATRIX_BYTES = 1024**3
 #: in and out: 500 levels of lists overflowed Python's stack)
 MAX_EXTRA_DEPTH = 32
 MAX_EXTRA_ITEMS = 100_000
+
+# What a file may hold, checked from its size and headers before anything is allocated or read.
+#: the largest matrix a .npy or .csv matrix file may hold (cells): the largest X a session holds
+MAX_CELLS = LIMITS["tokens"] * LIMITS["d_model"]
+#: the largest .csv read (a full-precision number takes about 20 characters: larger matrices travel as .npy)
+MAX_CSV_BYTES = 256 * 1024**2
+#: the largest .npy header read (numpy writes a few dozen bytes; its own reader refuses more than 10000)
+MAX_NPY_HEADER = 65536
+#: a session file (a ZIP archive): the largest member read, by its declared uncompressed size (a hostile header
+#: cannot make us allocate more)
+MAX_MEMBER_BYTES = 2 * 1024**3
+#: the largest session.json read
+MAX_JSON_BYTES = 16 * 1024**2
+#: the most members an archive may list (a session has 3 + 8 per layer, at most 64 layers)
+MAX_MEMBERS = 1000
+#: the most bytes read from one archive, all members together (duplicate references count each time)
+MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + MAX_MEMBERS * MAX_NPY_HEADER
+#: a compressed member larger than BOMB_MIN_BYTES whose size is more than BOMB_RATIO times its compressed size is
+#: refused (a ZIP bomb)
+BOMB_MIN_BYTES = 16 * 1024**2
+BOMB_RATIO = 200
 
 
 def byte_text(n: int | float) -> str:
@@ -95,8 +126,13 @@ def check_json_plain(value: object, what: str, error: type[Exception] = ValueErr
             )
 
 
-def check_finite(name: str, a: np.ndarray) -> None:
-    """Raise NonFiniteError naming the first NaN or infinity of a, where it is and how many there are."""
+def check_finite(
+    name: str, a: np.ndarray, error: type[QkvError] = NonFiniteError, *, rows_and_columns: bool = False
+) -> None:
+    """Raise ``error`` naming the first NaN or infinity of a, where it is and how many there are.
+
+    Where: its index, ``[1, 2]``; with ``rows_and_columns``, a 2-D array's ``row 1, column 2`` (a file's matrix,
+    as a spreadsheet shows it)."""
     # One fast reduction first: the sum of finite numbers is finite unless it overflows, so only a
     # non-finite sum needs the element-wise search that says where the bad value is.
     if a.dtype.kind not in "fc" or np.isfinite(np.sum(a)):
@@ -104,9 +140,12 @@ def check_finite(name: str, a: np.ndarray) -> None:
     bad = np.argwhere(~np.isfinite(a))
     if len(bad) == 0:
         return
-    where = ", ".join(str(int(i)) for i in bad[0])
+    if rows_and_columns and a.ndim == 2:
+        where = f"row {int(bad[0][0])}, column {int(bad[0][1])}"
+    else:
+        where = "[" + ", ".join(str(int(i)) for i in bad[0]) + "]"
     value = a[tuple(bad[0])]
-    raise NonFiniteError(
-        f"{name} holds {value} at [{where}] ({len(bad)} non-finite value{'s' if len(bad) > 1 else ''}): "
+    raise error(
+        f"{name} holds {value} at {where} ({len(bad)} non-finite value{'s' if len(bad) > 1 else ''}): "
         "every entry must be a finite number."
     )

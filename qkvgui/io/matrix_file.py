@@ -11,17 +11,14 @@ import numpy as np
 from qkvgui.core import MatrixFileError as MatrixError
 from qkvgui.core.cancel import CancelToken
 from qkvgui.core.cancel import report as _report
+from qkvgui.core.checks import MAX_CELLS, MAX_CSV_BYTES, MAX_NPY_HEADER, check_finite
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.files import file_boundary, label_of, open_regular, reason
-from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
+from qkvgui.io.npy import read_npy_header
 
-__all__ = ["MATRIX_SUFFIXES", "MAX_CELLS", "MAX_CSV_BYTES", "read_matrix", "write_matrix"]
+__all__ = ["MATRIX_SUFFIXES", "read_matrix", "write_matrix"]
 
 MATRIX_SUFFIXES = (".npy", ".csv")
-#: the largest matrix a file may hold (cells), checked before reading any data: the largest X a session holds
-MAX_CELLS = 4096 * 8192
-#: the largest .csv read (a full-precision number takes about 20 characters: larger matrices travel as .npy)
-MAX_CSV_BYTES = 256 * 1024**2
 #: a file is read in pieces of this many bytes (a .csv parsed in pieces of about CSV_CELLS numbers), Cancel checked
 #: and progress reported between them; a piece is short enough that the parser, which holds Python's lock, never
 #: stalls the window (the whole 512 × 768 .csv in one call stalled it a second)
@@ -53,9 +50,7 @@ def read_matrix(
             a = _read_csv(path, label, shape, cancel)
     if a.ndim != 2 or a.size == 0:
         raise MatrixError(f"{label} holds an array of shape {a.shape}; a matrix needs rows and columns.")
-    if not np.isfinite(a).all():
-        i, j = np.argwhere(~np.isfinite(a))[0]
-        raise MatrixError(f"{label} holds {a[i, j]} at row {i}, column {j}: every entry must be finite.")
+    check_finite(label, a, MatrixError, rows_and_columns=True)
     return a
 
 

@@ -17,12 +17,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from qkvgui.core.checks import MAX_NPY_HEADER
 from qkvgui.io.files import reason
 
 __all__ = ["NpyHeader", "MAX_NPY_HEADER", "read_npy_header", "check_number_dtype"]
 
-#: the largest .npy header read (numpy writes a few dozen bytes; its own reader refuses more than 10000)
-MAX_NPY_HEADER = 65536
 _LENGTH = {(1, 0): "<H", (2, 0): "<I", (3, 0): "<I"}  # the header-length field of each .npy version
 
 

@@ -18,28 +18,23 @@ import numpy as np
 
 from qkvgui.core import SessionFileError
 from qkvgui.core.cancel import Cancelled, CancelToken
-from qkvgui.core.checks import MAX_MATRIX_BYTES as _MAX_MATRIX_BYTES
+from qkvgui.core.checks import (
+    BOMB_MIN_BYTES,
+    BOMB_RATIO,
+    MAX_MATRIX_BYTES,
+    MAX_MEMBER_BYTES,
+    MAX_MEMBERS,
+    MAX_TOTAL_BYTES,
+)
 from qkvgui.core.format import format_shape
-from qkvgui.io.npy import MAX_NPY_HEADER, read_npy_header
+from qkvgui.io.npy import read_npy_header
 from qkvgui.state import BIASES, LIMITS
 
 #: the metadata member of the archive
 JSON_MEMBER = "session.json"
 
-#: the largest member read, by its declared uncompressed size (a hostile header cannot make us allocate more)
-MAX_MEMBER_BYTES = 2 * 1024**3
-#: the largest session.json read
-MAX_JSON_BYTES = 16 * 1024**2
-#: the most bytes all matrices of one session may take, as float64: the document's own budget, checked from the
-#: declared shapes before any array is read (a 248 KB file of deflated |u1 members once widened to 1.7 GiB)
-MAX_MATRIX_BYTES = _MAX_MATRIX_BYTES
-#: the most members an archive may list (a session has 3 + 8 per layer, at most 64 layers)
-MAX_MEMBERS = 1000
-#: the most bytes read from one archive, all members together (duplicate references count each time)
-MAX_TOTAL_BYTES = MAX_MATRIX_BYTES + MAX_JSON_BYTES + MAX_MEMBERS * MAX_NPY_HEADER
-#: a compressed member larger than this whose size is more than BOMB_RATIO times its compressed size is refused
-BOMB_MIN_BYTES = 16 * 1024**2
-BOMB_RATIO = 200
+# The limits (core.checks): MAX_MATRIX_BYTES, the document's own budget, is checked from the declared shapes
+# before any array is read (a 248 KB file of deflated |u1 members once widened to 1.7 GiB).
 #: a matrix is read in pieces of this many bytes, Cancel checked and progress reported between them
 CHUNK_BYTES = 4 * 1024**2
 

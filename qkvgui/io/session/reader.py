@@ -17,8 +17,9 @@ from pathlib import Path
 
 from qkvgui.core import SessionError, SessionFileError
 from qkvgui.core.cancel import CancelToken
+from qkvgui.core.checks import MAX_JSON_BYTES
 from qkvgui.io.session import v1, v2, v3, v4
-from qkvgui.io.session.archive import DAMAGE, JSON_MEMBER, MAX_JSON_BYTES, Archive, Fields, json_kind, reason
+from qkvgui.io.session.archive import DAMAGE, JSON_MEMBER, Archive, Fields, json_kind, reason
 from qkvgui.io.session.writer import FORMAT, VERSION
 from qkvgui.state import SessionState, validate_state
 

@@ -16,11 +16,11 @@ from typing import IO, Any
 import numpy as np
 
 from qkvgui.core import SessionError, SessionFileError
+from qkvgui.core.checks import MAX_MATRIX_BYTES
 from qkvgui.io.atomic import atomic_write
 from qkvgui.io.session.archive import (
     JSON_MEMBER,
     LAYER_MATRICES,
-    MAX_MATRIX_BYTES,
     byte_text,
     reason,
     shape_problem,
