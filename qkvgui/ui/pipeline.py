@@ -134,6 +134,9 @@ KV_VIEWS = ("k", "v", "k_rope")
 GROUP_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
 #: results with more attention weights than this are drawn one view per event-loop turn
 PROGRESSIVE_CELLS = 200_000
+#: ... and so are results of a new shape (a new document, another size) with more than this: no edit waits for
+#: them, and all eleven views drawn and painted at once stalled the window (a 64-token, 12-head model: 0.2-0.5 s)
+NEW_SHAPE_PROGRESSIVE_CELLS = 16_384
 QWIDGETSIZE_MAX = (1 << 24) - 1
 
 
@@ -183,6 +186,7 @@ class PipelineView(QWidget):
         self.views: dict[str, HeatmapView] = {}
         self._focused: str | None = None
         self._rotary = False  # whether the rotary row is laid out (RoPE sessions)
+        self._shown_shape: tuple = ()  # the shape of the result last drawn (a new one is drawn view by view)
         for spec in VIEW_SPECS:
             view = HeatmapView(spec.kind)
             view.setObjectName(f"view.{spec.name}")
@@ -340,7 +344,10 @@ class PipelineView(QWidget):
         """
         steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer, ablated)
         self._pending = []
-        if r.n_heads * r.n_q * r.n_k <= PROGRESSIVE_CELLS:
+        cells = r.n_heads * r.n_q * r.n_k
+        shape = (r.n_heads, r.n_q, r.n_k, r.q.shape[2], r.v.shape[2], r.output.shape[1])
+        new_shape, self._shown_shape = shape != self._shown_shape, shape
+        if cells <= PROGRESSIVE_CELLS and not (new_shape and cells > NEW_SHAPE_PROGRESSIVE_CELLS):
             # every existing view at once; a head thumbnail still to be made (tens of ms each) in a later turn
             later = []
             for step in steps:
