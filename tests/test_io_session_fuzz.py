@@ -1,7 +1,8 @@
 """Seeded fuzzing of session files (issue 11): every mutated file loads as a valid session or is refused with a
 SessionError, within 2 s and 1 GB, each case in a forked child with a memory limit.
 
-The valid files come from several presets (the two-layer ``induction`` among them); the mutations damage the ZIP
+The valid files come from several presets (the two-layer ``induction`` among them) and two whole-model sessions
+with their own blocks (the golden files of formats 3 and 4); the mutations damage the ZIP
 structure (bytes, central directory fields, members), the JSON (values, types, nesting, raw text) and the ``.npy``
 headers (text, version, length). The seed is fixed, so a failure is reproduced by its case number.
 """
@@ -28,7 +29,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 PRESETS = ("induction", "translation", "previous-token", "two-heads")
-CASES_PER_PRESET = 75
+#: whole-model sessions with their own blocks (norms, MLPs between the layers): the golden files of format 3, and
+#: of format 4 (rotary positions and shared key/value heads too)
+WHOLE_MODELS = {"whole-model": "session_v3.qkv", "whole-model-rotary-gqa": "session_v4.qkv"}
+SOURCES = (*PRESETS, *WHOLE_MODELS)
+CASES_PER_PRESET = 60
 SEED = 11
 
 
@@ -271,7 +276,7 @@ MUTATIONS = (mutate_zip, mutate_json, mutate_npy)
 
 
 def cases() -> list[tuple[str, int]]:
-    return [(preset, i) for preset in PRESETS for i in range(CASES_PER_PRESET)]
+    return [(source, i) for source in SOURCES for i in range(CASES_PER_PRESET)]
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +293,10 @@ def valid_files() -> dict[str, bytes]:
         finally:
             path.unlink(missing_ok=True)
         out[preset] = buf.getvalue()
+    for name, golden in WHOLE_MODELS.items():
+        out[name] = (Path(__file__).parent / "data" / golden).read_bytes()
+        with zipfile.ZipFile(io.BytesIO(out[name])) as zf:
+            assert any(n.startswith("model/") for n in zf.namelist())  # the blocks are there to be fuzzed
     return out
 
 
@@ -309,6 +318,7 @@ def test_fuzzed_sessions_load_or_are_refused_with_a_session_error(valid_files, t
 
     rng = np.random.default_rng(SEED)
     failures, kinds = [], {"ok": 0, "refused": 0}
+    refused_by = dict.fromkeys(SOURCES, 0)
     for preset, i in cases():
         mutate = MUTATIONS[i % len(MUTATIONS)]
         data = mutate(rng, valid_files[preset])
@@ -318,6 +328,7 @@ def test_fuzzed_sessions_load_or_are_refused_with_a_session_error(valid_files, t
         if outcome.kind in kinds:
             kinds[outcome.kind] += 1
             if outcome.kind == "refused":
+                refused_by[preset] += 1
                 assert "Traceback" not in outcome.message and outcome.message.strip()
             path.unlink()
         else:
@@ -330,6 +341,7 @@ def test_fuzzed_sessions_load_or_are_refused_with_a_session_error(valid_files, t
     assert not failures, f"{len(failures)} of {len(cases())} cases (files in {tmp_path}):\n" + "\n".join(failures)
     assert kinds["refused"] > len(cases()) // 2  # the mutations do reach the reader's checks
     assert kinds["ok"] > 0  # and some harmless ones load
+    assert min(refused_by.values()) > CASES_PER_PRESET // 3, refused_by  # every source, whole models included
 
 
 def test_the_harness_catches_what_it_must(tmp_path):

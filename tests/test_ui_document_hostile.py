@@ -227,12 +227,38 @@ def test_after_a_crash_opening_the_file_offers_its_work(qtbot, tmp_path):
     asked = []
     w.document.ask_recover = lambda orphan: asked.append(orphan) or "recover"
     assert w.document.offer_recovery() >= 1
+    assert w.document.jobs.wait(30)  # read on the worker
     assert asked[0].matches(path)
     assert w.session.matrix("X")[0, 0] == 42.0 and w.document.path == path and w.isWindowModified()
     assert not asked[0].data.exists()  # the crashed run's copy is gone...
     assert w.document._autosaved_key is not None  # ...after this process kept its own
     w.document.ask_unsaved = lambda: "discard"
     w.close()
+
+
+def test_the_timers_autosave_writes_a_snapshot_on_its_own_thread(qtbot, window, monkeypatch):
+    """Autosave wrote the whole document on the GUI thread every 30 s (75 ms and more for a GPT-2-size layer): now
+    the timer's write runs on a thread from a snapshot, and an edit made meanwhile is not mixed into it."""
+    import qkvgui.ui.controllers.document as document
+
+    threads = []
+    write_state = document.write_state
+
+    def recorded(state, path):
+        threads.append(threading.current_thread())
+        return write_state(state, path)
+
+    monkeypatch.setattr(document, "write_state", recorded)
+    doc = window.document
+    window.edit_block("X", 0, 0, np.array([[5.0]]))
+    path = doc.autosave(background=True)
+    window.edit_block("X", 0, 0, np.array([[6.0]]))  # while (or before) it is written
+    qtbot.waitUntil(lambda: doc._autosaving is None, timeout=10000)
+    assert threads and threads[0] is not threading.main_thread()
+    assert Session.load(path).matrix("X")[0, 0] == 5.0  # the snapshot, not the later edit
+    assert doc.autosave() == path and Session.load(path).matrix("X")[0, 0] == 6.0
+    doc.closing()  # a clean close removes it, after any write still running
+    assert not path.exists()
 
 
 def test_a_live_instances_work_is_never_offered_nor_deleted(qtbot, tmp_path):

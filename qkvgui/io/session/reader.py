@@ -18,6 +18,7 @@ from pathlib import Path
 from qkvgui.core import SessionError, SessionFileError
 from qkvgui.core.cancel import CancelToken
 from qkvgui.core.checks import MAX_JSON_BYTES
+from qkvgui.io.files import open_regular
 from qkvgui.io.session import v1, v2, v3, v4
 from qkvgui.io.session.archive import DAMAGE, JSON_MEMBER, Archive, Fields, json_kind, reason
 from qkvgui.io.session.writer import FORMAT, VERSION
@@ -42,7 +43,8 @@ def read_state(path: str | os.PathLike[str], cancel: CancelToken | None = None) 
             raise SessionFileError(f"Cannot open {label}: it is a folder, not a session file.")
         if not stat.S_ISREG(mode):  # a pipe or a device could block or never end
             raise SessionFileError(f"Cannot open {label}: it is not a regular file.")
-        f = open(path, "rb")
+        # opened without blocking and checked again once open: a file swapped for a pipe in between is refused too
+        f = open_regular(path, what="session file", error=SessionFileError)
     except OSError as e:
         raise SessionFileError(f"Cannot open {label}: {e.strerror or e}.") from None
     with f:

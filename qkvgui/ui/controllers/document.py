@@ -14,6 +14,8 @@ import itertools
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from qkvgui.core import QkvError
 from qkvgui.io.atomic import clean_stale_temporaries
 from qkvgui.io.matrix_file import read_matrix, write_matrix
 from qkvgui.io.recovery import Orphan, RecoveryStore, document_key
+from qkvgui.io.session import write_state
 from qkvgui.session import PER_HEAD, Session
 from qkvgui.ui.controllers.actions import bind
 from qkvgui.ui.controllers.edits import EditController
@@ -102,8 +105,13 @@ class DocumentController(QObject):
         self._untitled = f"untitled-{next(_UNTITLED)}"
         self._autosaved_key: str | None = None  # the recovery data this document last wrote
         self._autosave = QTimer(self, interval=AUTOSAVE_SECONDS * 1000)
-        self._autosave.timeout.connect(self.autosave)
+        self._autosave.timeout.connect(lambda: self.autosave(background=True))
         self._autosave.start()
+        # the timer's autosave writes on its own thread (a 25 MB document took 75 ms and more to write)
+        self._autosave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-autosave")
+        self._autosaving: Future | None = None
+        self._autosave_poll = QTimer(self, interval=100)
+        self._autosave_poll.timeout.connect(self._poll_autosave)
 
     @property
     def key(self) -> str:
@@ -193,18 +201,39 @@ class DocumentController(QObject):
         self.replace_session(Session.from_preset(name), None)
         return True
 
-    def recover(self, recovered: Path, source: Path | None = None) -> bool:
-        """Show autosaved work from a crashed run as unsaved work (``source``: the file it was the work on)."""
-        try:
-            new = Session.load(recovered)
-        except QkvError as e:
-            self.message.emit(f"The recovered work could not be read: {e}")
-            return False
-        self.replace_session(new, source)
-        self.undo_stack.resetClean()
-        self.window.setWindowModified(True)
-        self.autosave()  # kept as this process's recovery data before the crashed run's is deleted
-        return True
+    def recover(
+        self,
+        recovered: Path,
+        source: Path | None = None,
+        ended: Callable[[bool], None] | None = None,
+        wait: bool = False,
+    ) -> bool:
+        """Show autosaved work from a crashed run as unsaved work (``source``: the file it was the work on). It is
+        read, and kept as this process's own recovery data, on the worker (progress and Cancel in the status bar);
+        ``ended(ok)`` follows. Returns whether the reading started (with ``wait``: whether the work was recovered)."""
+        store = recovery_store()
+        key = document_key(source, self._untitled)
+
+        def work(progress: Any) -> Session:
+            new = Session.load(recovered, progress)
+            if store is not None:  # this process's copy exists before the crashed run's is deleted
+                store.autosave(key, partial(write_state, new.state()), source=source, title=new.title)
+            return new
+
+        def done(new: Session) -> None:
+            self.replace_session(new, source)
+            self.undo_stack.resetClean()
+            self.window.setWindowModified(True)
+            self._autosaved_key = key if store is not None else None
+            if ended is not None:
+                ended(True)
+
+        def failed(message: str) -> None:
+            self.message.emit(one_line(f"The recovered work could not be read: {message}"))
+            if ended is not None:
+                ended(False)
+
+        return self.run_job("Recovering unsaved work", work, done, failed, wait)
 
     def offer_recovery(self) -> int:
         """Offer the work of crashed runs (their process is gone), the one on this window's file first; one can be
@@ -223,16 +252,21 @@ class DocumentController(QObject):
             answer = self.ask_recover(orphan)
             if answer == "recover" and self.undo_stack.isClean():
                 source = Path(orphan.source) if orphan.source else None
-                if self.recover(orphan.data, source):
-                    store.forget(orphan)
-                    recovered = True
-                    self.message.emit(f"Recovered the unsaved work on {orphan.label}.")
+                if self.recover(orphan.data, source, partial(self._recovered, store, orphan)):
+                    recovered = True  # read on the worker: _recovered forgets or keeps it
                     continue
             if answer == "discard":
                 store.forget(orphan)
             else:
                 store.release(orphan)
         return offered
+
+    def _recovered(self, store: RecoveryStore, orphan: Orphan, ok: bool) -> None:
+        if ok:
+            store.forget(orphan)
+            self.message.emit(f"Recovered the unsaved work on {orphan.label}.")
+        else:
+            store.release(orphan)  # offered again at the next start
 
     def clean_up_at_start(self) -> list[Path]:
         """Remove the temporary files that killed saves left beside this document and the recent files."""
@@ -312,27 +346,54 @@ class DocumentController(QObject):
             button, "cancel"
         )
 
-    def autosave(self) -> Path | None:
+    def autosave(self, background: bool = False) -> Path | None:
         """Keep unsaved work where a crashed run can be recovered from: this document's own recovery data, guarded
-        by this process's lock. Returns where it went (None when there is nothing unsaved)."""
+        by this process's lock. Returns where it goes (None when there is nothing unsaved, or when an earlier
+        background write is still running: the next tick writes the newest). ``background``: the file is written
+        on a thread from a snapshot of the document (the window never waits for the disk); otherwise at once."""
         if self.undo_stack.isClean():
             return None
         store = recovery_store()
         if store is None:
             self.message.emit(f"Autosave is off: {recovery_folder()} cannot be used.")
             return None
+        if background and self._autosaving is not None and not self._autosaving.done():
+            return None
+        self._autosave_written()  # an earlier background write lands first, never after this one
         key = self.key
         if self._autosaved_key not in (None, key):
             store.discard(self._autosaved_key)  # saved under another name since: one file per document
+        state, source, title = self.session.state(), self.path, self.session.title  # a snapshot: cheap, immutable
+        self._autosaved_key = key
+        if background:
+            self._autosaving = self._autosave_pool.submit(
+                store.autosave, key, partial(write_state, state), source=source, title=title
+            )
+            self._autosave_poll.start()
+            return store.paths(key)[0]
         try:
-            target = store.autosave(key, self.session.save, source=self.path, title=self.session.title)
+            return store.autosave(key, partial(write_state, state), source=source, title=title)
         except (QkvError, OSError) as e:
             self.message.emit(one_line(f"Autosave failed: {e}"))
             return None
-        self._autosaved_key = key
-        return target
+
+    def _poll_autosave(self) -> None:
+        if self._autosaving is None or self._autosaving.done():
+            self._autosave_written()
+
+    def _autosave_written(self) -> None:
+        """Wait for (usually: notice) the background autosave's end, and report a failure in the status bar."""
+        future, self._autosaving = self._autosaving, None
+        self._autosave_poll.stop()
+        if future is None:
+            return
+        try:
+            future.result()
+        except (QkvError, OSError) as e:
+            self.message.emit(one_line(f"Autosave failed: {e}"))
 
     def _forget_autosave(self) -> None:
+        self._autosave_written()  # a write still running would bring the data back after it is removed
         store = recovery_store() if self._autosaved_key is not None else None
         if store is not None and self._autosaved_key is not None:
             store.discard(self._autosaved_key)
@@ -340,8 +401,9 @@ class DocumentController(QObject):
 
     def closing(self) -> None:
         """The window closes with nothing left to recover: saved, clean or discarded."""
-        self._forget_autosave()
         self._autosave.stop()
+        self._forget_autosave()
+        self._autosave_pool.shutdown(wait=True)
         self.jobs.shutdown()
 
     # ---- recent files --------------------------------------------------------------------------------------
