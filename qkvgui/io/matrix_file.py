@@ -103,7 +103,10 @@ def _read_npy(path: Path, label: str, shape: tuple[int, int] | None, cancel: Can
 
 def _read_csv(path: Path, label: str, shape: tuple[int, int] | None, cancel: CancelToken | None) -> np.ndarray:
     with open_regular(path, what=_WHAT, error=MatrixError, max_bytes=MAX_CSV_BYTES) as f:
-        raw = bytes(_read_chunks(f, MAX_CSV_BYTES + 1, cancel, os.fstat(f.fileno()).st_size))
+        size = os.fstat(f.fileno()).st_size  # at most MAX_CSV_BYTES (open_regular checked): one byte more shows growth
+        raw = _read_chunks(f, size + 1, cancel, size)
+    if len(raw) > size:
+        raise MatrixError(f"{label} changed while it was read (it grew): read it again once it is complete.")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
