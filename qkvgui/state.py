@@ -21,6 +21,7 @@ from qkvgui.core.checks import LIMITS, MAX_MATRIX_BYTES, byte_text, check_json_p
 from qkvgui.core.checks import check_finite as _core_check_finite
 from qkvgui.core.format import format_shape
 from qkvgui.core.models import Stack, run_blocks
+from qkvgui.core.weights import LayerWeights
 
 __all__ = [
     "BIASES",
@@ -76,17 +77,10 @@ def _number_array(a: Any) -> Any:
 
 
 @dataclass(frozen=True, eq=False)
-class Layer:
-    """One attention layer's weights. Biases default to zeros and ablation flags to all heads on (see ``filled``)."""
+class Layer(LayerWeights):
+    """One attention layer's weights and biases (``LayerWeights``), and which heads are switched off. Biases
+    default to zeros and ablation flags to all heads on (see ``filled``)."""
 
-    w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h_kv, d_model, d_k]  (h_kv = h, or fewer key/value heads shared by groups of query heads)
-    w_v: np.ndarray  # [h_kv, d_model, d_v]
-    w_o: np.ndarray  # [h·d_v, d_model]
-    b_q: np.ndarray | None = None  # [h, d_k]
-    b_k: np.ndarray | None = None  # [h_kv, d_k]
-    b_v: np.ndarray | None = None  # [h_kv, d_v]
-    b_o: np.ndarray | None = None  # [d_model]
     ablated: np.ndarray | None = None  # [h] bool: True = the head is switched off
 
     def __post_init__(self) -> None:

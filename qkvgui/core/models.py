@@ -26,6 +26,7 @@ import numpy as np
 
 from .attention import AttentionResult, multi_head_attention
 from .errors import CheckpointError
+from .weights import LayerWeights
 
 __all__ = [
     "ACTIVATIONS",
@@ -165,17 +166,10 @@ class Block:
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionWeights:
-    """One layer's attention in qkvgui's shapes; `arguments()` is what multi_head_attention receives."""
+class AttentionWeights(LayerWeights):
+    """One layer's attention in qkvgui's shapes (the weights and biases of ``LayerWeights``, then how the scores
+    are scaled and rotated); `arguments()` is what multi_head_attention receives."""
 
-    w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h_kv, d_model, d_k]  (h_kv < h: key/value heads shared by groups of query heads)
-    w_v: np.ndarray  # [h_kv, d_model, d_v]
-    w_o: np.ndarray  # [h·d_v, d_model]
-    b_q: np.ndarray | None = None  # [h, d_k]
-    b_k: np.ndarray | None = None  # [h_kv, d_k]
-    b_v: np.ndarray | None = None  # [h_kv, d_v]
-    b_o: np.ndarray | None = None  # [d_model]
     scale: float | None = None  # None: 1/√d_k
     rotary: float | None = None  # the RoPE base θ (LLaMA family), None: positions are not rotated
 

@@ -13,21 +13,20 @@ import numpy as np
 
 from .embeddings import one_hot_features, seeded_random, token_ids
 from .errors import PresetError
+from .weights import Weights
 
 __all__ = ["Preset", "PRESETS", "TOKEN_PRESETS", "FREE_MATRICES", "make_preset", "preset_names", "preset_sizes"]
 
 
 @dataclass(frozen=True)
-class Preset:
+class Preset(Weights):
+    """A ready-made session: its tokens and X, the four matrices of ``Weights`` (W_Q, W_K, W_V, W_O), settings."""
+
     name: str
     title: str
     description: str
     tokens: list[str]
     x: np.ndarray  # [n, d_model]
-    w_q: np.ndarray  # [h, d_model, d_k]
-    w_k: np.ndarray  # [h, d_model, d_k]
-    w_v: np.ndarray  # [h, d_model, d_v]
-    w_o: np.ndarray  # [h·d_v, d_model]
     causal: bool = False
     scale: float | None = None  # None: 1/√d_k
     source_tokens: list[str] | None = None  # cross-attention when given
