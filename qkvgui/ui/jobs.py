@@ -1,8 +1,9 @@
 """Long work off the GUI thread, with a progress bar and Cancel in the status bar: opening a session, importing a
 matrix or a model layer, parsing a large paste.
 
-The pattern is the recompute scheduler's: a ``ThreadPoolExecutor`` does the work, a ``QTimer`` on the GUI thread
-polls for the result (no signal crosses threads), and the GUI thread only ever applies a finished result. The work
+The pattern is the recompute scheduler's, and so is the code (``ui.worker.Worker``): a thread pool does the work, a
+timer on the GUI thread polls for the result (no signal crosses threads), and the GUI thread only ever applies a
+finished result. The work
 function gets a ``Progress``, which is the ``core.cancel.CancelToken`` io and core check: the work reports how far it
 is and stops at its next check once Cancel is pressed. Cancel returns control at once (the result, should one still
 come, is dropped), so the window keeps what it had.
@@ -16,14 +17,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QStatusBar, QWidget
 
 from qkvgui.core import QkvError
 from qkvgui.core.cancel import Cancelled, CancelToken
+from qkvgui.ui.worker import Worker
 
 __all__ = ["Cancelled", "JobRunner", "Progress"]
 
@@ -95,15 +97,14 @@ class JobRunner(QObject):
             status_bar.addPermanentWidget(self.widget)
         self.widget.cancel_button.clicked.connect(self.cancel)
         # several threads: a cancelled job may still be finishing while the next one starts
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qkvgui-job")
+        self._worker = Worker("qkvgui-job", threads=2, interval_ms=POLL_MS, parent=self)
+        self._worker.polled.connect(self._show_progress)
         self._job: Future | None = None
         self._progress: Progress | None = None
         self._title = ""
         self._callbacks: tuple[Callable[[Any], None], Callable[[str], None]] | None = None
         self._started_at = 0.0
         self.last_message = ""
-        self._poll = QTimer(self, interval=POLL_MS)
-        self._poll.timeout.connect(self._collect)
 
     def busy(self) -> bool:
         return self._job is not None
@@ -118,12 +119,11 @@ class JobRunner(QObject):
         progress = Progress()
         self._progress, self._title, self._callbacks = progress, title, (done, failed)
         self._started_at = time.perf_counter()
-        self._job = self._pool.submit(_guarded, work, progress, title)
+        self._job = self._worker.submit(_guarded, work, progress, title, done=self._finished)
         self.widget.label.setText(title + "…")
         self.widget.bar.setRange(0, 0)
         self.widget.show()
         self.started.emit(title)
-        self._poll.start()
         return True
 
     def cancel(self) -> None:
@@ -147,20 +147,21 @@ class JobRunner(QObject):
             time.sleep(0.002)
         return self._job is None
 
-    def _collect(self) -> None:
-        job, progress = self._job, self._progress
-        if job is None or progress is None:
-            self._poll.stop()
+    def _show_progress(self) -> None:
+        progress = self._progress
+        if self._job is None or progress is None:
             return
-        if not job.done():
-            bar = self.widget.bar
-            if progress.total > 0:
-                if bar.maximum() != progress.total:
-                    bar.setRange(0, progress.total)
-                bar.setValue(min(progress.done, progress.total))
-            if progress.text:
-                self.widget.label.setText(progress.text)
-            return
+        bar = self.widget.bar
+        if progress.total > 0:
+            if bar.maximum() != progress.total:
+                bar.setRange(0, progress.total)
+            bar.setValue(min(progress.done, progress.total))
+        if progress.text:
+            self.widget.label.setText(progress.text)
+
+    def _finished(self, job: Future[Any]) -> None:
+        if job is not self._job:
+            return  # cancelled: its result is dropped
         callbacks = self._callbacks
         result, error = job.result()  # _guarded never raises
         self._end()
@@ -172,7 +173,7 @@ class JobRunner(QObject):
             callbacks[0](result)
 
     def _end(self) -> None:
-        self._poll.stop()
+        self._worker.forget(self._job)
         title = self._title
         self._job, self._progress, self._callbacks = None, None, None
         self.widget.hide()
@@ -182,9 +183,8 @@ class JobRunner(QObject):
         """At close: stop polling, tell a running job to stop, and do not wait for it."""
         if self._progress is not None:
             self._progress.cancel()
-        self._poll.stop()
         self._job, self._callbacks = None, None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown(wait=False)
 
 
 def _guarded(work: Callable[[Progress], Any], progress: Progress, title: str) -> tuple[Any, str | None]:

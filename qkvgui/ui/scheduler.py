@@ -10,8 +10,10 @@ the user selects a head whose steps are not computed yet: the GUI thread only dr
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from qkvgui.core import QkvError
 from qkvgui.session import CONTENT_EVENTS, Session
 from qkvgui.state import SessionState, compute_state, layer_cost
+from qkvgui.ui.worker import Worker
 
 #: multiply-adds above which the computation leaves the GUI thread (a GPT-2 layer at n = 128 is ~3e8)
 DEFAULT_THRESHOLD = 2e7
@@ -67,18 +70,15 @@ class RecomputeScheduler(QObject):
         # (state, results) of the last computation: unchanged heads carry over
         self._previous: tuple[SessionState, list[Any]] | None = None
         self._pending = False
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-compute")
+        self._worker = Worker("qkvgui-compute", parent=self)  # one thread: one computation at a time
         self._turn = QTimer(self, singleShot=True, interval=0)
         self._turn.timeout.connect(self._start)
-        self._poll = QTimer(self, interval=5)
-        self._poll.timeout.connect(self._collect)
         for kind in CONTENT_EVENTS:
             getattr(session.events, kind).connect(self._on_content_changed)
-        self._side_jobs: dict = {}  # kind -> (generation, future, done): the running job of each kind
-        self._side_waiting: dict = {}  # kind -> (fn, arg, done): the newest request waiting for it
+        # kind -> (generation, future, done): the running job of each kind
+        self._side_jobs: dict[str, tuple[int, Future[Any], Callable[[Any], None]]] = {}
+        self._side_waiting: dict[str, tuple[Any, ...]] = {}  # kind -> (fn, arg, done): the newest request waiting
         self._side_generation: dict[str, int] = {}
-        self._side_poll = QTimer(self, interval=5)
-        self._side_poll.timeout.connect(self._collect_side)
 
     def _on_content_changed(self, *_: object) -> None:
         self.request()
@@ -106,9 +106,9 @@ class RecomputeScheduler(QObject):
         if self._running is not None:
             self._pending = True  # at most one at a time: run the newest when the worker is free
             return
-        self._running = _Computation(self._pool.submit(self._run, state, self._previous), self._generation, state)
+        future = self._worker.submit(self._run, state, self._previous, done=self._computed)
+        self._running = _Computation(future, self._generation, state)
         self.busy.emit(True)
-        self._poll.start()
 
     def prepare_head(self, results: list, layer: int, head: int) -> bool:
         """True when results[layer].head(head) is at hand; otherwise compute it on the worker and emit
@@ -119,26 +119,25 @@ class RecomputeScheduler(QObject):
         job = self._head_job
         if job is not None and not job.future.done() and job.key == (id(results), layer, head):
             return False  # already on its way
-        self._head_job = _HeadJob(self._pool.submit(r.head, head), (id(results), layer, head), results)
-        self._poll.start()
+        future = self._worker.submit(r.head, head, done=self._head_done)
+        self._head_job = _HeadJob(future, (id(results), layer, head), results)
         return False
 
-    def _collect(self) -> None:
-        head_job = self._head_job
-        if head_job is not None and head_job.future.done():
-            self._head_job = None
-            if head_job.results is self.results and self._running is None:
-                self.computed.emit(head_job.results)
-        if self._running is None and self._head_job is None:
-            self._poll.stop()
+    def _head_done(self, future: Future[object]) -> None:
+        job = self._head_job
+        if job is None or job.future is not future:
+            return  # another head was selected meanwhile
+        self._head_job = None
+        if job.results is self.results and self._running is None:
+            self.computed.emit(job.results)
+
+    def _computed(self, future: Future[Outcome]) -> None:
         job = self._running
-        if job is None or not job.future.done():
+        if job is None or job.future is not future:
             return
         self._running = None
-        if self._head_job is None:
-            self._poll.stop()
         self.busy.emit(False)
-        self._finish(job.generation, *job.future.result(), state=job.state)
+        self._finish(job.generation, *future.result(), state=job.state)
         if self._pending:
             self._pending = False
             self._start()
@@ -185,26 +184,21 @@ class RecomputeScheduler(QObject):
         self._side_start(kind, fn, arg, done)
 
     def _side_start(self, kind: str, fn, arg, done) -> None:
-        self._side_jobs[kind] = (self._side_generation[kind], self._pool.submit(fn, arg), done)
-        self._side_poll.start()
+        future = self._worker.submit(fn, arg, done=partial(self._side_done, kind))
+        self._side_jobs[kind] = (self._side_generation[kind], future, done)
 
-    def _collect_side(self) -> None:
-        for kind, (generation, job, done) in list(self._side_jobs.items()):
-            if not job.done():
-                continue
-            del self._side_jobs[kind]
-            if kind in self._side_waiting:  # a newer request came in while this one ran: run it now
-                self._side_start(kind, *self._side_waiting.pop(kind))
-            if generation != self._side_generation.get(kind):
-                continue
-            try:
-                value = job.result()
-            except (QkvError, ValueError, np.linalg.LinAlgError) as e:
-                self.failed.emit(str(e))
-            else:
-                done(value)
-        if not self._side_jobs:
-            self._side_poll.stop()
+    def _side_done(self, kind: str, job: Future[Any]) -> None:
+        generation, _, done = self._side_jobs.pop(kind)
+        if kind in self._side_waiting:  # a newer request came in while this one ran: run it now
+            self._side_start(kind, *self._side_waiting.pop(kind))
+        if generation != self._side_generation.get(kind):
+            return
+        try:
+            value = job.result()
+        except (QkvError, ValueError, np.linalg.LinAlgError) as e:
+            self.failed.emit(str(e))
+        else:
+            done(value)
 
     def side_busy(self) -> bool:
         """True while a submitted side job runs."""
@@ -216,6 +210,4 @@ class RecomputeScheduler(QObject):
 
     def shutdown(self) -> None:
         self._turn.stop()
-        self._poll.stop()
-        self._side_poll.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._worker.shutdown(wait=True)
