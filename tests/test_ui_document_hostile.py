@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 
 import qkvgui.ui.jobs as jobs
 import qkvgui.ui.matrix_editor as matrix_editor
@@ -259,6 +260,26 @@ def test_the_timers_autosave_writes_a_snapshot_on_its_own_thread(qtbot, window, 
     assert doc.autosave() == path and Session.load(path).matrix("X")[0, 0] == 6.0
     doc.closing()  # a clean close removes it, after any write still running
     assert not path.exists()
+
+
+def test_the_menus_save_writes_a_snapshot_on_the_worker(qtbot, window, tmp_path):
+    """File ▸ Save wrote on the GUI thread (75 ms and more for a GPT-2-size layer): now the menu's save writes a
+    snapshot on the worker; the file is what was there when Save was chosen, and an edit made meanwhile keeps the
+    window modified. A save with nothing edited meanwhile leaves it clean."""
+    path = tmp_path / "saved.qkv"
+    window.edit_block("X", 0, 0, np.array([[5.0]]))
+    doc = window.document
+    doc.path = path  # as after an earlier Save As
+    action = window.findChild(QAction, "action.save")
+    action.trigger()
+    assert doc.jobs.busy()  # on the worker
+    window.edit_block("X", 0, 0, np.array([[6.0]]))
+    assert doc.jobs.wait(30)
+    assert Session.load(path).matrix("X")[0, 0] == 5.0 and window.isWindowModified()
+    action.trigger()
+    assert doc.jobs.wait(30)
+    assert Session.load(path).matrix("X")[0, 0] == 6.0 and not window.isWindowModified()
+    assert window.undo_stack.isClean() and "saved" in window.last_message
 
 
 def test_a_live_instances_work_is_never_offered_nor_deleted(qtbot, tmp_path):
