@@ -50,7 +50,7 @@ def test_narration_uses_the_current_numbers(qapp):
     w = r.weights[d.head, -1]  # the narrated token is the last one
     j = int(np.argmax(w))
     text = narrate(STEPS[5], d)
-    assert f"{w[j]:.2f} to “{d.key_tokens[j]}” ({j})" in text
+    assert f"{w[j]:.2f} to “{d.key_tokens[j]}” ({j + 1})" in text  # positions counted from 1
     text = narrate(STEPS[3], d)
     assert f"{r.scale:.3f}" in text and f"{r.scaled[d.head, -1].max():.2f}".replace("-", "−") in text
     # an edit changes the story

@@ -367,4 +367,4 @@ def test_the_status_bar_names_dead_rows_for_people(qtbot, window):
     settle(qtbot, window)
     qtbot.waitUntil(lambda: "see no key" in window.statusBar().currentMessage(), timeout=5000)
     message = window.statusBar().currentMessage()
-    assert "np.int64" not in message and "query rows 0 ('the'), 1 ('cat')" in message
+    assert "np.int64" not in message and "query rows 1 ('the'), 2 ('cat')" in message

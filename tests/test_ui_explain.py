@@ -54,4 +54,5 @@ def test_masked_and_dead_rows_are_explained():
     assert "sees no key" in explain_score(r, 0, 0, 1, list("abc"), list("xyz"))
     assert "output is 0" in explain_output_row(r, 0, 0, list("abc"), list("xyz"))
     row = explain_output_row(r, 0, 2, list("abc"), list("xyz"))
-    assert "v<sub>1</sub>" in row and "v<sub>2</sub>" in row and "v<sub>0</sub>" not in row
+    # rows counted from 1: the padded first key's v₁ takes no part
+    assert "v<sub>2</sub>" in row and "v<sub>3</sub>" in row and "v<sub>1</sub>" not in row

@@ -40,7 +40,7 @@ def test_hovering_a_weight_of_a_long_layer_explains_it(window, qtbot):
     qtbot.waitUntil(lambda: _settled(window, n), timeout=30000)
     window.inspection.inspect_cell("weights", 299, 5, False)  # what hovering that cell does
     text = window.inspector.toPlainText()
-    assert "Query 299" in text
+    assert "Query 300" in text  # the 300th token: counted from 1
     assert format_number(window.result.head(0).weights[299, 5]) in text
 
 

@@ -185,10 +185,10 @@ def test_hovering_a_score_explains_it_and_highlights_q_and_k_rows(qtbot, window)
     window.views["scores"].cell_hovered.emit(4, 2)
     html = window.inspector.toPlainText()
     r = window.result
-    assert "Query 4" in html and "key 2" in html
+    assert "Query 5" in html and "key 3" in html  # counted from 1, as the window counts tokens
     assert f"{r.scores[0, 4, 2]:.4g}".replace("-", "−") in html
     window.views["head_outputs"].cell_hovered.emit(3, 0)
-    assert "output for query 3" in window.inspector.toPlainText()
+    assert "output for query 4" in window.inspector.toPlainText()
 
 
 def test_head_selector_switches_the_per_head_views(qtbot, window):
@@ -278,7 +278,7 @@ def test_hovering_q_explains_its_formula_with_shapes(qtbot, window):
     window.views["q"].cell_hovered.emit(1, 2)
     text = window.inspector.toPlainText()
     assert "Q = X·W_Q: (6×12)·(12×3) = 6×3" in text
-    assert "row 1 ‘cat’" in text
+    assert "row 2 ‘cat’" in text
 
 
 def test_import_and_export_a_matrix(qtbot, window, tmp_path):

@@ -241,7 +241,9 @@ def test_reset_layout_restores_the_splitters_and_leaves_focus(qtbot, window):
     window.findChild(type(window.undo_action), "action.reset_layout").trigger()
     assert window.pipeline.focused() is None
     left, right = window.main_splitter.sizes()
-    assert abs(left / (left + right) - 380 / 1280) < 0.05
+    from qkvgui.ui.controllers.layout import default_sizes
+
+    assert abs(left - max(default_sizes(window.width(), window.height())[0][0], 340)) < 40
 
 
 def test_the_dark_theme_reaches_the_heatmaps(qtbot, window):
@@ -322,3 +324,94 @@ def test_the_inspector_follows_a_setting_change_under_a_pinned_cell(qtbot, windo
     window.scale_combo.setCurrentIndex(1)  # scale: none (1)
     qtbot.waitUntil(lambda: window.inspector.toPlainText() != before, timeout=5000)
     assert window.session.scale_mode == "none"
+
+
+def test_the_default_session_at_1280_by_800_shows_numbers_in_scores_weights_and_head_outputs(qtbot, window):
+    from test_ui_heatmap import cell_interior_colours
+
+    window.resize(1280, 800)
+    window.layout_control.default_layout()
+    qtbot.waitUntil(lambda: window.result is not None and not window.pipeline.drawing(), timeout=5000)
+    qtbot.wait(100)
+    assert window.width() == 1280 and window.height() == 800
+    for name in ("scores", "scaled", "masked", "weights", "head_outputs"):
+        qtbot.waitUntil(window.views[name].labels_visible, timeout=3000)
+    weights = window.views["weights"]
+    # the pixels: a weights cell holds its number (cell colour, text colour, anti-aliasing between)
+    qtbot.waitUntil(lambda: len(cell_interior_colours(weights, 3, 1)) >= 3, timeout=3000)
+    assert len(cell_interior_colours(weights, 5, 0)) >= 3
+
+
+def test_narrow_cells_get_compact_numbers():
+    from qkvgui.core.format import format_number
+
+    def format_cell(value: float, compact: bool = False) -> str:
+        return format_number(value, "compact" if compact else "cell")
+
+    assert format_cell(0.37, compact=True) == ".37"
+    assert format_cell(-0.05, compact=True) == "\u2212.05"
+    assert format_cell(1.43, compact=True) == "1.4"
+    assert format_cell(-12.4, compact=True) == "\u221212"
+    assert format_cell(-0.001, compact=True) == "0"
+    assert format_cell(1.0, compact=True) == "1.0"
+    assert format_cell(0.37) == "0.37"  # wide cells keep two decimals
+
+
+def test_a_first_window_takes_most_of_the_screen_centred_or_all_of_a_small_one():
+    from PySide6.QtCore import QRect
+
+    from qkvgui.ui.controllers.layout import first_geometry
+
+    rect, maximized = first_geometry(QRect(0, 0, 1920, 1040))
+    assert not maximized and (rect.width(), rect.height()) == (1728, 936)
+    assert rect.center() == QRect(0, 0, 1920, 1040).center()
+    rect, maximized = first_geometry(QRect(0, 27, 1280, 773))
+    assert maximized and rect == QRect(0, 27, 1280, 773)
+
+
+def test_a_first_window_is_fitted_to_the_screen_and_a_saved_geometry_comes_back(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtCore import QSettings
+
+    from qkvgui.ui.controllers import layout
+    from qkvgui.ui.controllers.layout import first_geometry
+    from qkvgui.ui.main_window import MainWindow
+
+    store = QSettings(str(tmp_path / "qkvgui.ini"), QSettings.Format.IniFormat)
+    monkeypatch.setattr(layout, "settings", lambda: store)
+    w = MainWindow()
+    qtbot.addWidget(w)
+    expected, maximized = first_geometry(w.screen().availableGeometry())
+    assert maximized == bool(w.windowState() & Qt.WindowState.WindowMaximized)
+    if not maximized:
+        assert (w.width(), w.height()) == (expected.width(), expected.height())
+    w.setWindowState(Qt.WindowState.WindowNoState)
+    w.setGeometry(40, 50, 600, 450)  # inside the offscreen screen (restoreGeometry keeps a window on screen)
+    w.layout_control.save()
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    assert (w2.width(), w2.height()) == (600, 450)
+
+
+def test_a_script_that_exits_with_the_window_open_prints_no_error(tmp_path):
+    """A script that shows the window, resizes it and ends without closing it: the queued resize reaches views
+    whose layout Qt has already deleted (it printed RuntimeError tracebacks from heatmap._fit_range)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "show_and_exit.py"
+    script.write_text(
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from qkvgui.ui.app import show_window\n"
+        "app = QApplication(sys.argv)\n"
+        "w = show_window()\n"
+        "for _ in range(20):\n"
+        "    app.processEvents()\n"
+        "w.resize(900, 700)\n"
+        "print('shown')\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QKVGUI_NO_SETTINGS": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "shown" in done.stdout
+    assert "Traceback" not in done.stderr and "RuntimeError" not in done.stderr, done.stderr

@@ -85,7 +85,7 @@ def _sub(i: int) -> str:
 
 
 def _tok(tokens: list[str], i: int) -> str:
-    return f"“{tokens[i]}” ({i})"
+    return f"“{tokens[i]}” ({i + 1})"  # positions counted from 1, as the window counts them
 
 
 def narrate(step: Step, d: FigureData) -> str:

@@ -449,7 +449,7 @@ class Figure:
         cap_h = line * 1.05 if captions else 0.0
 
         def tagged(labels: Sequence[str], tokens: bool) -> list[str]:
-            return [f"{i}:{_elide(s)}" for i, s in enumerate(labels)] if tokens else [_elide(s) for s in labels]
+            return [f"{i + 1}:{_elide(s)}" for i, s in enumerate(labels)] if tokens else [_elide(s) for s in labels]
 
         row_plain = [_elide(s) for s in mats[0].row_labels]
         row_tagged = tagged(mats[0].row_labels, mats[0].row_tokens)

@@ -16,6 +16,7 @@ import numpy as np
 
 from qkvgui.core import composition_scores, ov_circuit, qk_circuit
 from qkvgui.core.errors import FigureError
+from qkvgui.core.format import readable_tokens
 
 __all__ = [
     "CIRCUIT_VIEWS",
@@ -399,8 +400,8 @@ def figure_data(session, layer: int | None = None, results: list | None = None) 
         )
         pair = (later, later - 1)
     return FigureData(
-        tokens=list(session.tokens),
-        key_tokens=list(session.key_tokens),
+        tokens=readable_tokens(session.tokens),  # "␣the" for a byte-level BPE model's "Ġthe", as the window shows
+        key_tokens=readable_tokens(session.key_tokens),
         features=list(session.features),
         w_q=w["W_Q"],
         w_k=w["W_K"],

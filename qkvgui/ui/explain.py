@@ -33,17 +33,18 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
     one = r.head(head)
     qt, kt = escape(str(q_tokens[i])), escape(str(k_tokens[j]))
     shared = f", key/value head {kv + 1}" if r.n_kv_heads < r.n_heads else ""
-    lines = [f"<b>Query {i} ‘{qt}’ · key {j} ‘{kt}’</b> (head {head + 1}{shared})"]
+    a, b = i + 1, j + 1  # positions as a reader counts them, from 1 (the API stays 0-based)
+    lines = [f"<b>Query {a} ‘{qt}’ · key {b} ‘{kt}’</b> (head {head + 1}{shared})"]
     if r.rotary is not None:
         lines += [
-            f"RoPE: q<sub>{i}</sub> is turned by position {i} and k<sub>{j}</sub> by position {j}: each pair "
-            f"(c, c + d<sub>k</sub>/2) by {i}·θ<sub>c</sub> and {j}·θ<sub>c</sub>, θ<sub>c</sub> = "
+            f"RoPE: q<sub>{a}</sub> is turned by {i}·θ<sub>c</sub> and k<sub>{b}</sub> by {j}·θ<sub>c</sub> (the "
+            f"first token is not turned), in each pair (c, c + d<sub>k</sub>/2), θ<sub>c</sub> = "
             f"{_number(r.rotary)}<sup>−2c/d<sub>k</sub></sup>",
-            f"score = rot(q<sub>{i}</sub>, {i})·rot(k<sub>{j}</sub>, {j}) = q<sub>{i}</sub>·R(({j} − {i})·θ)"
-            f"·k<sub>{j}</sub>: the positions enter only through i − j = {i - j}, by the rotation",
+            f"score = rot(q<sub>{a}</sub>)·rot(k<sub>{b}</sub>) = q<sub>{a}</sub>·R(({j} − {i})·θ)"
+            f"·k<sub>{b}</sub>: the positions enter only through i − j = {i - j}, by the rotation",
         ]
     lines += [
-        f"score = q<sub>{i}</sub>·k<sub>{j}</sub> = Σ<sub>c</sub> q<sub>{i}</sub>[c]·k<sub>{j}</sub>[c]"
+        f"score = q<sub>{a}</sub>·k<sub>{b}</sub> = Σ<sub>c</sub> q<sub>{a}</sub>[c]·k<sub>{b}</sub>[c]"
         + (" (rotated)" if r.rotary is not None else ""),
         "&nbsp;&nbsp;= " + _products(qi, kj),
         f"&nbsp;&nbsp;= <b>{_number(one.scores[i, j])}</b>",
@@ -55,17 +56,17 @@ def explain_score(r: AttentionResult, head: int, i: int, j: int, q_tokens, k_tok
         lines.append("mask: key <b>hidden</b> (causal: it comes after the query, or it is padding) → −∞")
     row = one.masked[i]
     if i in r.dead_rows:
-        lines.append(f"softmax: query {i} sees no key at all, so its weights are all 0 and it takes nothing")
+        lines.append(f"softmax: query {a} sees no key at all, so its weights are all 0 and it takes nothing")
     else:
         top = row.max()
         denom = np.exp(row[np.isfinite(row)] - top).sum()
         lines.append(
-            f"weight = exp({_number(row[j])} − {_number(top)}) / Σ<sub>j'</sub> exp(masked[{i}, j'] − {_number(top)}) "
+            f"weight = exp({_number(row[j])} − {_number(top)}) / Σ<sub>j'</sub> exp(masked[{a}, j'] − {_number(top)}) "
             f"= {_number(np.exp(row[j] - top) if np.isfinite(row[j]) else 0.0)} / {_number(denom)} "
             f"= <b>{_number(one.weights[i, j])}</b>"
         )
         shown = ", ".join(f"{escape(str(k_tokens[c]))} {one.weights[i, c]:.2f}" for c in range(len(row))[:16])
-        lines.append(f"row {i}’s weights: {shown}{' …' if len(row) > 16 else ''}")
+        lines.append(f"row {a}’s weights: {shown}{' …' if len(row) > 16 else ''}")
     return "<br>".join(lines)
 
 
@@ -74,11 +75,14 @@ def explain_output_row(r: AttentionResult, head: int, i: int, q_tokens, k_tokens
     w = r.head(head).weights[i]
     order = np.argsort(-w, kind="stable")
     qt = escape(str(q_tokens[i]))
-    lines = [f"<b>Head {head + 1} output for query {i} ‘{qt}’</b> = Σ<sub>j</sub> w<sub>{i}j</sub> · v<sub>j</sub>"]
+    # positions as a reader counts them, from 1
+    lines = [
+        f"<b>Head {head + 1} output for query {i + 1} ‘{qt}’</b> = Σ<sub>j</sub> w<sub>{i + 1}j</sub> · v<sub>j</sub>"
+    ]
     if i in r.dead_rows:
         lines.append("this query sees no key, so its output is 0")
         return "<br>".join(lines)
-    terms = [f"{w[j]:.2f}·v<sub>{j}</sub> ‘{escape(str(k_tokens[j]))}’" for j in order[:MAX_TERMS] if w[j] > 0]
+    terms = [f"{w[j]:.2f}·v<sub>{j + 1}</sub> ‘{escape(str(k_tokens[j]))}’" for j in order[:MAX_TERMS] if w[j] > 0]
     lines.append("&nbsp;&nbsp;= " + " + ".join(terms) + (" + …" if np.count_nonzero(w) > MAX_TERMS else ""))
     out = r.head_outputs[head, i]
     lines.append(
@@ -123,5 +127,5 @@ def explain_cell(
     """HTML: the view's formula with shapes, what a row means, and the hovered cell's value."""
     return (
         f"<b>{escape(view_formula(name, r))}</b><br>{escape(meaning)}<br>"
-        f"row {i} ‘{escape(str(row_label))}’, column {j} ‘{escape(str(col_label))}’ = <b>{_number(value)}</b>"
+        f"row {i + 1} ‘{escape(str(row_label))}’, column {j + 1} ‘{escape(str(col_label))}’ = <b>{_number(value)}</b>"
     )

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core.attention import block_max
-from qkvgui.core.format import format_number
+from qkvgui.core.format import format_number, readable_tokens
 
 #: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
 #: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
@@ -34,8 +34,11 @@ COLORMAPS = {"diverging": "CET-D1", "weights": "CET-L17"}
 
 #: Numbers are drawn only on matrices up to this many rows and columns: beyond it they are noise, not information.
 MAX_LABELLED_CELLS = 32
-#: ...and only when a cell is at least this many screen pixels wide, so "−0.37" fits at a legible size.
-MIN_LABEL_CELL_PX = 20.0
+#: ...and only when a cell is at least this many screen pixels wide, so "−.37" fits at a legible size (the default
+#: session's 6 × 6 weights on a 1280 × 800 screen have ~16 px cells)...
+MIN_LABEL_CELL_PX = 15.0
+#: ...and below this width the numbers are compact: no leading zero, one digit fewer (".37", "−1.4", "12").
+COMPACT_CELL_PX = 22.0
 #: Beyond this many tokens an axis shows every k-th tick (k also grows until the labels stop overlapping).
 MAX_TICKS = 40
 #: Longer tick labels (long tokens) are elided with "…" so one token cannot squeeze the image away.
@@ -247,7 +250,10 @@ class CellLabels(QGraphicsItem):
         if i1 <= i0 or j1 <= j0:
             return
         dark_block = self._dark_text(self._values[i0:i1, j0:j1])  # [i1 - i0, j1 - j0] bool
-        cells = [(i, j, format_number(float(self._values[i, j]), "cell")) for i in range(i0, i1) for j in range(j0, j1)]
+        compact = min(sx, sy) / zoom < COMPACT_CELL_PX  # narrow cells: ".37" instead of "0.37"
+        style = "compact" if compact else "cell"
+        values = self._values
+        cells = [(i, j, format_number(float(values[i, j]), style)) for i in range(i0, i1) for j in range(j0, j1)]
 
         # One font for the whole matrix: ~30% of the on-screen cell height but at most 13 screen pixels (scaled
         # with an export's zoom), shrunk until the widest visible number fits its cell.
@@ -438,6 +444,7 @@ class HeatmapView(QWidget):
         self._data = np.zeros((0, 1))  # not the (0, 0) of the first set_data, so that one lays out
         self._bar_levels: tuple[float, float] | None = None
         self._row_labels: list[str] = []
+        self._raw_labels: tuple[list[str], list[str]] = ([], [])  # the labels as given (raw tokens)
         self._col_labels: list[str] = []
         self._shown_ticks: tuple[list, list] = ([], [])
         self._title = ""
@@ -560,8 +567,10 @@ class HeatmapView(QWidget):
         if data.ndim != 2:
             raise ValueError(f"A heatmap shows a 2-D matrix, but got an array of shape {data.shape}.")
         n, m = data.shape
-        rows = self._check_labels(row_labels, n, "row")
-        cols = self._check_labels(col_labels, m, "column")
+        raw_rows = self._check_labels(row_labels, n, "row")
+        raw_cols = self._check_labels(col_labels, m, "column")
+        # byte-level BPE tokens ("Ġthe") are shown as a reader reads them ("␣the"); the raw ones stay in the status
+        rows, cols = readable_tokens(raw_rows), readable_tokens(raw_cols)
         data.flags.writeable = False
         # Most updates are new numbers in the same frame: only relayout when the shape or labels change,
         # since every axis change repaints the axis from scratch (the main cost of a redraw).
@@ -574,6 +583,7 @@ class HeatmapView(QWidget):
         ):
             return  # the same picture (K and V when W_Q changed, say): no redraw, no repaint
         self._data, self._row_labels, self._col_labels = data, rows, cols
+        self._raw_labels = (raw_rows, raw_cols)
         self._generation += 1  # whatever is being prepared for the previous data is stale now
         self._overview = None
         if big:
@@ -797,8 +807,8 @@ class HeatmapView(QWidget):
         return self._plot.vb.mapViewToScene(QPointF(j, i))
 
     def labels_visible(self) -> bool:
-        """Whether cell numbers are drawn at the current size and zoom (≤ 32 × 32 cells in view, each ≥ 22 screen
-        pixels wide)."""
+        """Whether cell numbers are drawn at the current size and zoom (≤ 32 × 32 cells in view, each at least
+        MIN_LABEL_CELL_PX screen pixels wide)."""
         i0, i1, j0, j1 = self.visible_cells()
         return _labels_fit(i1 - i0, j1 - j0, self._cell_px())
 
@@ -909,8 +919,14 @@ class HeatmapView(QWidget):
         n, m = self._data.shape
         if not (0 <= i < n and 0 <= j < m):
             return ""
+        raw_rows, raw_cols = self._raw_labels
+
+        def named(k: int, shown: list[str], raw: list[str]) -> str:
+            text = tagged(k, shown[k])
+            return text if k >= len(raw) or raw[k] == shown[k] else f"{text} (token {raw[k]!r})"
+
         return (
-            f"row {tagged(i, self._row_labels[i])} · column {tagged(j, self._col_labels[j])} = "
+            f"row {named(i, self._row_labels, raw_rows)} · column {named(j, self._col_labels, raw_cols)} = "
             f"{format_number(float(self._data[i, j]), 'cell')}"
         )
 
@@ -1077,12 +1093,15 @@ class HeatmapView(QWidget):
         """
         if self._closed:
             return
+        try:
+            self._fit_range_now()
+        except RuntimeError:  # the scene is being torn down (a view nobody closed, at exit): a queued resize
+            return  # of a layout Qt has already deleted; nothing is left to fit
+
+    def _fit_range_now(self) -> None:
         n, m = (max(k, 1) for k in self._data.shape)
         vb, ci = self._plot.vb, self._glw.ci
-        try:
-            left, _, right, bottom = ci.layout.getContentsMargins()
-        except RuntimeError:  # the scene is being torn down (a view nobody closed, at exit)
-            return
+        left, _, right, bottom = ci.layout.getContentsMargins()
         plot = self._plot.geometry()  # in the layout, below the title row
         # The plot's fixed parts (row labels, colour bar; column labels): all but the view box's column and row,
         # which the top and left axes span exactly.
@@ -1151,6 +1170,12 @@ class HeatmapView(QWidget):
     def _update_ticks(self, *_args) -> None:
         if self._closed:
             return
+        try:
+            self._update_ticks_now()
+        except RuntimeError:  # torn down at exit, as in _fit_range
+            return
+
+    def _update_ticks_now(self) -> None:
         fm = QFontMetricsF(self._tick_font)
         px, py = self._plot.vb.viewPixelSize()  # view units per screen pixel, per axis (cells may be stretched)
         cell_w, cell_h = (1.0 / px if px > 0 else 0.0), (1.0 / py if py > 0 else 0.0)

@@ -357,7 +357,7 @@ class LearnPanel(QWidget):
         if not (0 <= i < self._marks.shape[0] and 0 <= j < self._marks.shape[1]):
             return
         if mark and not self.visible()[i, j]:
-            self.message.emit(f"Query {i} cannot see key {j}: the mask hides it, so no head can attend there.")
+            self.message.emit(f"Query {i + 1} cannot see key {j + 1}: the mask hides it, so no head can attend there.")
             return
         row = self._marks[i]
         value = (float(row.max()) if row.max() > 0 else 1.0) if mark else 0.0

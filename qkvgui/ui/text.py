@@ -125,13 +125,14 @@ def parse_tokens(text: str) -> list[str]:
 
 
 def dead_rows_text(rows: Sequence[int], tokens: Sequence[str], shown: int = 6) -> str:
-    """ "query rows 0 ('the') and 2 ('cat') see no key and take nothing": numbers for people, never np.int64(0)."""
+    """ "query rows 1 ('the') and 3 ('cat') see no key and take nothing": numbers for people (counted from 1, as
+    the window counts tokens), never np.int64(0)."""
     rows = [int(r) for r in rows]
     if not rows:
         return ""
 
     def one(i: int) -> str:
-        return f"{i} ({short_label(tokens[i], 16)!r})" if 0 <= i < len(tokens) else str(i)
+        return f"{i + 1} ({short_label(tokens[i], 16)!r})" if 0 <= i < len(tokens) else str(i + 1)
 
     named = [one(i) for i in rows[:shown]]
     more = f" and {len(rows) - shown} more" if len(rows) > shown else ""

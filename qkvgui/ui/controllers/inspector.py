@@ -7,6 +7,7 @@ from html import escape
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QTextBrowser
 
+from qkvgui.core.format import readable_tokens
 from qkvgui.session import Session
 from qkvgui.ui.explain import explain_cell, explain_output_row, explain_score, view_formula
 from qkvgui.ui.panels.views import ViewsPanel
@@ -88,7 +89,7 @@ class InspectorController(QObject):
         self.views["v"].highlight()
         self.views["head_outputs"].highlight()
         header = f"<b>{view_formula(view, r)}</b><br>{SPECS[view].tip}<br>"
-        self.inspector.setHtml(header + explain_score(r, head, i, j, self.session.tokens, self.session.key_tokens))
+        self.inspector.setHtml(header + explain_score(r, head, i, j, *self._tokens()))
 
     def inspect_row(self, i: int, pin: bool = False) -> None:
         r = self.panel.result
@@ -102,7 +103,7 @@ class InspectorController(QObject):
         self.views["weights"].highlight(rows=[i])
         self.views["head_outputs"].highlight(rows=[i])
         self.views["v"].highlight(rows=visible_keys)
-        self.inspector.setHtml(explain_output_row(r, head, i, self.session.tokens, self.session.key_tokens))
+        self.inspector.setHtml(explain_output_row(r, head, i, *self._tokens()))
 
     def inspect_value(self, name: str, i: int, j: int) -> None:
         """Hovering Q, K, V, concat, output or residual: the formula with shapes, what a row means, the value."""
@@ -116,6 +117,10 @@ class InspectorController(QObject):
             return
         rows, cols = view.row_labels(), view.col_labels()
         self.inspector.setHtml(explain_cell(name, SPECS[name].tip, result, data[i, j], i, j, rows[i], cols[j]))
+
+    def _tokens(self) -> tuple[list[str], list[str]]:
+        """The query and key tokens as the views name them ("␣the" for a byte-level BPE model's "Ġthe")."""
+        return readable_tokens(self.session.tokens), readable_tokens(self.session.key_tokens)
 
     def clear_highlights(self) -> None:
         for view in self.views.values():

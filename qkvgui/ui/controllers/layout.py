@@ -3,15 +3,45 @@ splitters, step through heads and layers by key, and the light or dark theme."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QObject, Qt
+from PySide6.QtCore import QByteArray, QObject, QRect, Qt
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication, QMenu
 
 from qkvgui.ui.controllers.document import settings
 
-#: the splitters' default sizes (left | right; views / inspector), and the sizes while a view is focused
+#: the splitters' default sizes (left | right; views / inspector) on a large window, and the sizes while a view is
+#: focused; on a window below LARGE the left panel and the inspector give the views room (see default_sizes)
 DEFAULT_MAIN = (380, 900)
 DEFAULT_RIGHT = (600, 170)
+LARGE = (1500, 950)
+SMALL_LEFT = 330  # the editors' own minimum width holds it at ~350
+SMALL_INSPECTOR = 120
+#: a first window (no saved geometry) takes this fraction of the screen, centred, or the whole screen when that
+#: would be smaller than FIRST_MIN
+FIRST_FRACTION = 0.9
+FIRST_MIN = (1280, 760)
+
+
+def default_sizes(width: int, height: int) -> tuple[list[int], list[int]]:
+    """The splitters' default sizes for a window of this size: (left, right) and (views, inspector). Below LARGE
+    the left panel and the inspector shrink, so that at 1280 × 800 the default session's scores, weights and head
+    outputs are big enough for their numbers."""
+    left = DEFAULT_MAIN[0] if width >= LARGE[0] else SMALL_LEFT
+    inspector = DEFAULT_RIGHT[1] if height >= LARGE[1] else SMALL_INSPECTOR
+    return [left, max(1, width - left)], [max(1, height - inspector), inspector]
+
+
+def first_geometry(available: QRect) -> tuple[QRect, bool]:
+    """Where a first window goes on a screen with this available geometry: (rectangle, maximized). A fraction of
+    the screen, centred; the whole screen (maximized) when that fraction would be cramped."""
+    w, h = round(available.width() * FIRST_FRACTION), round(available.height() * FIRST_FRACTION)
+    if w < FIRST_MIN[0] or h < FIRST_MIN[1]:
+        return QRect(available), True
+    rect = QRect(0, 0, w, h)
+    rect.moveCenter(available.center())
+    return rect, False
+
+
 FOCUS_LEFT = 300
 FOCUS_INSPECTOR = 64
 THEMES = ("system", "light", "dark")
@@ -81,19 +111,42 @@ class LayoutController(QObject):
         """View ▸ Reset layout: the default splitter sizes, every view in the overview, the first tabs."""
         w = self.window
         self.focus_view(None)
-        for splitter, sizes in ((w.main_splitter, DEFAULT_MAIN), (w.right_splitter, DEFAULT_RIGHT)):
-            total = sum(splitter.sizes()) or sum(sizes)
-            splitter.setSizes([round(total * k / sum(sizes)) for k in sizes])
+        self.default_layout()
         w.show_message("layout reset")
 
+    def default_layout(self) -> None:
+        """The splitters' default sizes for the window's present size (``default_sizes``)."""
+        w = self.window
+        main, right = default_sizes(w.width(), w.height())
+        for splitter, sizes in ((w.main_splitter, main), (w.right_splitter, right)):
+            total = sum(splitter.sizes()) if splitter.isVisible() and sum(splitter.sizes()) else sum(sizes)
+            first = min(sizes[0], total - 1)
+            splitter.setSizes([first, total - first] if splitter is w.main_splitter else [total - sizes[1], sizes[1]])
+
+    def fit_to_screen(self) -> None:
+        """A first window (no saved geometry): 90% of the screen's available area, centred, or maximized on a
+        small screen (``first_geometry``)."""
+        w = self.window
+        screen = w.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        rect, maximized = first_geometry(screen.availableGeometry())
+        w.setGeometry(rect)
+        if maximized:
+            w.setWindowState(w.windowState() | Qt.WindowState.WindowMaximized)
+
     def restore(self) -> None:
+        """The saved window geometry, splitters and theme; a first window is fitted to the screen instead, and the
+        splitters get the default sizes for its size. (Without settings, in tests, the window keeps its size.)"""
         store = settings()
+        w = self.window
+        geometry = store.value("geometry") if store is not None else None
+        restored = isinstance(geometry, QByteArray) and w.restoreGeometry(geometry)
+        if store is not None and not restored:
+            self.fit_to_screen()
+        self.default_layout()
         if store is None:
             return
-        w = self.window
-        geometry = store.value("geometry")
-        if isinstance(geometry, QByteArray):
-            w.restoreGeometry(geometry)
         for key, splitter in (("main_splitter", w.main_splitter), ("right_splitter", w.right_splitter)):
             state = store.value(key)
             if isinstance(state, QByteArray):

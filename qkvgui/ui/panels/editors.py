@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qkvgui.core.format import readable_tokens
 from qkvgui.session import GENERATORS, MATRICES, PER_HEAD, Session
 from qkvgui.ui.controllers.edits import EditController
 from qkvgui.ui.matrix_editor import MatrixEditor
@@ -329,10 +330,10 @@ class EditorTabs(QTabWidget):
         m = s.matrix(name)
         editor = self.editors[name]
         features = s.features  # the residual stream's columns: d0, d1, … or a preset's feature names
-        if name == "X":
-            editor.set_matrix(m, s.tokens, features)
+        if name == "X":  # rows named as a reader reads the tokens ("␣the" for "Ġthe"); the token field keeps them raw
+            editor.set_matrix(m, readable_tokens(s.tokens), features)
         elif name == "X_kv":
-            editor.set_matrix(m, s.source_tokens, features)
+            editor.set_matrix(m, readable_tokens(s.source_tokens), features)
             editor.setVisible(s.cross)
         elif name == "W_O":
             editor.set_matrix(m, concat_labels(s.n_heads, s.d_v), features)
@@ -363,10 +364,10 @@ class EditorTabs(QTabWidget):
             # Qt's flags and enums computed once: per token they were most of a large document's showing
             flags = QListWidgetItem().flags() | Qt.ItemFlag.ItemIsUserCheckable
             checked, unchecked = Qt.CheckState.Checked, Qt.CheckState.Unchecked
-            for token, pad in zip(s.key_tokens, s.key_padding, strict=True):
-                label = short_label(token)
+            for token, shown, pad in zip(s.key_tokens, readable_tokens(s.key_tokens), s.key_padding, strict=True):
+                label = short_label(shown)  # "␣the" for a byte-level BPE model's "Ġthe"
                 item = QListWidgetItem(label)
-                if label != token:  # the whole token where the label is cut
+                if label != token:  # the whole (raw) token where the label is cut or made readable
                     item.setToolTip(display_text(token, 400))
                 item.setFlags(flags)
                 item.setCheckState(checked if pad else unchecked)
