@@ -415,3 +415,46 @@ def test_a_script_that_exits_with_the_window_open_prints_no_error(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and "shown" in done.stdout
     assert "Traceback" not in done.stderr and "RuntimeError" not in done.stderr, done.stderr
+
+
+def test_colour_bar_ticks_have_no_needless_decimals(qtbot):
+    from qkvgui.ui.heatmap import HeatmapView
+
+    view = HeatmapView("diverging")
+    qtbot.addWidget(view)
+    view.set_data(np.array([[-31.0, 2.0], [0.0, 40.0]]))
+    ticks = [text for _, text in view._bar.axis._tickLevels[0]]
+    assert ticks == ["\u221240", "0", "40"]
+
+
+def test_a_circuits_view_is_focused_by_double_click_and_escape_brings_the_tab_back(qtbot, window):
+    window.resize(1280, 800)
+    window.right_tabs.setCurrentWidget(window.circuits)
+    view = window.views["qk_circuit"]
+    qtbot.waitUntil(lambda: view.isVisible() and view.data().size > 0, timeout=5000)
+    others = [window.views["ov_circuit"], window.views["composition"], window.circuits.spectra]
+    shown_before = [w.isVisible() for w in others]
+    size_before = (view.width(), view.height())
+    double_click(qtbot, view, 0, 0)
+    qtbot.waitUntil(lambda: window.layout_control.focused() == "qk_circuit", timeout=3000)
+    qtbot.waitUntil(lambda: view.width() >= 600 and view.height() >= 500, timeout=3000)
+    assert view.width() > size_before[0] and not window.views["ov_circuit"].isVisible()
+    qtbot.keyClick(view, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: window.layout_control.focused() is None, timeout=3000)
+    assert [w.isVisible() for w in others] == shown_before
+    qtbot.waitUntil(lambda: abs(view.width() - size_before[0]) < 40, timeout=3000)
+
+
+def test_the_learn_views_and_the_model_block_can_be_focused_by_name(qtbot, window):
+    window.resize(1280, 800)
+    window.focus_view("learn_weights")
+    learn = window.layout_control.tab_view("learn_weights")
+    assert window.right_tabs.currentWidget().isAncestorOf(learn)
+    qtbot.waitUntil(lambda: learn.width() >= 600 and learn.height() >= 450, timeout=3000)
+    assert not window.layout_control.tab_view("learn_target").isVisible()
+    window.focus_view(None)
+    qtbot.waitUntil(lambda: window.layout_control.tab_view("learn_target").isVisible(), timeout=3000)
+    window.focus_view("weights")  # and the pipeline's focus still works after it
+    assert window.pipeline.focused() == "weights" and window.layout_control.focused() == "weights"
+    window.focus_view(None)
+    assert window.layout_control.focused() is None

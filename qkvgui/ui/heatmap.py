@@ -619,7 +619,8 @@ class HeatmapView(QWidget):
                 return
             self._bar.setLevels((lo, hi))
             # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
-            bar_ticks = [(v, format_number(v, "cell")) for v in (lo, (lo + hi) / 2, hi)]
+            # with no needless decimals ("40", "0.5"), as the figures write them: a narrow bar leaves the cells room
+            bar_ticks = [(v, format_number(v, "short")) for v in (lo, (lo + hi) / 2, hi)]
             self._bar.axis.setTicks([bar_ticks, []])
             fm = QFontMetricsF(self._tick_font)
             width = int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10

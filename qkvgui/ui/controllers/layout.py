@@ -3,11 +3,13 @@ splitters, step through heads and layers by key, and the light or dark theme."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QObject, QRect, Qt
+from PySide6.QtCore import QByteArray, QObject, QRect, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QMenu
+from PySide6.QtWidgets import QApplication, QGridLayout, QMenu, QWidget
 
 from qkvgui.ui.controllers.document import settings
+from qkvgui.ui.heatmap import HeatmapView
+from qkvgui.ui.pipeline import QWIDGETSIZE_MAX
 
 #: the splitters' default sizes (left | right; views / inspector) on a large window, and the sizes while a view is
 #: focused; on a window below LARGE the left panel and the inspector give the views room (see default_sizes)
@@ -42,6 +44,10 @@ def first_geometry(available: QRect) -> tuple[QRect, bool]:
     return rect, False
 
 
+#: a heatmap of another tab in focus: its name, the widgets hidden for it, its (minimum, maximum) sizes, and the
+#: stretch factors (rows, columns) of the grids around it, to put back when it leaves the focus
+TabFocus = tuple[str, list[QWidget], tuple[QSize, QSize], list[tuple[QGridLayout, list[int], list[int]]]]
+
 FOCUS_LEFT = 300
 FOCUS_INSPECTOR = 64
 THEMES = ("system", "light", "dark")
@@ -58,6 +64,12 @@ class LayoutController(QObject):
         self.theme = "system"
         app = QApplication.instance()
         self._system_palette = QPalette(app.palette()) if isinstance(app, QApplication) else QPalette()
+        #: a heatmap of another tab (circuits, Learn, Model) in focus: (name, the widgets hidden for it, its sizes,
+        #: the stretch factors of the grids around it, to put back)
+        self._tab_focus: TabFocus | None = None
+        self._hooked: set[int] = set()  # the heatmaps whose double-click focuses them
+        window.right_tabs.currentChanged.connect(lambda _: QTimer.singleShot(0, self.hook_tab_views))
+        QTimer.singleShot(0, self.hook_tab_views)
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focus_view(self, name: str | None) -> None:
@@ -72,30 +84,134 @@ class LayoutController(QObject):
                 raise KeyError(f"There is no head {head + 1}: this layer has {w.session.n_heads}.")
             w.session.set_head(head)
             name = "weights"
+        self._unfocus_tab()
         if name is not None and name not in pipeline.views:
-            raise KeyError(f"{name!r} cannot be focused: use one of {', '.join(pipeline.views)}.")
+            view = self.tab_view(name)
+            if view is None:
+                raise KeyError(f"{name!r} cannot be focused: use one of {', '.join(pipeline.views)}.")
+            self._focus_tab_view(name, view)
+            return
         if name is not None:
             w.right_tabs.setCurrentWidget(pipeline)
-            if self._before_focus is None:  # remember the user's sizes, give the focused view the room
-                main, right = w.main_splitter.sizes(), w.right_splitter.sizes()
-                self._before_focus = (main, right)
-                total_main, total_right = sum(main), sum(right)
-                w.main_splitter.setSizes([min(main[0], FOCUS_LEFT), total_main - min(main[0], FOCUS_LEFT)])
-                w.right_splitter.setSizes([total_right - FOCUS_INSPECTOR, FOCUS_INSPECTOR])
+            self._make_room()
             self.last_view = name
-        elif self._before_focus is not None:
-            main, right = self._before_focus
-            self._before_focus = None
-            w.main_splitter.setSizes(main)
-            w.right_splitter.setSizes(right)
+        else:
+            self._give_room_back()
         pipeline.focus(name)
         w.overview_action.setEnabled(name is not None)
         if name is not None:
             w.show_message(f"{name} in focus: Esc or double-click it to see every step again")
 
+    # ---- focus in the other tabs: circuits, Learn, Model -----------------------------------------------------
+    def tab_view(self, name: str) -> HeatmapView | None:
+        """The heatmap called ``view.<name>`` in a tab other than the pipeline's, or None."""
+        pipeline = self.window.pipeline
+        for view in self.window.right_tabs.findChildren(HeatmapView, f"view.{name}"):
+            if not pipeline.isAncestorOf(view):
+                return view
+        return None
+
+    def hook_tab_views(self) -> None:
+        """Every heatmap of the tabs beside the pipeline is focused by a double-click (and its menu offers it);
+        run when a tab is shown, so that a tab built late (lazily) is hooked too."""
+        pipeline = self.window.pipeline
+        for view in self.window.right_tabs.findChildren(HeatmapView):
+            name = view.objectName().removeprefix("view.")
+            if id(view) in self._hooked or pipeline.isAncestorOf(view) or not name:
+                continue
+            self._hooked.add(id(view))
+            view.double_clicked.connect(lambda name=name: self.focus_view(None if self.focused() else name))
+            view.menu_hooks.append(self._tab_view_menu)
+
+    def focused(self) -> str | None:
+        """The view in focus, in any tab, or None."""
+        return self._tab_focus[0] if self._tab_focus else self.window.pipeline.focused()
+
+    def _tab_view_menu(self, view: HeatmapView, menu: QMenu) -> None:
+        name = view.objectName().removeprefix("view.")
+        focused = self.focused() == name
+        menu.addAction(
+            "Back to the whole tab  (Esc)" if focused else "Focus this view",
+            lambda: self.focus_view(None if focused else name),
+        )
+
+    def _focus_tab_view(self, name: str, view: HeatmapView) -> None:
+        """Give one heatmap of a tab all of the tab: everything around it is hidden (and shown again by
+        _unfocus_tab), its fixed size lifted; the left panel and the inspector make room as for the pipeline."""
+        w = self.window
+        tabs = w.right_tabs
+        tab = next((tabs.widget(i) for i in range(tabs.count()) if tabs.widget(i).isAncestorOf(view)), None)
+        if tab is None:
+            raise KeyError(f"{name!r} is not in a tab.")
+        tabs.setCurrentWidget(tab)
+        hidden: list[QWidget] = []
+        grids: list[tuple[QGridLayout, list[int], list[int]]] = []
+        child: QWidget = view
+        while child is not tab and child.parentWidget() is not None:
+            parent = child.parentWidget()
+            for sibling in parent.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
+                if sibling is not child and not sibling.isWindow() and sibling.isVisibleTo(parent):
+                    sibling.hide()
+                    hidden.append(sibling)
+            grid = parent.layout()
+            if isinstance(grid, QGridLayout) and grid.indexOf(child) >= 0:  # a grid's stretch keeps empty rows
+                rows = [grid.rowStretch(r) for r in range(grid.rowCount())]
+                cols = [grid.columnStretch(c) for c in range(grid.columnCount())]
+                grids.append((grid, rows, cols))
+                row, col, row_span, col_span = grid.getItemPosition(grid.indexOf(child))
+                for r in range(grid.rowCount()):
+                    grid.setRowStretch(r, 1 if row <= r < row + row_span else 0)
+                for c in range(grid.columnCount()):
+                    grid.setColumnStretch(c, 1 if col <= c < col + col_span else 0)
+            child = parent
+        sizes = (view.minimumSize(), view.maximumSize())
+        view.setMinimumSize(QSize(0, 0))
+        view.setMaximumSize(QSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX))
+        self._tab_focus = (name, hidden, sizes, grids)
+        self._make_room()
+        self.last_view = name
+        w.overview_action.setEnabled(True)
+        w.show_message(f"{name} in focus: Esc or double-click it to see the whole tab again")
+
+    def _unfocus_tab(self) -> None:
+        if self._tab_focus is None:
+            return
+        name, hidden, (smallest, largest), grids = self._tab_focus
+        self._tab_focus = None
+        for widget in hidden:
+            widget.show()
+        for grid, rows, cols in grids:
+            for r, stretch in enumerate(rows):
+                grid.setRowStretch(r, stretch)
+            for c, stretch in enumerate(cols):
+                grid.setColumnStretch(c, stretch)
+        view = self.tab_view(name)
+        if view is not None:
+            view.setMinimumSize(smallest)
+            view.setMaximumSize(largest)
+        self._give_room_back()
+        self.window.overview_action.setEnabled(False)
+
+    def _make_room(self) -> None:
+        w = self.window
+        if self._before_focus is None:  # remember the user's sizes, give the focused view the room
+            main, right = w.main_splitter.sizes(), w.right_splitter.sizes()
+            self._before_focus = (main, right)
+            total_main, total_right = sum(main), sum(right)
+            w.main_splitter.setSizes([min(main[0], FOCUS_LEFT), total_main - min(main[0], FOCUS_LEFT)])
+            w.right_splitter.setSizes([total_right - FOCUS_INSPECTOR, FOCUS_INSPECTOR])
+
+    def _give_room_back(self) -> None:
+        w = self.window
+        if self._before_focus is not None:
+            main, right = self._before_focus
+            self._before_focus = None
+            w.main_splitter.setSizes(main)
+            w.right_splitter.setSizes(right)
+
     def focus_last(self) -> None:
         """View ▸ Focus: the view last hovered (or the weights), or back to the overview when one is focused."""
-        self.focus_view(None if self.window.pipeline.focused() else self.last_view)
+        self.focus_view(None if self.focused() else self.last_view)
 
     # ---- heads and layers by key ---------------------------------------------------------------------------
     def step_head(self, by: int) -> None:

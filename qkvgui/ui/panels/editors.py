@@ -243,6 +243,8 @@ class EditorTabs(QTabWidget):
             edit.setReadOnly(False)
             edit.setPlaceholderText("")
             edit.setText(text)  # clears isModified: an unchanged field applies nothing
+            if not edit.hasFocus():
+                edit.setCursorPosition(0)  # a long sentence shows its beginning, not its end
 
     def _set_tokens(self, tokens: list[str], source: bool) -> None:
         """New tokens, and padding tokens typed as such ("<pad>", "[PAD]") flagged as padding: one undo step."""

@@ -242,6 +242,7 @@ class ModelPanel(QWidget):
         self.block_label = QLabel()
         self.block_label.setWordWrap(True)
         self.block_view = HeatmapView("diverging", compact=True)
+        self.block_view.setObjectName("view.model_block")  # View ▸ Focus view, double-click: focused
         self.block_view.setMinimumHeight(150)
         self.block_box = QWidget()
         box = QVBoxLayout(self.block_box)
