@@ -310,6 +310,8 @@ class Session:
         tokens = [old[0], *repeated_random_tokens(vocabulary, k, seed)]
         if len(tokens) > LIMITS["tokens"]:
             raise SessionError(f"{len(tokens)} tokens is more than the {LIMITS['tokens']} qkvgui handles.")
+        if self._rebuild_preset(tokens):
+            return  # a preset (induction, say) built again over the repeated tokens: its claim still holds
         try:
             one_hot = bool(np.array_equal(s.x, one_hot_features(old, self.d_model)))
             x = one_hot_features(tokens, self.d_model) if one_hot else None

@@ -141,3 +141,14 @@ def test_a_sentence_too_long_for_the_preset_is_refused_before_allocating():
 def test_every_preset_starts_true(name):
     s = Session.from_preset(name)
     assert s.preset == name and s.preset_changes() == []
+
+
+def test_repeated_random_tokens_keep_the_induction_preset_true():
+    s = Session.from_preset("induction")
+    s.repeat_random_tokens(seed=3, length=4)
+    toks = s.tokens
+    assert len(toks) == 9 and toks[1:5] == toks[5:] and s.preset_changes() == []
+    r1 = s.compute_layers()[1]
+    for i in range(5, 9):
+        if toks.count(toks[i]) == 2:  # a token drawn once per half: its earlier copy is unique
+            assert r1.weights[0, i, toks.index(toks[i]) + 1] >= 0.8
