@@ -215,6 +215,9 @@ class EditorTabs(QTabWidget):
             self.edits.refused.emit(f"The {'source ' if source else ''}tokens were not changed: {e}.")
             return
         current = self.session.source_tokens if source else self.session.tokens
+        # the field shows a byte-level BPE model's tokens readably ("␣the"): a token left as shown is the raw one
+        raw_of = dict(zip(readable_tokens(current), current, strict=True))
+        tokens = [raw_of.get(t, t) for t in tokens]
         if tokens != current:
             self._change("edit source tokens" if source else "edit tokens", self._set_tokens, tokens, source)
         edit.setModified(False)
@@ -233,8 +236,9 @@ class EditorTabs(QTabWidget):
         )
 
     def _show_tokens(self, edit: QLineEdit, tokens: list[str]) -> None:
-        """The tokens as the field's text, exactly (quoted where needed), or read-only when they are too long."""
-        text = format_tokens(tokens)
+        """The tokens as the field's text, exactly (quoted where needed), or read-only when they are too long; a
+        byte-level BPE model's tokens read "␣the" for "Ġthe" (see _tokens_edited for the way back)."""
+        text = format_tokens(readable_tokens(tokens))
         if len(text) > MAX_TOKENS_TEXT:
             edit.setText("")
             edit.setReadOnly(True)
