@@ -147,8 +147,8 @@ class LayoutController(QObject):
         hidden: list[QWidget] = []
         grids: list[tuple[QGridLayout, list[int], list[int]]] = []
         child: QWidget = view
-        while child is not tab and child.parentWidget() is not None:
-            parent = child.parentWidget()
+        parent = child.parentWidget()
+        while child is not tab and parent is not None:
             for sibling in parent.findChildren(QWidget, options=Qt.FindChildOption.FindDirectChildrenOnly):
                 if sibling is not child and not sibling.isWindow() and sibling.isVisibleTo(parent):
                     sibling.hide()
@@ -158,12 +158,13 @@ class LayoutController(QObject):
                 rows = [grid.rowStretch(r) for r in range(grid.rowCount())]
                 cols = [grid.columnStretch(c) for c in range(grid.columnCount())]
                 grids.append((grid, rows, cols))
-                row, col, row_span, col_span = grid.getItemPosition(grid.indexOf(child))
+                position: tuple[int, int, int, int] = grid.getItemPosition(grid.indexOf(child))  # type: ignore[assignment]
+                row, col, row_span, col_span = position
                 for r in range(grid.rowCount()):
                     grid.setRowStretch(r, 1 if row <= r < row + row_span else 0)
                 for c in range(grid.columnCount()):
                     grid.setColumnStretch(c, 1 if col <= c < col + col_span else 0)
-            child = parent
+            child, parent = parent, parent.parentWidget()
         sizes = (view.minimumSize(), view.maximumSize())
         view.setMinimumSize(QSize(0, 0))
         view.setMaximumSize(QSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX))
