@@ -72,7 +72,12 @@ def test_an_edit_that_breaks_the_claim_is_said_in_the_description(qtbot, preset_
     text = w.inspector.toPlainText()
     assert "previous-token head" in text and "W_K changed" in text and "may no longer hold" in text
     assert "may no longer hold" in w.last_message
+    label = w.inspection.claim_label  # and it stays said in the status bar, whatever the inspector shows next
+    assert label.isVisible() and "previous-token" in label.text() and "W_K changed" in label.toolTip()
+    w.views["scores"].cell_hovered.emit(2, 1)
+    assert label.isVisible()
     w.undo_stack.undo()
     settle(qtbot, w)
     assert "may no longer hold" not in w.inspector.toPlainText()
     assert "preset again" in w.last_message
+    assert not label.isVisible()

@@ -117,6 +117,7 @@ class MainWindow(QMainWindow):
             self.inspection.message,
         ):
             source.connect(self.show_message)
+        self.statusBar().addPermanentWidget(self.inspection.claim_label)  # "⚠ edited away from the preset"
         self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
         self.scheduler.computed.connect(self._report_computed)
         self.scheduler.computed.connect(self.learn.show_results)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QTextBrowser
+from PySide6.QtWidgets import QLabel, QTextBrowser
 
 from qkvgui.core.format import readable_tokens
 from qkvgui.session import Session
@@ -52,6 +52,10 @@ class InspectorController(QObject):
         for name in ("q", "k", "v", "concat", "output", "residual"):
             self.views[name].cell_hovered.connect(lambda i, j, name=name: self.inspect_value(name, i, j))
         self.claim_note = ""  # the session's preset_note() when last checked
+        #: shown in the status bar while the session is edited away from its preset's claim (the note as tooltip)
+        self.claim_label = QLabel()
+        self.claim_label.setObjectName("status.preset_claim")
+        self.claim_label.hide()
         panel.redrawn.connect(self.refresh_pinned)
         panel.redrawn.connect(self.check_claim)
 
@@ -118,6 +122,11 @@ class InspectorController(QObject):
         rows, cols = view.row_labels(), view.col_labels()
         self.inspector.setHtml(explain_cell(name, SPECS[name].tip, result, data[i, j], i, j, rows[i], cols[j]))
 
+    def _show_claim_label(self) -> None:
+        self.claim_label.setText(f"⚠ edited away from the '{self.session.preset}' preset" if self.claim_note else "")
+        self.claim_label.setToolTip(self.claim_note)
+        self.claim_label.setVisible(bool(self.claim_note))
+
     def _tokens(self) -> tuple[list[str], list[str]]:
         """The query and key tokens as the views name them ("␣the" for a byte-level BPE model's "Ġthe")."""
         return readable_tokens(self.session.tokens), readable_tokens(self.session.key_tokens)
@@ -130,6 +139,7 @@ class InspectorController(QObject):
         """A preset (or a session with a title) says what it demonstrates when it is opened, and whether the
         session has been edited away from what it says (``Session.preset_note``)."""
         self.claim_note = self.session.preset_note()
+        self._show_claim_label()
         if self.session.title:
             # capped and breakable: a 15 MiB one-word description took minutes to lay out
             title, description = display_text(self.session.title, 400), display_text(self.session.description)
@@ -143,6 +153,7 @@ class InspectorController(QObject):
         if note == self.claim_note:
             return
         self.claim_note = note
+        self._show_claim_label()
         self.message.emit(note or f"This session is the '{self.session.preset}' preset again: its description holds.")
         if self.pinned is None:
             self.show_description()

@@ -68,8 +68,9 @@ class LayoutController(QObject):
         #: the stretch factors of the grids around it, to put back)
         self._tab_focus: TabFocus | None = None
         self._hooked: set[int] = set()  # the heatmaps whose double-click focuses them
-        window.right_tabs.currentChanged.connect(lambda _: QTimer.singleShot(0, self.hook_tab_views))
-        QTimer.singleShot(0, self.hook_tab_views)
+        # after the tab is built (a lazy tab builds on showing); the context object cancels it with the window
+        window.right_tabs.currentChanged.connect(lambda _: QTimer.singleShot(0, self, self.hook_tab_views))
+        QTimer.singleShot(0, self, self.hook_tab_views)
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focus_view(self, name: str | None) -> None:
