@@ -81,3 +81,8 @@ def test_an_edit_that_breaks_the_claim_is_said_in_the_description(qtbot, preset_
     assert "may no longer hold" not in w.inspector.toPlainText()
     assert "preset again" in w.last_message
     assert not label.isVisible()
+
+
+def test_a_single_head_is_not_called_multi_query(preset_window):
+    combo = preset_window.findChild(type(preset_window.scale_combo), "control.kv_heads")
+    assert combo.currentText() == "1 (one per head)"

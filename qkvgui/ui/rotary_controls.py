@@ -60,7 +60,8 @@ class RotaryControls(QWidget):
             self.theta_spin.setEnabled(s.rotary)
             self.kv_combo.clear()
             for d in (d for d in range(1, s.n_heads + 1) if s.n_heads % d == 0):
-                label = f"{d}" + (" (multi-query)" if d == 1 else " (one per head)" if d == s.n_heads else "")
+                # one head: its one key/value head is its own, not multi-query
+                label = f"{d}" + (" (one per head)" if d == s.n_heads else " (multi-query)" if d == 1 else "")
                 self.kv_combo.addItem(label, d)
             self.kv_combo.setCurrentIndex(self.kv_combo.findData(s.n_kv_heads))
         finally:
