@@ -251,9 +251,12 @@ class CellLabels(QGraphicsItem):
             return
         dark_block = self._dark_text(self._values[i0:i1, j0:j1])  # [i1 - i0, j1 - j0] bool
         compact = min(sx, sy) / zoom < COMPACT_CELL_PX  # narrow cells: ".37" instead of "0.37"
-        style = "compact" if compact else "cell"
         values = self._values
-        cells = [(i, j, format_number(float(values[i, j]), style)) for i in range(i0, i1) for j in range(j0, j1)]
+        cells = [
+            (i, j, format_number(float(values[i, j]), "compact" if compact else "cell"))
+            for i in range(i0, i1)
+            for j in range(j0, j1)
+        ]
 
         # One font for the whole matrix: ~30% of the on-screen cell height but at most 13 screen pixels (scaled
         # with an export's zoom), shrunk until the widest visible number fits its cell.
