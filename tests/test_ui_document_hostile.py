@@ -280,6 +280,12 @@ def test_the_menus_save_writes_a_snapshot_on_the_worker(qtbot, window, tmp_path)
     assert doc.jobs.wait(30)
     assert Session.load(path).matrix("X")[0, 0] == 6.0 and not window.isWindowModified()
     assert window.undo_stack.isClean() and "saved" in window.last_message
+    window.edit_block("X", 0, 0, np.array([[7.0]]))
+    doc.path = tmp_path / "gone" / "saved.qkv"  # its folder was removed
+    action.trigger()
+    assert doc.jobs.wait(30)
+    assert window.last_message == f"Could not save {doc.path}: No such file or directory."
+    assert window.isWindowModified() and Session.load(path).matrix("X")[0, 0] == 6.0
 
 
 def test_a_live_instances_work_is_never_offered_nor_deleted(qtbot, tmp_path):

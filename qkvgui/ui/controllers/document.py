@@ -22,7 +22,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QSettings, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox
 
-from qkvgui.core import QkvError
+from qkvgui.core import QkvError, SessionFileError
 from qkvgui.io.atomic import clean_stale_temporaries
 from qkvgui.io.matrix_file import read_matrix, write_matrix
 from qkvgui.io.recovery import Orphan, RecoveryStore, document_key
@@ -330,7 +330,13 @@ class DocumentController(QObject):
             def refused(message: str) -> None:
                 self.message.emit(one_line(f"Could not save {path}: {message}"))
 
-            return self.run_job(f"Saving {path.name}", lambda progress: write_state(state, path), saved, refused)
+            def write(progress: Any) -> Path:
+                try:
+                    return write_state(state, path)
+                except OSError as e:  # a full disk, a missing folder: one line, as the GUI thread's save says it
+                    raise SessionFileError(f"{e.strerror or e}.") from None
+
+            return self.run_job(f"Saving {path.name}", write, saved, refused)
         try:
             self.session.save(path)
         except (QkvError, OSError) as e:  # a read-only file, a full disk: the old file is intact
