@@ -402,7 +402,7 @@ def compute_state(
     W_Q recomputes one head.
     """
     if s.model is not None:
-        return [r for r, _, _ in compute_model(s)]
+        return [r for r, _, _ in compute_model(s, previous)]
     pad = s.source_padding if s.cross else s.padding
     x_in = s.x  # what the first layer's attention reads
     stream = s.x if s.x_residual is None else s.x_residual  # the residual stream it writes into
@@ -452,6 +452,11 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 def _same_setting(s: SessionState, p: SessionState) -> bool:
     """Whether everything but the layers' weights (and X, checked per layer) is the same in both states."""
+    return _same_inputs(s, p) and p.model is None
+
+
+def _same_inputs(s: SessionState, p: SessionState) -> bool:
+    """Whether the settings and inputs other than X and the layers are the same in both states."""
     return (
         s.cross == p.cross
         and s.causal == p.causal
@@ -461,7 +466,6 @@ def _same_setting(s: SessionState, p: SessionState) -> bool:
         and (not s.cross or _same(s.x_kv, p.x_kv))
         and _same(s.x_residual, p.x_residual)
         and len(s.layers) == len(p.layers)
-        and p.model is None
         and s.rotary == p.rotary
         and (not s.rotary or s.rope_theta == p.rope_theta)
     )
@@ -482,12 +486,17 @@ def _reusable_heads(L: Layer, P: Layer, r: AttentionResult) -> tuple[AttentionRe
     return (r, same_q, same_kv) if same_q.any() and same_kv.any() else None
 
 
-def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
+def compute_model(
+    s: SessionState, previous: tuple[SessionState, list[AttentionResult]] | None = None
+) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
     """A whole-model state: per layer (result, stream entering the layer, stream after the model's own block).
 
     Layer ℓ's attention uses the session's (editable) weights; between layers the model's blocks run, so an edit
     to layer ℓ reaches every later layer as it would in the model. Layer ℓ's scale is the session's times the
-    model's factor for it (GPT-2's scale_attn_by_inverse_layer_idx).
+    model's factor for it (GPT-2's scale_attn_by_inverse_layer_idx). Each result carries the block's numbers:
+    ``after`` (the stream after the block) and ``next_x`` (what the next layer's attention reads; ``after`` for
+    the last layer). With previous = (an earlier state of the same model, its results), the layers before the
+    first edited one are taken from those results (the same numbers): an edit in layer ℓ runs layers ℓ … L only.
     """
     if s.model is None:
         raise SessionError("This session is not a whole imported model: it has no blocks between layers.")
@@ -495,9 +504,17 @@ def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np
     pad = s.source_padding if s.cross else s.padding
     stream = s.x if s.x_residual is None else s.x_residual
     base = scale_of(s)
+    unchanged = _unchanged_layers(s, previous)
+    start = unchanged or 0
+    kept: list[AttentionResult] = [] if previous is None else previous[1][:start]
+    xs: dict[int, np.ndarray] = {}
 
     def attend(index: int, x: np.ndarray) -> AttentionResult:
+        xs[index] = x
         L = s.layers[index].filled()
+        reuse = None
+        if index == start and unchanged is not None and previous is not None:
+            reuse = _reusable_heads(L, previous[0].layers[index].filled(), previous[1][index])  # the same X
         return multi_head_attention(
             x,
             L.w_q,
@@ -513,17 +530,81 @@ def compute_model(s: SessionState) -> list[tuple[AttentionResult, np.ndarray, np
             scale=base * model.scale_factors[index],
             ablate=L.ablated,
             rotary=float(s.rope_theta) if s.rotary else None,
+            reuse=reuse,
         )
 
-    out = []
-    for result, before, after in run_blocks(model.blocks, s.x, stream, attend):
-        if before is not s.x:  # pre-norm: the layer reads a normalised copy and writes into the stream itself
+    out = [(r, _stream_before(kept, i, stream), _after(r)) for i, r in enumerate(kept)]
+    x = s.x
+    if start > 0:
+        stream = _after(kept[-1])
+        x = kept[-1].next_x if kept[-1].next_x is not None else model.blocks[start].attention_input(stream)
+    with _few_blas_threads(len(s.tokens)):
+        ran = run_blocks(model.blocks, x, stream, attend, start=start)
+    for index, (result, before, after) in enumerate(ran, start=start):
+        if before is not xs[index]:  # pre-norm: the layer reads a normalised copy and writes into the stream itself
             residual = before + result.output
             residual.flags.writeable = False
             result = dataclasses.replace(result, residual=residual)
         after.flags.writeable = False
+        next_x = xs.get(index + 1, after)
+        result = dataclasses.replace(result, after=after, next_x=next_x)
         out.append((result, before, after))
     return out
+
+
+def _after(r: AttentionResult) -> np.ndarray:
+    assert r.after is not None  # results of compute_model carry the stream after their block
+    return r.after
+
+
+def _stream_before(results: list[AttentionResult], index: int, first: np.ndarray) -> np.ndarray:
+    return first if index == 0 else _after(results[index - 1])
+
+
+def _unchanged_layers(s: SessionState, previous: tuple[SessionState, list[AttentionResult]] | None) -> int | None:
+    """How many leading layers of whole-model state s have the inputs and weights they had in previous (at most
+    all but the last), or None when previous is of another model, X or setting."""
+    if previous is None:
+        return None
+    p, results = previous
+    if (
+        p.model is not s.model
+        or len(results) != len(s.layers)
+        or not _same_inputs(s, p)
+        or not _same(s.x, p.x)
+        or any(r.after is None or r.next_x is None for r in results)
+    ):
+        return None
+    count = 0
+    for L, P in zip(s.layers, p.layers, strict=True):
+        if L is not P and not all(_same(getattr(L, f), getattr(P, f)) for f in LAYER_FIELDS):
+            break
+        count += 1
+    return min(count, len(s.layers) - 1)  # nothing edited: recompute the last layer anyway (cheap, always fresh)
+
+
+#: the fields of a Layer (weights, biases, ablation flags)
+LAYER_FIELDS = tuple(f.name for f in dataclasses.fields(Layer))
+#: at most this many tokens, a whole model runs with one BLAS thread: its products are small (64 × 384 · 384 ×
+#: 1536 takes ~3 ms), and on a busy 2-core machine two contending BLAS threads made them up to 30× slower
+ONE_BLAS_THREAD_TOKENS = 256
+_blas: list[Any] = []  # the threadpoolctl controller, made once (finding the BLAS libraries takes ~10 ms)
+
+
+def _few_blas_threads(n_tokens: int) -> Any:
+    """A context in which NumPy's BLAS uses one thread when the products are small (threadpoolctl, if installed)."""
+    import contextlib
+
+    if n_tokens > ONE_BLAS_THREAD_TOKENS:
+        return contextlib.nullcontext()
+    try:
+        if not _blas:
+            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+            _blas.append(ThreadpoolController())
+        return _blas[0].limit(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: run with the defaults
+        return contextlib.nullcontext()
 
 
 def layer_cost(s: SessionState) -> float:

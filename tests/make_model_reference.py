@@ -26,12 +26,18 @@ def minilm_folder() -> Path | None:
 
 def hf_attentions(model_cls, folder: Path, ids: list[int]) -> np.ndarray:
     """[layers, heads, n, n] from transformers with output_attentions, in float64."""
+    return hf_run(model_cls, folder, ids)[0]
+
+
+def hf_run(model_cls, folder: Path, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """([layers, heads, n, n] attentions, [layers + 1, n, d_model] hidden states) from transformers, float64.
+    hidden[ℓ] is what layer ℓ + 1 reads (hidden[0] the embeddings); for BERT, the stream after each block."""
     import torch
 
     model = model_cls.from_pretrained(str(folder), attn_implementation="eager").double().eval()
     with torch.no_grad():
-        out = model(torch.tensor([ids]), output_attentions=True)
-    return np.stack([a[0].numpy() for a in out.attentions])
+        out = model(torch.tensor([ids]), output_attentions=True, output_hidden_states=True)
+    return np.stack([a[0].numpy() for a in out.attentions]), np.stack([h[0].numpy() for h in out.hidden_states])
 
 
 def token_ids(folder: Path, text: str) -> list[int]:
@@ -44,12 +50,12 @@ def token_ids(folder: Path, text: str) -> list[int]:
 
 
 def write_reference(path: Path, model_cls, folder: Path, sentences: list[str]) -> None:
-    """Each sentence's token ids and the model's attentions, as "<i>/ids" and "<i>/attentions"."""
+    """Per sentence: token ids, attentions and hidden states, as "<i>/ids", "<i>/attentions", "<i>/hidden"."""
     arrays = {}
     for i, text in enumerate(sentences):
         ids = token_ids(folder, text)
         arrays[f"{i}/ids"] = np.array(ids)
-        arrays[f"{i}/attentions"] = hf_attentions(model_cls, folder, ids)
+        arrays[f"{i}/attentions"], arrays[f"{i}/hidden"] = hf_run(model_cls, folder, ids)
     np.savez_compressed(path, **arrays)
 
 

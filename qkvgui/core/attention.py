@@ -87,6 +87,9 @@ class AttentionResult:
     rotary: float | None = None  # the base θ, or None when positions are not rotated
     q_angles: np.ndarray | None = None  # [n_q, d_k/2]  rotation angle of each query position and frequency pair
     k_angles: np.ndarray | None = None  # [n_k, d_k/2]  the same for the keys (the same rows in self-attention)
+    # Whole models (qkvgui.core.models): the model's own block after this attention, run read-only.
+    after: np.ndarray | None = None  # [n_q, d_model]  the residual stream after the block (norms, MLP)
+    next_x: np.ndarray | None = None  # [n_q, d_model]  what the next layer's attention reads (after, or its norm)
     _cache: _Cache = field(default_factory=_Cache, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -164,6 +164,25 @@ class Block:
             return f"s + attention, then s + MLP({act})(norm(s))"
         return f"norm(s + attention), then norm(s + MLP({act}))"
 
+    def formula(self, next_block: Block | None = None) -> str:
+        """The block as a formula from the attention's residual (r = X + output, written into the stream) to what
+        the next layer's attention reads (its X), or to the stream after the block for the last layer (no
+        next_block). E.g. BERT: "X′ = LN(h + MLP(h)), h = LN(r)"; GPT-2: "X′ = LN(r + MLP(LN(r)))"."""
+        mlp = f"MLP{'·gate' if self.mlp.w_gate is not None else ''}[{self.mlp.activation}]"
+        if self.pre_norm:
+            inner = f"r + {mlp}({_norm_name(self.norm_mlp)}(r))" if self.norm_mlp is not None else f"r + {mlp}(r)"
+            if next_block is None:
+                return f"s′ = {inner}"
+            norm = next_block.norm_attn if next_block.pre_norm else None
+            return f"X′ = {_norm_name(norm)}({inner})" if norm is not None else f"X′ = {inner}"
+        h = f"{_norm_name(self.norm_attn)}(r)" if self.norm_attn is not None else "r"
+        out = f"{_norm_name(self.norm_mlp)}(h + {mlp}(h))" if self.norm_mlp is not None else f"h + {mlp}(h)"
+        return f"{'X′' if next_block is not None else 's′'} = {out}, h = {h}"
+
+
+def _norm_name(norm: Norm | None) -> str:
+    return "RMSNorm" if norm is not None and norm.kind == "rms" else "LN"
+
 
 @dataclass(frozen=True, eq=False)
 class AttentionWeights(LayerWeights):
@@ -260,16 +279,18 @@ def run_blocks(
     x: np.ndarray,
     stream: np.ndarray,
     attend: Callable[[int, np.ndarray], AttentionResult],
+    start: int = 0,
 ) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
     """The model's stack with editable attention: ``attend(layer, x)`` gives layer ℓ's AttentionResult.
 
-    x [n, d_model] is what layer 1's attention reads (editable X), stream [n, d_model] the stream it writes into.
-    Returns per layer (result, stream in, stream after the block); layer ℓ + 1 reads ``attention_input`` of the
-    stream after layer ℓ's block, as the model does.
+    x [n, d_model] is what layer ``start + 1``'s attention reads (layer 1's: the editable X), stream [n, d_model]
+    the stream it writes into. Returns per layer from ``start`` on (result, stream in, stream after the block);
+    layer ℓ + 1 reads ``attention_input`` of the stream after layer ℓ's block, as the model does.
     """
     out = []
-    for layer, block in enumerate(blocks):
-        if layer > 0:
+    for layer in range(start, len(blocks)):
+        block = blocks[layer]
+        if layer > start:
             x = block.attention_input(stream)
         result = attend(layer, x)
         after = block.after_attention(stream, result.output)

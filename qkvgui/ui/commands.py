@@ -29,18 +29,25 @@ class _Applied(QUndoCommand):
 
 
 class BlockEdit(_Applied):
-    """A block of cells written into one matrix (a typed cell, a paste, a fill)."""
+    """A block of cells written into one matrix (a typed cell, a paste, a fill). A layer's matrix is undone in the
+    layer it was edited in: undo and redo select that layer first (as an editor scrolls back to the edit)."""
 
     def __init__(self, session: Session, name: str, head: int | None, row: int, col: int, block, old, text: str):
         super().__init__(text)
         self.session, self.name, self.head, self.row, self.col = session, name, head, row, col
         self.block, self.old = block, old
+        self.layer = None if name in ("X", "X_kv") else session.layer
+
+    def _write(self, block) -> None:
+        if self.layer is not None and self.session.layer != self.layer:
+            self.session.set_layer(self.layer)
+        self.session.set_block(self.name, self.row, self.col, block, head=self.head)
 
     def undo(self) -> None:
-        self.session.set_block(self.name, self.row, self.col, self.old, head=self.head)
+        self._write(self.old)
 
     def reapply(self) -> None:
-        self.session.set_block(self.name, self.row, self.col, self.block, head=self.head)
+        self._write(self.block)
 
 
 class StateChange(_Applied):

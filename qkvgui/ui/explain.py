@@ -117,6 +117,7 @@ def view_formula(name: str, r: AttentionResult) -> str:
         "concat": f"concat = [head 1 | … | head {h}]: {h} × ({n}×{d_v}) side by side = {n}×{h * d_v}",
         "output": f"output = concat·W_O: ({n}×{h * d_v})·({h * d_v}×{dm}) = {n}×{dm}",
         "residual": f"residual = X + output: ({n}×{dm}) + ({n}×{dm}) = {n}×{dm}",
+        "block": f"X′ = the model's own block (norms, MLP) of r = residual, read-only: {n}×{dm}",
     }
     return formulas[name]
 

@@ -122,12 +122,24 @@ VIEW_SPECS = (
         "d_model",
         tip="What the layer leaves in the residual stream: the input plus what attention wrote.",
     ),
+    ViewSpec(
+        "block",
+        "model block → next layer's input",
+        False,
+        "query",
+        "d_model",
+        tip="Whole models only: the model's own block after this attention (LayerNorm, MLP), run read-only. "
+        "Row i: what the next layer's attention reads for token i (for the last layer, the stream the model "
+        "hands on). An edit above reaches it, and through it every later layer.",
+    ),
 )
 SPECS = {s.name: s for s in VIEW_SPECS}
 #: the views whose cell (i, j) is one query and one key
 SCORE_VIEWS = ("scores", "scaled", "masked", "weights")
 #: the views of the rotary step, shown only when positions are rotated (RoPE)
 ROTARY_VIEWS = ("q_rope", "k_rope", "angles")
+#: the model's own block after the attention, shown only for a whole imported model
+MODEL_VIEWS = ("block",)
 #: the views of key/value heads: with shared heads they show the selected query head's key/value head
 KV_VIEWS = ("k", "v", "k_rope")
 #: one colour per group of query heads sharing a key/value head (Okabe–Ito, readable by colour-blind users)
@@ -177,6 +189,7 @@ class PipelineView(QWidget):
         "concat": (3, 3, 3),
         "output": (3, 6, 3),
         "residual": (3, 9, 3),
+        "block": (4, 0, 12),  # the model's block (whole models only)
     }
     THUMB = QSize(84, 92)  # a head thumbnail: picture and its one-line title
     CONTEXT = QSize(184, 150)  # a view in the context column while another is focused
@@ -187,6 +200,7 @@ class PipelineView(QWidget):
         self._focused: str | None = None
         self._rotary = False  # whether the rotary row is laid out (RoPE sessions)
         self._shown_shape: tuple = ()  # the shape of the result last drawn (a new one is drawn view by view)
+        self._model = False  # whether the model's block row is laid out (whole imported models)
         for spec in VIEW_SPECS:
             view = HeatmapView(spec.kind)
             view.setObjectName(f"view.{spec.name}")
@@ -286,12 +300,13 @@ class PipelineView(QWidget):
         self._take_views()
         for name, (row, col, span) in self.GRID.items():
             self.grid.addWidget(self.views[name], row, col, 1, span)
-            # the rotary row stays in the grid (parented, findable) but hidden unless positions are rotated
-            self.views[name].setVisible(self._rotary or name not in ROTARY_VIEWS)
+            # the rotary and block rows stay in the grid (parented, findable) but hidden unless they apply
+            self.views[name].setVisible(name not in self._hidden())
         for c in range(12):
             self.grid.setColumnStretch(c, 1)
-        for r in range(4):  # the rotary row (1) takes no room when hidden
-            self.grid.setRowStretch(r, 0 if r == 1 and not self._rotary else 1)
+        for r in range(5):  # the rotary row (1) and the block row (4) take no room when hidden
+            hidden = (r == 1 and not self._rotary) or (r == 4 and not self._model)
+            self.grid.setRowStretch(r, 0 if hidden else 1)
         self.focus_box.hide()
         self.grid_box.show()
         self.context_box.hide()
@@ -301,9 +316,9 @@ class PipelineView(QWidget):
         self._take_views()
         self.focus_slot.addWidget(self.views[name])
         self.views[name].show()
-        others = [n for n in self.GRID if n != name and (self._rotary or n not in ROTARY_VIEWS)]
-        for hidden in ROTARY_VIEWS:
-            if not self._rotary and hidden != name:
+        others = [n for n in self.GRID if n != name and n not in self._hidden()]
+        for hidden in self._hidden():
+            if hidden != name:
                 self.context_layout.addWidget(self.views[hidden], len(self.GRID), 0)  # kept parented, hidden
                 self.views[hidden].hide()
         for k, other in enumerate(others):
@@ -316,6 +331,10 @@ class PipelineView(QWidget):
         self.focus_box.show()
         self.context_box.show()
         self._fit_strip()
+
+    def _hidden(self) -> tuple[str, ...]:
+        """The views that do not apply to the session shown (the rotary row, the model's block)."""
+        return (() if self._rotary else ROTARY_VIEWS) + (() if self._model else MODEL_VIEWS)
 
     def _fit_strip(self) -> None:
         """The strip is as wide as a thumbnail (or a context view) and its scroll bar, and no wider."""
@@ -334,15 +353,17 @@ class PipelineView(QWidget):
         features=None,
         layer: int | None = None,
         ablated=None,
+        block: str | None = None,
     ) -> None:
-        """Draw every view of the result for the selected head (ablated: which heads are switched off).
+        """Draw every view of the result for the selected head (ablated: which heads are switched off; block: the
+        title of the model's own block after this layer, with its formula, for a whole imported model).
 
         A teaching-size result is drawn at once, so every view shows an edit in the same frame. A big one is
         drawn one view per event-loop turn, so the GUI thread is never blocked for long; a newer result replaces
         the steps still pending. A head thumbnail that does not exist yet (a new document with more heads) is made
         in a turn of its own either way: making one takes tens of milliseconds.
         """
-        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer, ablated)
+        steps = self._draw_steps(r, head, list(q_tokens), list(k_tokens), cross, features, layer, ablated, block)
         self._pending = []
         cells = r.n_heads * r.n_q * r.n_k
         shape = (r.n_heads, r.n_q, r.n_k, r.q.shape[2], r.v.shape[2], r.output.shape[1])
@@ -370,11 +391,12 @@ class PipelineView(QWidget):
         """True while a big result is still being drawn view by view."""
         return bool(self._pending) or any(view.preparing() for view in self.all_views())
 
-    def _show_rotary(self, on: bool) -> None:
-        """The rotary row is laid out only when positions are rotated, so nothing else is squeezed otherwise."""
-        if on == self._rotary:
+    def _show_rows(self, rotary: bool, model: bool) -> None:
+        """The rotary row is laid out only when positions are rotated, the block row only for a whole model, so
+        nothing else is squeezed otherwise."""
+        if (rotary, model) == (self._rotary, self._model):
             return
-        self._rotary = on
+        self._rotary, self._model = rotary, model
         if self._focused is None:
             self._layout_overview()
         else:
@@ -390,6 +412,7 @@ class PipelineView(QWidget):
         features,
         layer: int | None,
         ablated=None,
+        block: str | None = None,
     ) -> list:
         h = r.q.shape[0]
         d_v = r.v.shape[2]
@@ -399,17 +422,20 @@ class PipelineView(QWidget):
         steps = []
         one = r.head(head)  # the selected head's n_q × n_k steps (computed on the worker when big)
         rotary = r.rotary is not None
-        self._show_rotary(rotary)
+        model = r.next_x is not None
+        self._show_rows(rotary, model)
         kv = r.kv_head(head)
         shared = r.n_kv_heads < r.n_heads
         group = r.n_heads // r.n_kv_heads
         d_half = r.q.shape[2] // 2
         cols["pair"] = [f"d{i}/d{i + d_half}" for i in range(d_half)]
         for spec in sorted(VIEW_SPECS, key=lambda spec: spec.name != "weights"):  # the weights first
-            if spec.name in ROTARY_VIEWS and not rotary:
+            if (spec.name in ROTARY_VIEWS and not rotary) or (spec.name in MODEL_VIEWS and not model):
                 continue
             if spec.name in SCORE_VIEWS:
                 data = getattr(one, spec.name)
+            elif spec.name == "block":
+                data = r.next_x
             elif spec.name == "angles":
                 data = np.angle(np.exp(1j * np.asarray(r.q_angles)))  # [n_q, d_k/2] wrapped to (−π, π]
             else:
@@ -427,6 +453,9 @@ class PipelineView(QWidget):
             who = f"head {head + 1}{' (off)' if head < len(off) and off[head] else ''} · " if spec.per_head else ""
             if shared and spec.name in KV_VIEWS:  # say which query heads read this key/value head
                 who = f"kv head {kv + 1} (heads {kv * group + 1}–{kv * group + group}) · "
+            if spec.name == "block":  # the model's own step: what it is, where it leads, and that it is read-only
+                formula = block or spec.formula
+                who = "read-only · "
             where = (f"layer {layer + 1} · " if layer is not None else "") + who
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))

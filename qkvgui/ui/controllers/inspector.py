@@ -49,7 +49,7 @@ class InspectorController(QObject):
             self.views[name].cell_clicked.connect(lambda i, j, name=name: self.inspect_cell(name, i, j, True))
         self.views["head_outputs"].cell_hovered.connect(lambda i, j: self.inspect_row(i))
         self.views["head_outputs"].cell_clicked.connect(lambda i, j: self.inspect_row(i, pin=True))
-        for name in ("q", "k", "v", "concat", "output", "residual"):
+        for name in ("q", "k", "v", "concat", "output", "residual", "block"):
             self.views[name].cell_hovered.connect(lambda i, j, name=name: self.inspect_value(name, i, j))
         self.claim_note = ""  # the session's preset_note() when last checked
         #: shown in the status bar while the session is edited away from its preset's claim (the note as tooltip)

@@ -86,6 +86,7 @@ class ViewsPanel(QTabWidget):
             s.features,
             layer=s.layer if s.n_layers > 1 else None,
             ablated=s.ablated(),
+            block=block_title(s),
         )
         self.pipeline.show_residuals(self.results, s.tokens, s.features)
         self.redraw_circuits()
@@ -119,3 +120,15 @@ class ViewsPanel(QTabWidget):
             close = getattr(self.widget(i), "close_views", None)
             if close is not None and self.widget(i) not in (self.pipeline, self.circuits):
                 close()
+
+
+def block_title(s: Session) -> str | None:
+    """The title of the model's own block after the selected layer (whole imported models; None otherwise): where
+    it leads and its formula, e.g. "model block → layer 3's input X:  X′ = LN(h + MLP[gelu](h)), h = LN(r)"."""
+    model = s.model
+    if model is None or not 0 <= s.layer < len(model.blocks):
+        return None
+    last = s.layer + 1 == len(model.blocks)
+    formula = model.blocks[s.layer].formula(None if last else model.blocks[s.layer + 1])
+    goes = "the stream the model hands on" if last else f"layer {s.layer + 2}'s input X"
+    return f"model block → {goes}:  {formula}"
