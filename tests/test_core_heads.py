@@ -106,3 +106,15 @@ def test_repeated_random_tokens_are_seeded():
     a = repeated_random_tokens(list("abcdef"), 5, seed=1)
     assert a == repeated_random_tokens(list("abcdef"), 5, seed=1) and a[:5] == a[5:]
     assert a != repeated_random_tokens(list("abcdef"), 5, seed=2)
+
+
+def test_impossible_requests_are_refused_with_a_qkv_error_saying_why():
+    from qkvgui.core import QkvError, SessionError, ShapeError
+
+    with pytest.raises(SessionError, match="at least one token to draw from"):
+        repeated_random_tokens([], 5, seed=0)
+    with pytest.raises(SessionError, match="length of at least 1 token, not 0"):
+        repeated_random_tokens(list("ab"), 0, seed=0)
+    with pytest.raises(ShapeError, match=r"\[layers, heads, n, n\] and n tokens.*\(1, 2, 3, 3\) and 2 tokens"):
+        head_scores(np.zeros((1, 2, 3, 3)), ["a", "b"])
+    assert issubclass(SessionError, QkvError) and issubclass(ShapeError, QkvError)

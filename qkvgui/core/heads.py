@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from .errors import SessionError, ShapeError
+
 T = TypeVar("T")
 
 __all__ = ["SCORES", "head_scores", "mean_entropy", "repeated_random_tokens"]
@@ -46,8 +48,9 @@ def head_scores(weights: np.ndarray | Sequence[np.ndarray], tokens: Sequence[obj
         w = w[None]
     n = w.shape[-1]
     if w.ndim != 4 or w.shape[-2] != n or len(tokens) != n:
-        raise ValueError(
-            f"head_scores needs weights [layers, heads, n, n] and n tokens, not {w.shape} and {len(tokens)} tokens."
+        raise ShapeError(
+            f"Head scores need self-attention weights [layers, heads, n, n] and n tokens, not weights of shape "
+            f"{w.shape} and {len(tokens)} tokens."
         )
     _, ids = np.unique(np.array([str(t) for t in tokens], dtype=object), return_inverse=True)
     ids = ids.reshape(-1)
@@ -83,9 +86,12 @@ def mean_entropy(weights: np.ndarray) -> np.ndarray:
 def repeated_random_tokens(vocabulary: Sequence[T], length: int, seed: int) -> list[T]:
     """`length` tokens drawn at random (seeded) from vocabulary, then the same again: on the second half an induction
     head attends to the token after the earlier copy (TransformerLens's induction test). The tokens are distinct
-    when the vocabulary has enough (so each has one earlier copy), drawn with replacement otherwise."""
-    if length < 1 or not len(vocabulary):
-        raise ValueError("A repeated sequence needs a vocabulary and a length of at least 1.")
+    when the vocabulary has enough (so each has one earlier copy), drawn with replacement otherwise. SessionError
+    (a QkvError) when there is nothing to draw from or nothing to draw."""
+    if not len(vocabulary):
+        raise SessionError("Repeat random tokens needs at least one token to draw from, and the sentence has none.")
+    if length < 1:
+        raise SessionError(f"Repeat random tokens needs a length of at least 1 token, not {length}.")
     rng = np.random.default_rng(seed)
     which = rng.choice(len(vocabulary), size=length, replace=length > len(vocabulary))
     picks = [vocabulary[int(i)] for i in which]
