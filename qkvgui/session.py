@@ -29,7 +29,7 @@ from qkvgui.core import AttentionResult, SessionError, ShapeError
 from qkvgui.core.cancel import CancelToken
 from qkvgui.core.embeddings import one_hot_features, seeded_random, sinusoidal_positions
 from qkvgui.core.format import format_shape
-from qkvgui.core.heads import head_scores, mean_entropy, repeated_random_tokens
+from qkvgui.core.heads import repeated_random_tokens, result_scores
 from qkvgui.core.models import Stack
 from qkvgui.core.presets import FREE_MATRICES, PRESETS, TOKEN_PRESETS, Preset, make_preset, preset_sizes
 from qkvgui.state import (
@@ -279,19 +279,7 @@ class Session:
         """Every head's scores (see ``qkvgui.core.heads``): {"previous-token", "first-token", "duplicate-token",
         "induction", "entropy"} -> [n_layers, n_heads]. In cross-attention the keys are another sequence, so only
         "first-token" and "entropy" are defined (the others are NaN)."""
-        weights = np.stack([r.weights for r in self.compute_layers()])  # [L, h, n_q, n_k]
-        if not self._s.cross:
-            return head_scores(weights, self._s.tokens)
-        # cross-attention: only the scores that do not compare a query's position or token with the keys'
-        nan = np.full(weights.shape[:2], np.nan)
-        first = weights[..., 1:, 0].mean(axis=-1) if weights.shape[-2] > 1 else nan
-        return {
-            "previous-token": nan,
-            "first-token": first,
-            "duplicate-token": nan,
-            "induction": nan,
-            "entropy": mean_entropy(weights),
-        }
+        return result_scores(self.compute_layers(), self._s.tokens, self._s.cross)
 
     def repeat_random_tokens(self, seed: int = 0, length: int | None = None) -> None:
         """Replace the tokens by the first token and then a random sequence (seeded, drawn from the session's own

@@ -14,12 +14,15 @@ from qkvgui import Session  # noqa: E402
 
 
 def settle(qtbot, window):
+    """The recomputation done, the views drawn (new head thumbnails one per turn) and the Model tab's overview
+    (thumbnails, scores: on the worker) drawn."""
     qtbot.waitUntil(
         lambda: (
             not window.scheduler._turn.isActive()
             and window.scheduler._running is None
             and not window.pipeline.drawing()
-        ),  # new head thumbnails are made one per event-loop turn
+            and not window.model_tab.busy()
+        ),
         timeout=10000,
     )
 
@@ -122,3 +125,26 @@ def qtbot_left():
     from PySide6.QtCore import Qt
 
     return Qt.LeftButton
+
+
+def test_the_overview_is_computed_on_the_worker_from_pooled_weights(qtbot, window, gpt2, monkeypatch):
+    import threading
+
+    from qkvgui.ui.panels import model as model_panel
+
+    threads = []
+    real = model_panel.model_overview
+
+    def spy(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(model_panel, "model_overview", spy)
+    window.show_imported(Session.from_checkpoint(gpt2, None, "the cat sat on the mat and the cat ran"))
+    tab = show_model_tab(qtbot, window)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    # no layer's every-head weights [h, n, n] were built for it, on any thread: thumbnails read weights_pooled
+    assert all("weights" not in r._cache.fields for r in window.scheduler.results)
+    expected = window.session.head_scores()
+    for name, values in expected.items():
+        np.testing.assert_allclose(tab.panel.scores[name], values, equal_nan=True)

@@ -138,6 +138,17 @@ class AttentionResult:
             self._make_room(0)
             return result
 
+    def head_weights(self, h: int) -> np.ndarray:
+        """Head h's weights [n_q, n_k], without keeping them among the viewed heads (scores over every head of a
+        model read one head at a time, and leave the viewed heads' steps where they are). Safe from any thread."""
+        h = int(h) % self.n_heads
+        with self._cache.lock:
+            every = self._cache.fields.get("weights")
+            kept = self._cache.heads.get(h)
+        if every is not None:
+            return every[h]
+        return (kept if kept is not None else self._compute_head(h)).weights
+
     def _make_room(self, need: int) -> None:
         """Forget the least recently viewed heads until need more bytes fit (the newest is always kept)."""
         heads = self._cache.heads

@@ -17,16 +17,17 @@ attention entropy, written as means of attention mass so that each lies in [0, 1
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
 
+from .attention import AttentionResult
 from .errors import SessionError, ShapeError
 
 T = TypeVar("T")
 
-__all__ = ["SCORES", "head_scores", "mean_entropy", "repeated_random_tokens"]
+__all__ = ["SCORES", "head_scores", "head_scores_each", "mean_entropy", "repeated_random_tokens", "result_scores"]
 
 #: the score names, in the order tables show them
 SCORES = ("previous-token", "first-token", "duplicate-token", "induction", "entropy")
@@ -52,6 +53,56 @@ def head_scores(weights: np.ndarray | Sequence[np.ndarray], tokens: Sequence[obj
             f"Head scores need self-attention weights [layers, heads, n, n] and n tokens, not weights of shape "
             f"{w.shape} and {len(tokens)} tokens."
         )
+    return _scores(w, _masks(tokens))
+
+
+def head_scores_each(
+    weights: Callable[[int, int], np.ndarray], n_layers: int, n_heads: int, tokens: Sequence[object]
+) -> dict[str, np.ndarray]:
+    """The scores of ``head_scores``, reading one head's weights [n, n] at a time from ``weights(layer, head)``, so
+    memory stays one head's pattern however many heads a model has (a whole model's scores on a worker)."""
+    masks = _masks(tokens)
+    n = len(tokens)
+    out = {name: np.full((n_layers, n_heads), np.nan) for name in SCORES}
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            w = np.asarray(weights(layer, head), dtype=np.float64)
+            if w.shape != (n, n):
+                raise ShapeError(
+                    f"Head scores need self-attention weights n × n for n = {n} tokens; layer {layer + 1}, head "
+                    f"{head + 1} is {w.shape[0]} × {w.shape[-1]}."
+                )
+            for name, value in _scores(w[None, None], masks).items():
+                out[name][layer, head] = value[0, 0]
+    return out
+
+
+def result_scores(
+    results: Sequence[AttentionResult], tokens: Sequence[object], cross: bool = False
+) -> dict[str, np.ndarray]:
+    """Every head's scores, {name: [layers, h]}, from one AttentionResult per layer (queries are `tokens`), one
+    head's weights at a time. In cross-attention the keys are another sequence, so only "first-token" and
+    "entropy" are defined (the others are NaN)."""
+    n_layers, n_heads = len(results), (results[0].n_heads if results else 0)
+
+    def weights(layer: int, head: int) -> np.ndarray:
+        return results[layer].head_weights(head)
+
+    if not cross:
+        return head_scores_each(weights, n_layers, n_heads, tokens)
+    out = {name: np.full((n_layers, n_heads), np.nan) for name in SCORES}
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            w = weights(layer, head)  # [n_q, n_k]
+            if w.shape[0] > 1:
+                out["first-token"][layer, head] = w[1:, 0].mean()
+            out["entropy"][layer, head] = mean_entropy(w)
+    return out
+
+
+def _masks(tokens: Sequence[object]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(later [n], same [n, n], repeated [n], after [n, n]): the rows and keys each score reads."""
+    n = len(tokens)
     _, ids = np.unique(np.array([str(t) for t in tokens], dtype=object), return_inverse=True)
     ids = ids.reshape(-1)
     later = np.arange(n) >= 1  # queries i ≥ 2 (1-based)
@@ -59,7 +110,12 @@ def head_scores(weights: np.ndarray | Sequence[np.ndarray], tokens: Sequence[obj
     repeated = same.any(axis=1)  # [n] queries whose token occurred earlier
     after = np.zeros_like(same)
     after[:, 1:] = same[:, :-1]  # [n, n] key j + 1 for each earlier copy j (j + 1 ≤ i)
+    return later, same, repeated, after
 
+
+def _scores(w: np.ndarray, masks: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """weights [L, h, n, n] -> {name: [L, h]}."""
+    later, same, repeated, after = masks
     previous = np.zeros(w.shape[:-1])  # [L, h, n]
     previous[..., 1:] = np.diagonal(w, offset=-1, axis1=-2, axis2=-1)  # W[i, i − 1]
     return {

@@ -9,7 +9,7 @@ in the step-by-step view; hovering shows the head's scores. The table beside it 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QObject, QPoint, QRect, QSize, Qt, QTimer, Signal
@@ -29,11 +29,10 @@ from PySide6.QtWidgets import (
 )
 
 from qkvgui.core import QkvError
-from qkvgui.core.heads import SCORES, head_scores
-from qkvgui.state import compute_model
+from qkvgui.core.heads import SCORES, result_scores
 from qkvgui.ui.heatmap import HeatmapView
 
-__all__ = ["HeadGrid", "ModelPanel", "ModelTab", "install_model_tab", "mosaic"]
+__all__ = ["HeadGrid", "ModelPanel", "ModelTab", "Overview", "install_model_tab", "model_overview", "mosaic"]
 
 #: the largest thumbnail side in pixels of the mosaic (longer sentences are max-pooled down to it)
 THUMB = 48
@@ -69,6 +68,29 @@ def mosaic(weights: np.ndarray, lut: np.ndarray, thumb: int = THUMB, gap: int = 
     return np.ascontiguousarray(image), tq, tk
 
 
+@dataclass(frozen=True, eq=False)
+class Overview:
+    """What the Model tab draws, computed off the GUI thread: the thumbnails as one RGB mosaic and every score."""
+
+    image: np.ndarray  # [L·(tq+gap), h·(tk+gap), 3] uint8
+    tq: int  # a thumbnail's rows and columns in image pixels
+    tk: int
+    n_layers: int
+    n_heads: int
+    n_q: int  # the tokens (queries) the patterns are over
+    scores: dict[str, np.ndarray]  # {name: [L, h]}
+
+
+def model_overview(results: list, tokens: list[str], cross: bool, lut: np.ndarray) -> Overview:
+    """The Model tab's numbers and picture for one AttentionResult per layer (NumPy only: runs on the worker).
+    The thumbnails come from each result's ``weights_pooled`` (no layer's h × n × n weights are built); the scores
+    read one head's weights at a time (``qkvgui.core.heads.result_scores``)."""
+    pooled = np.stack([r.weights_pooled for r in results])  # [L, h, ≤256, ≤256]
+    image, tq, tk = mosaic(pooled, lut)
+    scores = result_scores(results, tokens, cross)
+    return Overview(image, tq, tk, len(results), results[0].n_heads, results[0].n_q, scores)
+
+
 class HeadGrid(QWidget):
     """Layers × heads thumbnails of the attention weights; emits ``chosen(layer, head)`` on click."""
 
@@ -91,10 +113,14 @@ class HeadGrid(QWidget):
     def set_weights(self, weights: np.ndarray) -> None:
         """weights [L, h, n_q, n_k]: redraw every thumbnail."""
         image, tq, tk = mosaic(weights, self._lut)
+        self.set_mosaic(image, tq, tk, weights.shape[0], weights.shape[1])
+
+    def set_mosaic(self, image: np.ndarray, tq: int, tk: int, n_layers: int, n_heads: int) -> None:
+        """Show a mosaic made by ``mosaic`` (on a worker): one image, one QImage, no per-thumbnail work here."""
         self._buffer = image  # QImage does not own the bytes: keep them alive
         height, width, _ = image.shape
         self._image = QImage(image.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-        self._shape = weights.shape[:2]
+        self._shape = (n_layers, n_heads)
         self._tile = (tq + GAP, tk + GAP)
         self.update()
 
@@ -270,18 +296,19 @@ class ModelPanel(QWidget):
         layout.addWidget(outer, 1)
 
     def show_results(self, results, tokens: list[str], cross: bool = False, block: str | None = None) -> None:
-        """Redraw for a list of per-layer AttentionResults over `tokens` (self-attention unless cross)."""
-        weights = np.stack([r.weights for r in results])  # [L, h, n_q, n_k]
-        self.grid.set_weights(weights)
-        if cross:
-            self.scores = {name: np.full(weights.shape[:2], np.nan) for name in SCORES}
-        else:
-            self.scores = head_scores(weights, tokens)
+        """Redraw for a list of per-layer AttentionResults over `tokens` (self-attention unless cross), here and now
+        (scripts, benchmarks; the window computes ``model_overview`` on its worker and calls ``show_overview``)."""
+        self.show_overview(model_overview(results, tokens, cross, self.grid._lut), block)
+
+    def show_overview(self, overview: Overview, block: str | None = None) -> None:
+        """Draw an overview computed by ``model_overview``: the mosaic, the score table, the summary."""
+        ov = overview
+        self.grid.set_mosaic(ov.image, ov.tq, ov.tk, ov.n_layers, ov.n_heads)
+        self.scores = ov.scores
         self._fill_table()
-        n_layers, h = weights.shape[:2]
         self.summary.setText(
-            f"{n_layers} layer{'s' if n_layers > 1 else ''} × {h} head{'s' if h > 1 else ''}, "
-            f"{weights.shape[2]} tokens. Rows are layers, columns heads; click one to open it."
+            f"{ov.n_layers} layer{'s' if ov.n_layers > 1 else ''} × {ov.n_heads} head{'s' if ov.n_heads > 1 else ''}, "
+            f"{ov.n_q} tokens. Rows are layers, columns heads; click one to open it."
         )
         self.block_box.setVisible(bool(block))
         self._block = block
@@ -357,9 +384,7 @@ class ModelTab(QObject):
         self._poll = QTimer(self, interval=30)
         self._poll.timeout.connect(self._collect)
         self._seed = 0
-        self.afters: list | None = None  # the stream after each layer's own block (whole models)
-        self._blocks_for: list[Any] | None = None
-        self._blocks_job: Future | None = None
+        self._lut = panel.grid._lut
         # subscriptions, in one block
         window.scheduler.computed.connect(self._on_computed)
         window.right_tabs.currentChanged.connect(lambda _i: self._refresh())
@@ -391,31 +416,54 @@ class ModelTab(QObject):
         self.panel.select(self.session.layer, self.session.head)
         self._show_block()
 
+    @property
+    def afters(self) -> list | None:
+        """The stream after each layer's own block (whole models: the results carry it), or None."""
+        if not self.results or any(r.after is None for r in self.results):
+            return None
+        return [r.after for r in self.results]
+
     def _show_block(self) -> None:
         s = self.session
-        if self.afters is None or s.model is None or len(self.afters) != s.n_layers:
+        afters = self.afters
+        if afters is None or s.model is None or len(afters) != s.n_layers or not self._shown():
             return
-        after = self.afters[s.layer]
+        after = afters[s.layer]
         if after.shape != (len(s.tokens), s.d_model):
             return
         self.panel.show_block(after, s.layer, s.n_layers, s.tokens, s.features)
 
     def _refresh(self) -> None:
-        if self._shown() and self.session.model is not None and self._blocks_for is not self.results:
-            self._blocks_for = self.results
-            state = self.session.state()
-            self._blocks_job = self._pool.submit(lambda: [after for _, _, after in compute_model(state)])
-            self._poll.start()
+        """While the tab is shown, new results are turned into thumbnails and scores on the scheduler's worker
+        (the newest only); the GUI thread only draws the finished overview."""
         if not self._shown() or not self._stale or not self.results:
             return
         s = self.session
-        if self.results[0].weights.shape[0] != s.n_heads or len(self.results) != s.n_layers:
+        results = self.results
+        if results[0].n_heads != s.n_heads or len(results) != s.n_layers:
             return  # results of an older shape: the next computation brings the right ones
+        self._stale = False
         model = s.model
-        self.panel.show_results(self.results, s.tokens, s.cross, model.blocks[0].describe() if model else None)
+        block = model.blocks[0].describe() if model else None
+        self.window.scheduler.submit(
+            "model-overview",
+            lambda args: model_overview(*args),
+            (results, list(s.tokens), s.cross, self._lut),
+            lambda overview: self._overview_ready(overview, results, block),
+        )
+
+    def _overview_ready(self, overview: Overview, results: list, block: str | None) -> None:
+        if results is not self.results:
+            return  # newer results are on their way
+        s = self.session
+        self.panel.show_overview(overview, block)
         self.panel.select(s.layer, s.head)
         self.panel.repeat_button.setEnabled(not s.cross)
-        self._stale = False
+        self._show_block()
+
+    def busy(self) -> bool:
+        """True while the overview is being computed (tests, scripts)."""
+        return self.window.scheduler.side_busy() or self._stale and self._shown() and bool(self.results)
 
     def open_head(self, layer: int, head: int) -> None:
         """Select the layer and head and show them in the step-by-step view."""
@@ -440,19 +488,11 @@ class ModelTab(QObject):
         self._poll.start()
 
     def _collect(self) -> None:
-        if self._blocks_job is not None and self._blocks_job.done():
-            job, self._blocks_job = self._blocks_job, None
-            try:
-                self.afters = job.result()
-            except QkvError:
-                self.afters = None
-            self._show_block()
-        if self._job is None and self._blocks_job is None:
+        if self._job is None:
             self._poll.stop()
         if self._job is None or not self._job.done():
             return
-        if self._blocks_job is None:
-            self._poll.stop()
+        self._poll.stop()
         fresh, error = self._job.result()
         self._job = None
         self.panel.repeat_button.setEnabled(True)
