@@ -143,3 +143,33 @@ def test_an_edit_in_a_late_layer_reuses_the_earlier_layers_numbers(tmp_path):
         for name in ("weights", "residual", "after", "next_x", "output"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert not np.array_equal(again[2].weights, first[2].weights)
+
+
+def test_reset_to_model_weights_of_a_whole_model_runs_off_the_gui_thread_with_cancel(qtbot, window, tmp_path):
+    folder = write_tiny_gpt2(tmp_path / "g")
+    window.show_imported(Session.from_checkpoint(folder, None, GPT2_SENTENCES[0]))
+    settle(qtbot, window)
+    s, jobs = window.session, window.document.jobs
+    model = [L.w_q.copy() for L in s.state().layers]
+    s.set_layer(2)
+    window.edit_block("W_Q", 0, 0, np.array([[9.0]]))
+    # File ▸ Reset to model weights: the action returns at once, the reading runs on a worker with a Cancel button
+    window.reset_action.trigger()
+    assert jobs.busy() and jobs.widget.isVisibleTo(window) and jobs.widget.cancel_button.isEnabled()
+    qtbot.mouseClick(jobs.widget.cancel_button, qtbot_left())
+    assert not jobs.busy() and "cancelled; nothing was changed" in window.last_message
+    qtbot.wait(300)  # the cancelled reading's result, whenever it comes, is dropped
+    assert s.state().layers[2].w_q[0, 0, 0] == 9.0
+    window.reset_action.trigger()  # and run to the end: every layer is the model's again, one undo step
+    assert jobs.busy()
+    qtbot.waitUntil(lambda: not jobs.busy(), timeout=15000)
+    for layer, w_q in zip(s.state().layers, model, strict=True):
+        np.testing.assert_array_equal(layer.w_q, w_q)
+    window.undo_stack.undo()
+    assert s.state().layers[2].w_q[0, 0, 0] == 9.0
+
+
+def qtbot_left():
+    from PySide6.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
