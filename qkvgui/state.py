@@ -9,8 +9,11 @@ flags), its sequences are tuples, so a snapshot can be shared with a worker thre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -588,23 +591,37 @@ LAYER_FIELDS = tuple(f.name for f in dataclasses.fields(Layer))
 #: at most this many tokens, a whole model runs with one BLAS thread: its products are small (64 × 384 · 384 ×
 #: 1536 takes ~3 ms), and on a busy 2-core machine two contending BLAS threads made them up to 30× slower
 ONE_BLAS_THREAD_TOKENS = 256
-_blas: list[Any] = []  # the threadpoolctl controller, made once (finding the BLAS libraries takes ~10 ms)
+_blas: dict[str, Any] = {"users": 0, "limiter": None}  # the threadpoolctl controller and the limit in force
+_blas_lock = threading.Lock()
 
 
-def _few_blas_threads(n_tokens: int) -> Any:
-    """A context in which NumPy's BLAS uses one thread when the products are small (threadpoolctl, if installed)."""
-    import contextlib
-
+@contextlib.contextmanager
+def _few_blas_threads(n_tokens: int) -> Iterator[None]:
+    """A context in which NumPy's BLAS uses one thread when the products are small (threadpoolctl, if installed).
+    The limit is process-wide: it is set by the first thread to enter and lifted by the last to leave, so threads
+    overlapping in it never leave BLAS limited afterwards."""
     if n_tokens > ONE_BLAS_THREAD_TOKENS:
-        return contextlib.nullcontext()
-    try:
-        if not _blas:
-            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+        yield
+        return
+    with _blas_lock:
+        if _blas["users"] == 0:
+            try:
+                if "controller" not in _blas:  # finding the BLAS libraries takes ~10 ms: once
+                    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
-            _blas.append(ThreadpoolController())
-        return _blas[0].limit(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: run with the defaults
-        return contextlib.nullcontext()
+                    _blas["controller"] = ThreadpoolController()
+                _blas["limiter"] = _blas["controller"].limit(limits=1, user_api="blas")
+            except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: the default threads
+                _blas["limiter"] = None
+        _blas["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas["users"] -= 1
+            if _blas["users"] == 0 and _blas["limiter"] is not None:
+                _blas["limiter"].restore_original_limits()
+                _blas["limiter"] = None
 
 
 def layer_cost(s: SessionState) -> float:
