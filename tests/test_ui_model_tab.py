@@ -61,7 +61,10 @@ def test_the_models_own_block_is_shown_read_only_after_each_layer(qtbot, window,
     window.session.set_layer(1)
     expected = window.session.compute_model()[1][2]
     assert tab.panel.block_box.isVisibleTo(tab.panel)
-    assert "After layer 2: the model's own block, read-only" in tab.panel.block_label.text()
+    assert (
+        "After layer 2: the model's own block, read-only (s′ = r + MLP[gelu_new](LN(r)))"
+        in tab.panel.block_label.text()
+    )
     np.testing.assert_allclose(tab.panel.block_view._data, expected)
 
 

@@ -316,13 +316,21 @@ class ModelPanel(QWidget):
     def select(self, layer: int, head: int) -> None:
         self.grid.set_selected(layer, head)
 
-    def show_block(self, after: np.ndarray, layer: int, n_layers: int, tokens: list[str], features: list[str]) -> None:
+    def show_block(
+        self,
+        after: np.ndarray,
+        layer: int,
+        n_layers: int,
+        tokens: list[str],
+        features: list[str],
+        formula: str | None = None,
+    ) -> None:
         """The residual stream after layer `layer`'s own block [n, d_model]: the step between this layer and the
-        next, which the model runs and the session shows read-only."""
+        next, which the model runs and the session shows read-only (formula: the block's, from its residual r)."""
         nxt = f"what layer {layer + 2} reads from" if layer + 1 < n_layers else "the model's output stream"
         self.block_label.setText(
-            f"After layer {layer + 1}: the model's own block, read-only ({self._block}). The residual stream it "
-            f"hands on, {nxt}:  {after.shape[0]} × {after.shape[1]}"
+            f"After layer {layer + 1}: the model's own block, read-only ({formula or self._block}). The residual "
+            f"stream it hands on, {nxt}:  {after.shape[0]} × {after.shape[1]}"
         )
         self.block_view.set_data(after, list(tokens), list(features))
 
@@ -431,7 +439,8 @@ class ModelTab(QObject):
         after = afters[s.layer]
         if after.shape != (len(s.tokens), s.d_model):
             return
-        self.panel.show_block(after, s.layer, s.n_layers, s.tokens, s.features)
+        formula = s.model.blocks[s.layer].formula()  # "s′ = …": the stream after the block, r the residual
+        self.panel.show_block(after, s.layer, s.n_layers, s.tokens, s.features, formula)
 
     def _refresh(self) -> None:
         """While the tab is shown, new results are turned into thumbnails and scores on the scheduler's worker
