@@ -37,6 +37,7 @@ __all__ = [
     "SessionState",
     "compute_model",
     "compute_state",
+    "few_blas_threads",
     "layer_cost",
     "scale_of",
     "validate_state",
@@ -541,7 +542,7 @@ def compute_model(
     if start > 0:
         stream = _after(kept[-1])
         x = kept[-1].next_x if kept[-1].next_x is not None else model.blocks[start].attention_input(stream)
-    with _few_blas_threads(len(s.tokens)):
+    with few_blas_threads(len(s.tokens)):
         ran = run_blocks(model.blocks, x, stream, attend, start=start)
     for index, (result, before, after) in enumerate(ran, start=start):
         if before is not xs[index]:  # pre-norm: the layer reads a normalised copy and writes into the stream itself
@@ -596,7 +597,7 @@ _blas_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _few_blas_threads(n_tokens: int) -> Iterator[None]:
+def few_blas_threads(n_tokens: int) -> Iterator[None]:
     """A context in which NumPy's BLAS uses one thread when the products are small (threadpoolctl, if installed).
     The limit is process-wide: it is set by the first thread to enter and lifted by the last to leave, so threads
     overlapping in it never leave BLAS limited afterwards."""

@@ -7,7 +7,7 @@ import pytest
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
-from qkvgui.state import ONE_BLAS_THREAD_TOKENS, _few_blas_threads  # noqa: E402
+from qkvgui.state import ONE_BLAS_THREAD_TOKENS, few_blas_threads  # noqa: E402
 
 
 def blas_threads() -> list[int]:
@@ -48,14 +48,14 @@ def overlapping_threads() -> None:
     )
 
     def a():
-        with _few_blas_threads(64):
+        with few_blas_threads(64):
             a_in.set()
             inside.append(blas_threads())
             release_a.wait(5)
 
     def b():
         a_in.wait(5)
-        with _few_blas_threads(64):
+        with few_blas_threads(64):
             b_in.set()
             release_b.wait(5)
             inside.append(blas_threads())
@@ -71,6 +71,6 @@ def overlapping_threads() -> None:
     tb.join(5)
     assert all(threads == [1] * len(before) for threads in inside)
     assert blas_threads() == before  # lifted by the last to leave
-    with _few_blas_threads(ONE_BLAS_THREAD_TOKENS + 1):  # big products keep every thread
+    with few_blas_threads(ONE_BLAS_THREAD_TOKENS + 1):  # big products keep every thread
         assert blas_threads() == before
     print("ok")

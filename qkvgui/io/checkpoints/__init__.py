@@ -37,6 +37,7 @@ from qkvgui.io.checkpoints.common import (
 )
 from qkvgui.io.checkpoints.safetensors import SafetensorsFile
 from qkvgui.io.files import file_boundary, open_regular, reason
+from qkvgui.state import few_blas_threads
 
 __all__ = [
     "FAMILIES",
@@ -146,7 +147,8 @@ def read_checkpoint(
 
             shape: Shape = family.check(info["config"])
             model = family.build(get, rows, info["config"], shape, layers)
-            runs = run(model, np.asarray(ids), layers)
+            with few_blas_threads(len(ids)):  # small products: one BLAS thread (see qkvgui.state)
+                runs = run(model, np.asarray(ids), layers)
         finally:
             tensors.close()
     except ModelError as e:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from qkvgui.core.models import AttentionWeights, Block, Embedding, Mlp, Model, ModelError, Norm, run
+from qkvgui.state import few_blas_threads
 
 from .gguf import GgufFile, open_gguf, unpermute_rope_rows
 
@@ -373,7 +374,8 @@ def read_llama(path: str | os.PathLike, layer: int | None, text: str, ids: Seque
             tokens = [str(source.tokenizer.id_to_token(i)) for i in token_ids]
         count = c.n_layers if layer is None else layer + 1
         model = build_model(source, count)
-        runs = run(model, np.asarray(token_ids), count)
+        with few_blas_threads(len(token_ids)):  # small products: one BLAS thread (see qkvgui.state)
+            runs = run(model, np.asarray(token_ids), count)
     except ModelError:
         raise
     except (OSError, ValueError) as e:
