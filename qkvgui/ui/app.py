@@ -17,6 +17,56 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class SafeGarbageCollector:
+    """Collect Python's garbage only between events, on the GUI thread, never in the middle of a Qt call.
+
+    With automatic collection on, a collection can start inside any allocation, including one Qt makes while it
+    holds its signal-slot lock (e.g. in ``QObject::disconnect`` calling back into Python). If that collection
+    frees a dead widget, the widget's destructor waits for the same lock and the window hangs for good (seen as
+    a test run that froze in pyqtgraph's ``GraphicsItem._updateView``). So automatic collection is switched off
+    and a timer collects on the same thresholds from the event loop, where no Qt lock is held (the pattern
+    Camelot and other PyQt applications use for the same reason). ``stop()`` puts the collector back as it was.
+    """
+
+    INTERVAL_MS = 500
+
+    def __init__(self, parent=None) -> None:
+        from PySide6.QtCore import QTimer
+
+        self._was_enabled = gc.isenabled()
+        self._thresholds = gc.get_threshold()
+        gc.disable()
+        self._timer = QTimer(parent)
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(self.check)
+        self._timer.start()
+
+    def check(self) -> int:
+        """Collect the generations whose counts passed their thresholds; returns the oldest one collected (-1:
+        none)."""
+        counts = gc.get_count()
+        collected = -1
+        for generation in range(len(counts)):
+            if self._thresholds[generation] and counts[generation] > self._thresholds[generation]:
+                collected = generation
+        if collected >= 0:
+            gc.collect(collected)
+        return collected
+
+    def stop(self) -> None:
+        self._timer.stop()
+        if self._was_enabled:
+            gc.enable()
+
+
+def install_safe_gc(app) -> SafeGarbageCollector:
+    """Give the application one SafeGarbageCollector (kept on the application, not in a module global)."""
+    collector = getattr(app, "_qkvgui_gc", None)
+    if collector is None:
+        collector = app._qkvgui_gc = SafeGarbageCollector(app)
+    return collector
+
+
 def run_app(session=None, path: Path | None = None) -> int:
     """Build the app and the window, offer to recover the work of crashed runs (however the app was launched),
     clean up after killed saves, run the event loop; returns its exit code."""
@@ -27,6 +77,7 @@ def run_app(session=None, path: Path | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qkvgui")
     app.setOrganizationName("qkvgui")
+    install_safe_gc(app)
     window = MainWindow(session, path)
     window.show()
     freeze_startup_objects()
@@ -49,6 +100,7 @@ def show_window(session=None):
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("qkvgui")
+    install_safe_gc(app)
     window = MainWindow(session)
     window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
     # a reference held by the application (not a module global): an unassigned show() keeps its window

@@ -91,10 +91,11 @@ def run_gui_bench(repeats: int = 15) -> int:
     os.environ.setdefault("QKVGUI_NO_SETTINGS", "1")
     from PySide6.QtWidgets import QApplication
 
-    from qkvgui.ui.app import freeze_startup_objects
+    from qkvgui.ui.app import freeze_startup_objects, install_safe_gc
     from qkvgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    install_safe_gc(app)  # as the app does
     window = MainWindow()
     window.resize(1280, 800)
     window.show()

@@ -65,11 +65,12 @@ def child_gui(n: int, edits: int = 3) -> dict:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from qkvgui.ui.app import freeze_startup_objects
+    from qkvgui.ui.app import freeze_startup_objects, install_safe_gc
     from qkvgui.ui.bench_gui import _layer_state
     from qkvgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    install_safe_gc(app)  # as the app does
     window = MainWindow()
     window.resize(1280, 800)
     window.show()
