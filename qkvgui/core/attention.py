@@ -435,12 +435,23 @@ def _check_reuse(
 
 
 def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale: np.floating) -> HeadResult:
-    """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k], whole matrices."""
+    """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k].
+
+    The scores are one whole product (every entry is shown, hidden ones too); the softmax runs a block of query
+    rows at a time straight into the weights (the same operations as ``softmax``, row for row, so the same bits),
+    with no n_q × n_k temporary beside the four arrays kept.
+    """
+    n_q, n_k = q.shape[0], k.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         scores = q @ k.T  # [n_q, n_k]
-        scaled = scores * scale  # [n_q, n_k]
+        scaled = np.multiply(scores, scale)  # [n_q, n_k]
         masked = np.where(visible, scaled, scale.dtype.type(-np.inf)) if visible is not None else scaled
-        weights = softmax(masked)  # [n_q, n_k]
+        weights = np.empty_like(scores)  # [n_q, n_k]
+        for a, b in _row_blocks(n_q, n_k, 1):
+            rows = visible[a:b] if visible is not None else None
+            span = _visible_span(rows) if rows is not None else (0, n_k)
+            np.copyto(weights[a:b], scores[a:b])
+            _softmax_rows(weights[a:b], rows, span, scale, False)
     _freeze(scores, scaled, masked, weights)
     return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
 
@@ -529,7 +540,7 @@ def _compute(
         np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
         for (a, b), span in zip(blocks, spans, strict=True):
             _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
-            weights_pooled[head, a // pool : -(-b // pool)] = block_max(w[a:b], pool, pool)
+            _pool_rows(weights_pooled[head, a // pool : -(-b // pool)], w[a:b], span[1], pool)
         np.matmul(w, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
     del w
     if ablate is not None:
@@ -624,17 +635,21 @@ def _softmax_rows(
     exp(x − peak), the same pairwise sum over the whole row, the same division; so the same numbers, bit for bit.
     Keys that no row of the block sees (the future, in causal attention) are set to 0 without exp.
     """
-    w *= scale  # scaled
-    if check:
-        _check_overflow("The scaled scores Q·Kᵀ·scale", w)
     lo, hi = span
+    if check:  # every scaled score, hidden ones too (the whole product was computed)
+        w *= scale  # scaled
+        _check_overflow("The scaled scores Q·Kᵀ·scale", w)
     if visible is not None:
         w[:, :lo] = 0.0
         w[:, hi:] = 0.0
         part = w[:, lo:hi]
+        if not check:
+            part *= scale  # scaled: only where a row of the block sees a key
         np.copyto(part, -np.inf, where=~visible[:, lo:hi])  # masked
     else:
         part = w
+        if not check:
+            part *= scale
     if hi > lo:
         peak = np.max(part, axis=-1, keepdims=True)
         peak = np.where(np.isfinite(peak), peak, 0.0)  # all-hidden rows: exp(−inf − 0) = 0
@@ -642,6 +657,15 @@ def _softmax_rows(
         np.exp(part, out=part)
         total = np.sum(w, axis=-1, keepdims=True)  # over the whole row, zeros included: the same sum
         np.divide(part, total, out=part, where=total > 0)
+
+
+def _pool_rows(out: np.ndarray, w: np.ndarray, hi: int, pool: int) -> None:
+    """out = block_max(w, pool, pool) for a block of weights whose keys from hi on are all 0 (not looked at)."""
+    cols = min(w.shape[1], -(-hi // pool) * pool)
+    done = -(-cols // pool)
+    if cols:
+        out[:, :done] = block_max(w[:, :cols], pool, pool)
+    out[:, done:] = 0.0
 
 
 def block_max(a: np.ndarray, fy: int, fx: int) -> np.ndarray:

@@ -38,19 +38,21 @@ def _layer(n: int, seed: int = 0):
 
 
 def child_core(n: int) -> dict:
-    """Compute the layer and head 0's steps once (after a warm-up at n = 64); time and process peak memory."""
+    """Compute the layer with head 0's steps kept, as the window asks for it (after a warm-up at n = 64), then
+    another head's steps, as when the user selects it; times and process peak memory."""
     from qkvgui.core import multi_head_attention
 
     x, w, w_o = _layer(64)
-    multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True).head(0)  # load BLAS, warm its threads
+    multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True, keep_head=0).head(1)  # load BLAS, warm threads
     x, w, w_o = _layer(n)
     before = _peak_mb()
-    t0 = time.perf_counter()
-    r = multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True)
-    t1 = time.perf_counter()
-    r.head(0)
+    c0, t0 = time.process_time(), time.perf_counter()
+    r = multi_head_attention(x, w[0], w[1], w[2], w_o, causal=True, keep_head=0)
+    r.head(0)  # at hand: computed along the way
+    c1, t1 = time.process_time(), time.perf_counter()
+    r.head(1)
     t2 = time.perf_counter()
-    return {"layer_s": t1 - t0, "head_s": t2 - t1, "peak_mb": _peak_mb(), "inputs_mb": before}
+    return {"layer_s": t1 - t0, "layer_cpu_s": c1 - c0, "head_s": t2 - t1, "peak_mb": _peak_mb(), "inputs_mb": before}
 
 
 def _settled(window) -> bool:
@@ -122,17 +124,22 @@ def run_long_bench(sizes=(1024, 2048, 4096)) -> int:
         f"long: d_model {D_MODEL}, {HEADS} heads of {D_HEAD}, causal, float64; each figure from a fresh child process"
     )
     print(
-        f"{'n':>6} {'layer s':>8} {'head s':>7} {'peak MB':>8} | {'edit->drawn s':>13} {'GUI stall ms':>12} "
-        f"{'GUI peak MB':>11}"
+        "layer s: the layer with the selected head's steps (as the window asks), wall clock and CPU seconds (of both "
+        "cores: the wall time is inflated when the machine is shared); head s: another head's steps"
+    )
+    print(
+        f"{'n':>6} {'layer s':>8} {'cpu s':>6} {'head s':>7} {'peak MB':>8} | "
+        f"{'edit->drawn s':>13} {'GUI stall ms':>12} {'GUI peak MB':>11}"
     )
     for n in sizes:
         core = _child("core", str(n))
         gui = _child("gui", str(n))
         print(
-            f"{n:>6} {core['layer_s']:>8.2f} {core['head_s']:>7.2f} {core['peak_mb']:>8.0f} | "
+            f"{n:>6} {core['layer_s']:>8.2f} {core['layer_cpu_s']:>6.2f} {core['head_s']:>7.2f} "
+            f"{core['peak_mb']:>8.0f} | "
             f"{gui['edit_s']:>13.2f} {gui['stall_ms']:>12.1f} {gui['gui_peak_mb']:>11.0f}"
         )
-    print("targets at 4,096: layer + head <= 2 s, peak <= 1,500 MB, edit->drawn <= 2 s, stall <= 50 ms")
+    print("targets at 4,096: layer s <= 2 s, peak <= 1,500 MB, edit->drawn <= 2 s, stall <= 50 ms")
     return 0
 
 
