@@ -17,7 +17,7 @@ import difflib
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,12 @@ class Session:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], layer: int | None = None, text: str = "", ids: Sequence[int] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        layer: int | None = None,
+        text: str = "",
+        ids: Sequence[int] | None = None,
+        progress: Callable[[int, int], object] | None = None,
     ) -> Session:
         """A local BERT, GPT-2 or LLaMA-family model folder (config.json, model.safetensors, tokenizer.json), or a
         LLaMA-family .gguf file (or a folder holding one), reading `text`.
@@ -465,12 +470,14 @@ class Session:
         residual stream, the model's own blocks (norms, MLPs) running read-only between the layers, so that each
         layer's weights are the model's own and an edit reaches every later layer. The tokens are the model's own;
         given `ids`, the model reads those token ids instead of the text. Needs the `models` extra; anything wrong
-        with the folder raises CheckpointError."""
+        with the folder raises CheckpointError. ``progress(done, total)`` is told before each layer the model runs;
+        whatever it raises stops the forward pass there and comes out of this call (the window's Cancel)."""
         from qkvgui.io.checkpoints import read_checkpoint
         from qkvgui.io.checkpoints.llama import is_llama, read_llama
 
         # LLaMA family (a .gguf file or folder, or model_type llama): causal, rotary, shared key/value heads
-        c = read_llama(path, layer, text, ids) if is_llama(path) else read_checkpoint(path, layer, text, ids)
+        read = read_llama if is_llama(path) else read_checkpoint
+        c = read(path, layer, text, ids, progress)
         first = c.runs[0] if layer is None else c.runs[layer]
         w = c.model.attention[0 if layer is None else layer]
         session = cls.from_arrays(

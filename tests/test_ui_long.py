@@ -1,6 +1,8 @@
 """Long inputs in the window: the selected head's steps come from the worker, and no view builds every head's."""
 
 import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialogButtonBox
 
 from qkvgui.core.format import format_number
 from qkvgui.ui.bench_gui import _layer_state
@@ -70,3 +72,80 @@ def test_import_takes_text_up_to_the_models_context_and_refuses_more(qtbot, wind
     dialog.start()
     qtbot.waitUntil(lambda: not dialog.busy(), timeout=20000)
     qtbot.waitUntil(lambda: len(window.session.tokens) == context, timeout=20000)
+
+
+def test_cancel_stops_a_whole_model_import_between_layers(qtbot, window, tmp_path, monkeypatch):
+    # The tiny GPT-2 has 3 layers. The first layer's attention waits until the user has pressed Cancel; the
+    # forward pass must then stop before layer 2 instead of running to the end and being thrown away.
+    import threading
+
+    import pytest
+
+    pytest.importorskip("safetensors")
+    from tiny_gpt2 import CONFIG, write_tiny_gpt2
+
+    import qkvgui.core.models as models
+    import qkvgui.io.checkpoints as checkpoints
+    from qkvgui.ui.import_dialog import ImportLayerDialog
+
+    folder = write_tiny_gpt2(tmp_path / "tiny-gpt2")
+    computed, pressed, ended = [], threading.Event(), threading.Event()
+    attention, run = models.multi_head_attention, checkpoints.run
+
+    def slow_attention(*args, **kwargs):
+        computed.append(1)
+        pressed.wait(20)  # the user presses Cancel while this layer runs
+        return attention(*args, **kwargs)
+
+    def watched_run(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(models, "multi_head_attention", slow_attention)
+    monkeypatch.setattr(checkpoints, "run", watched_run)
+    tokens_before = list(window.session.tokens)
+    dialog = ImportLayerDialog(window, folder=str(folder), text="the cat sat on the mat")
+    qtbot.addWidget(dialog)
+    dialog.all_button.setChecked(True)
+    dialog.imported.connect(window.show_imported)
+    dialog.show()
+    dialog.start()
+    qtbot.waitUntil(lambda: len(computed) == 1, timeout=20000)
+    qtbot.mouseClick(dialog.buttons.button(QDialogButtonBox.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    pressed.set()
+    assert ended.wait(20)
+    assert len(computed) == 1 < CONFIG["n_layer"]  # stopped after the layer that was running
+    qtbot.wait(50)
+    assert window.session.tokens == tokens_before  # nothing was imported
+
+
+def test_a_layer_progress_that_raises_stops_the_forward_pass(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("safetensors")
+    from tiny_gpt2 import CONFIG, write_tiny_gpt2
+
+    import qkvgui.core.models as models
+    from qkvgui import Session
+
+    folder = write_tiny_gpt2(tmp_path / "tiny-gpt2")
+    computed, told = [], []
+    attention = models.multi_head_attention
+    monkeypatch.setattr(models, "multi_head_attention", lambda *a, **k: computed.append(1) or attention(*a, **k))
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        told.append((done, total))
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Session.from_checkpoint(folder, None, "the cat sat on the mat", progress=progress)
+    assert len(computed) == 2 and told == [(0, 3), (1, 3), (2, 3)]  # stopped before the third layer
+    told.clear()
+    Session.from_checkpoint(folder, None, "the cat sat on the mat", progress=lambda done, total: told.append(done))
+    assert told == list(range(CONFIG["n_layer"] + 1))  # told before each layer and once at the end

@@ -253,8 +253,17 @@ class LayerRun:
     after: np.ndarray  # [n, d_model] the stream after the whole block (attention, norms, MLP)
 
 
-def run(model: Model, ids: Sequence[int] | np.ndarray, layers: int | None = None) -> list[LayerRun]:
-    """Run `model` on token ids [n] through its first `layers` layers (all by default); one LayerRun per layer."""
+#: told (layers done, layers in all) before each layer of a run; it may raise to stop the run there (Cancel)
+LayerProgress = Callable[[int, int], object]
+
+
+def run(
+    model: Model, ids: Sequence[int] | np.ndarray, layers: int | None = None, progress: LayerProgress | None = None
+) -> list[LayerRun]:
+    """Run `model` on token ids [n] through its first `layers` layers (all by default); one LayerRun per layer.
+
+    ``progress(done, total)`` is called before each layer (and once at the end); whatever it raises stops the
+    run before the next layer and comes out of ``run``: that is how the window's Cancel stops a forward pass."""
     ids = np.asarray(ids, dtype=np.intp)
     count = model.n_layers if layers is None else layers
     if not 0 <= count <= model.n_layers:
@@ -264,13 +273,17 @@ def run(model: Model, ids: Sequence[int] | np.ndarray, layers: int | None = None
     if len(ids) > model.max_positions:
         raise ModelError(f"The sentence has {len(ids)} tokens but the model reads at most {model.max_positions}.")
     stream = model.embedding(ids)  # [n, d_model]
-    runs = []
+    runs: list[LayerRun] = []
     for weights, block in zip(model.attention[:count], model.blocks[:count], strict=True):
+        if progress is not None:
+            progress(len(runs), count)
         x = block.attention_input(stream)  # [n, d_model]
         result = multi_head_attention(x, causal=model.causal, **weights.arguments())
         after = block.after_attention(stream, result.output)  # [n, d_model]
         runs.append(LayerRun(x=x, stream=stream, result=result, after=after))
         stream = after
+    if progress is not None:
+        progress(count, count)
     return runs
 
 

@@ -537,6 +537,10 @@ class HeatmapView(QWidget):
             self._bar.setImageItem(self._image, insert_in=self._plot)
             for side in ("left", "top", "right", "bottom"):
                 self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
+        # No axis has units: without this each one re-renders its (empty) label as HTML on every pan and zoom step.
+        bar_axes = self._bar.axes.values() if self._bar is not None else ()
+        for axis in (*self._plot.axes.values(), *bar_axes):
+            axis["item"].enableAutoSIPrefix(False)
         self._apply_palette()
         self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from qkvgui.core import QkvError
 from qkvgui.session import Session
-from qkvgui.ui.jobs import JobRunner
+from qkvgui.ui.jobs import JobRunner, Progress
 
 
 class ImportLayerDialog(QDialog):
@@ -114,13 +114,22 @@ class ImportLayerDialog(QDialog):
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
         self.info.setText("Reading the checkpoint and running the model…")
         self.jobs.run(
-            "Importing the model", lambda progress: self._load(folder, layer, text), self._loaded, self._failed
+            "Importing the model",
+            lambda progress: self._load(folder, layer, text, progress),
+            self._loaded,
+            self._failed,
         )
 
     @staticmethod
-    def _load(folder, layer, text):
+    def _load(folder, layer, text, progress: Progress | None = None):
+        def layer_done(done: int, total: int) -> None:
+            """Between the model's layers: the bar moves, and Cancel stops the forward pass here."""
+            if progress is not None:
+                progress(done, total, f"Running the model: layer {min(done + 1, total)} of {total}…")
+                progress.check()
+
         try:
-            return Session.from_checkpoint(folder, layer, text)
+            return Session.from_checkpoint(folder, layer, text, progress=layer_done)
         except ImportError as e:
             raise QkvError(
                 f"Importing model layers needs the 'models' extra: pip install 'qkvgui[models]' ({e})."

@@ -4,13 +4,15 @@ Editors on the left (``panels.editors``) under the settings (``panels.controls``
 right (``panels.views``), the inspector below them. One walk per edit: an editor asks ``controllers.edits`` for an
 undoable edit, the session announces it, the scheduler recomputes, and each view draws its field of the result.
 
-To add a tab: ``window.add_tab(widget, "Title", views={"name": heatmap})``. To add a menu entry:
+To add a tab: ``window.add_tab(widget, "Title", views={"name": heatmap})``, or ``window.add_tab(factory, "Title",
+name="name")`` to build it when it is first shown (``window.tab("name")`` builds and returns it). To add a menu entry:
 ``window.menus.add("View", "Text", callback, shortcut)`` or ``window.menu("View").addAction(...)``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
@@ -26,14 +28,17 @@ from qkvgui.ui.controllers.inspector import InspectorController, make_inspector
 from qkvgui.ui.controllers.keys import install_undo_everywhere
 from qkvgui.ui.controllers.layout import LayoutController, build_view_menu
 from qkvgui.ui.heatmap import HeatmapView
-from qkvgui.ui.learn_panel import LearnPanel
 from qkvgui.ui.matrix_editor import MatrixEditor
 from qkvgui.ui.panels.controls import ControlsPanel
 from qkvgui.ui.panels.editors import EditorTabs
-from qkvgui.ui.panels.model import install_model_tab
-from qkvgui.ui.panels.views import ViewsPanel
+from qkvgui.ui.panels.views import TabFactory, ViewsPanel
 from qkvgui.ui.scheduler import RecomputeScheduler
 from qkvgui.ui.text import dead_rows_text, one_line
+
+if TYPE_CHECKING:
+    from qkvgui.ui.circuits_panel import CircuitsPanel
+    from qkvgui.ui.learn_panel import LearnPanel
+    from qkvgui.ui.panels.model import ModelTab
 
 __all__ = ["MainWindow", "recovery_folder"]
 
@@ -88,13 +93,15 @@ class MainWindow(QMainWindow):
         self.editor_tabs = self.tabs = EditorTabs(self.session, self.edits)
         self.editors: dict[str, MatrixEditor] = self.editor_tabs.editors
         self.right_tabs = ViewsPanel(self.session, self.scheduler)
-        self.pipeline, self.circuits = self.right_tabs.pipeline, self.right_tabs.circuits
+        self.pipeline = self.right_tabs.pipeline
         self.views: dict[str, HeatmapView] = self.right_tabs.views
         self.inspector = make_inspector()
         self.inspection = InspectorController(self.session, self.right_tabs, self.inspector, self)
         self.figures = FigureController(self, self.right_tabs)
-        self.learn = LearnPanel(self.session, self.undo_stack)  # the Learn tab: fit W_Q, W_K to a drawn pattern
-        self.add_tab(self.learn, "Learn", name="learn")
+        # tabs built when first shown: the window appears without them
+        self.add_tab(self._make_learn, "Learn", name="learn")  # fit W_Q, W_K to a drawn pattern
+        self._model_tab: ModelTab | None = None
+        self.add_tab(self._make_model_tab, "Model", name="model")  # every layer × head, head scores
         for panel, names in _CONTROL_ALIASES.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, panel), name))
@@ -120,8 +127,6 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.inspection.claim_label)  # "⚠ edited away from the preset"
         self.scheduler.busy.connect(lambda on: self.statusBar().showMessage("computing…") if on else None)
         self.scheduler.computed.connect(self._report_computed)
-        self.scheduler.computed.connect(self.learn.show_results)
-        self.learn.message.connect(self.show_message)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self.document.replaced.connect(self._on_document_replaced)
         self.document.before_save.append(lambda: self.session.set_extra("view", self.right_tabs.shown_tab()))
@@ -130,7 +135,6 @@ class MainWindow(QMainWindow):
             view.cell_hovered.connect(lambda i, j, name=name: self._hovered(name, i, j))
             view.menu_hooks.append(self._view_menu)
 
-        self.model_tab = install_model_tab(self)  # the "Model" tab: every layer × head, head scores
         self.scheduler.compute_now()
         self._restore_layout()
         self.document.update_title()
@@ -154,14 +158,59 @@ class MainWindow(QMainWindow):
         self.main_splitter.setSizes([380, 900])
         self.setCentralWidget(self.main_splitter)
 
+    # ---- the tabs built when first shown ---------------------------------------------------------------------
+    def _make_learn(self) -> QWidget:
+        from qkvgui.ui.learn_panel import LearnPanel
+
+        learn = LearnPanel(self.session, self.undo_stack)
+        self.scheduler.computed.connect(learn.show_results)
+        learn.message.connect(self.show_message)
+        learn.show_results(self.results)
+        return learn
+
+    def _make_model_tab(self) -> QWidget:
+        from qkvgui.ui.panels.model import ModelPanel, ModelTab
+
+        panel = ModelPanel()
+        self._model_tab = ModelTab(self, panel)
+        self._model_tab.message.connect(self.show_message)
+        return panel
+
+    @property
+    def circuits(self) -> CircuitsPanel:
+        """The "QK and OV circuits" tab (built now if it has not been shown yet)."""
+        return self.right_tabs.circuits
+
+    @property
+    def learn(self) -> LearnPanel:
+        """The "Learn" tab: fit W_Q, W_K to a drawn pattern (built now if it has not been shown yet)."""
+        return self.tab("learn")  # type: ignore[return-value]
+
+    @property
+    def model_tab(self) -> ModelTab:
+        """The "Model" tab's controller (its widget is ``model_tab.panel``; built now if it was not)."""
+        self.tab("model")
+        assert self._model_tab is not None
+        return self._model_tab
+
     # ---- places for everyone's additions -------------------------------------------------------------------
     def add_tab(
-        self, widget: QWidget, title: str, views: dict[str, HeatmapView] | None = None, name: str | None = None
+        self,
+        widget: QWidget | TabFactory,
+        title: str,
+        views: dict[str, HeatmapView] | None = None,
+        name: str | None = None,
     ) -> int:
         """Add a tab beside "Attention, step by step"; its heatmaps join ``views`` (export, focus, scripts), and
         with a ``name`` a session saved while it is shown opens on it again. A widget with ``close_views()`` has it
-        called when the window closes."""
+        called when the window closes. ``widget`` may be a factory, called when the tab is first shown (or
+        ``tab(name)`` asks for it), returning the widget or (widget, its heatmaps): what is not shown is not built.
+        """
         return self.right_tabs.add_view_tab(widget, title, views, name)
+
+    def tab(self, name: str) -> QWidget:
+        """The tab called name ("pipeline", "circuits", "learn", "model" or an added one), built now if needed."""
+        return self.right_tabs.page(name)
 
     def add_editor_tab(self, widget: QWidget, title: str) -> int:
         """Add a tab beside "Tokens & X" and "Weights" on the left."""

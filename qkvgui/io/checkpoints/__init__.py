@@ -22,7 +22,7 @@ from types import ModuleType
 import numpy as np
 
 from qkvgui.core.checks import LIMITS
-from qkvgui.core.models import LayerRun, Model, ModelError, run
+from qkvgui.core.models import LayerProgress, LayerRun, Model, ModelError, run
 from qkvgui.io.checkpoints import bert, gpt2
 from qkvgui.io.checkpoints.common import (
     CheckpointError,
@@ -101,10 +101,15 @@ class Imported:
 
 
 def read_checkpoint(
-    path: str | os.PathLike, layer: int | None, text: str, ids: Sequence[int] | None = None
+    path: str | os.PathLike,
+    layer: int | None,
+    text: str,
+    ids: Sequence[int] | None = None,
+    progress: LayerProgress | None = None,
 ) -> Imported:
     """Tokenize text with the model's tokenizer and run the model up to `layer` (0-based; None: every layer).
-    Given `ids`, the model reads those token ids instead (text only names the session)."""
+    Given `ids`, the model reads those token ids instead (text only names the session). ``progress(done, total)``
+    is told before each layer and may raise to stop (see ``core.models.run``)."""
     folder = folder_of(path)
     info = checkpoint_info(folder)
     family = FAMILIES[info["architecture"]]
@@ -148,7 +153,7 @@ def read_checkpoint(
             shape: Shape = family.check(info["config"])
             model = family.build(get, rows, info["config"], shape, layers)
             with few_blas_threads(len(ids)):  # small products: one BLAS thread (see qkvgui.state)
-                runs = run(model, np.asarray(ids), layers)
+                runs = run(model, np.asarray(ids), layers, progress)
         finally:
             tensors.close()
     except ModelError as e:

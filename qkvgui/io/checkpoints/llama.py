@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from qkvgui.core.models import AttentionWeights, Block, Embedding, Mlp, Model, ModelError, Norm, run
+from qkvgui.core.models import AttentionWeights, Block, Embedding, LayerProgress, Mlp, Model, ModelError, Norm, run
 from qkvgui.state import few_blas_threads
 
 from .gguf import GgufFile, open_gguf, unpermute_rope_rows
@@ -349,9 +349,16 @@ def build_model(source: LlamaSource, layers: int) -> Model:
     return Model(NAME, embedding, attention, blocks, causal=True, max_positions=c.max_positions)
 
 
-def read_llama(path: str | os.PathLike, layer: int | None, text: str, ids: Sequence[int] | None = None):
+def read_llama(
+    path: str | os.PathLike,
+    layer: int | None,
+    text: str,
+    ids: Sequence[int] | None = None,
+    progress: LayerProgress | None = None,
+):
     """Like ``checkpoints.read_checkpoint`` for the LLaMA family: tokenize `text` (or read token `ids`) and run the
-    model up to attention layer `layer` (0-based; None: every layer). Returns a ``checkpoints.Imported``."""
+    model up to attention layer `layer` (0-based; None: every layer), telling ``progress(done, total)`` before each
+    layer (it may raise to stop). Returns a ``checkpoints.Imported``."""
     from qkvgui.core.checks import LIMITS
 
     from . import Imported
@@ -375,7 +382,7 @@ def read_llama(path: str | os.PathLike, layer: int | None, text: str, ids: Seque
         count = c.n_layers if layer is None else layer + 1
         model = build_model(source, count)
         with few_blas_threads(len(token_ids)):  # small products: one BLAS thread (see qkvgui.state)
-            runs = run(model, np.asarray(token_ids), count)
+            runs = run(model, np.asarray(token_ids), count, progress)
     except ModelError:
         raise
     except (OSError, ValueError) as e:

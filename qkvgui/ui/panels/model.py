@@ -402,6 +402,9 @@ class ModelTab(QObject):
         events.replaced.connect(self._on_selection)
         panel.head_chosen.connect(self.open_head)
         panel.repeat_requested.connect(self.repeat_random_tokens)
+        if getattr(window, "results", None):  # built after the window computed (a tab built when first shown)
+            self.results = window.results
+            QTimer.singleShot(0, self._refresh)  # once the panel is in its tab
 
     @property
     def session(self):
