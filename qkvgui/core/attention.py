@@ -434,19 +434,21 @@ def _check_reuse(
     return previous, same_q, same_kv
 
 
-def _head_steps(h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale: np.floating) -> HeadResult:
+def _head_steps(
+    h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale: np.floating, out: np.ndarray | None = None
+) -> HeadResult:
     """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k].
 
     The scores are one whole product (every entry is shown, hidden ones too); the softmax runs a block of query
     rows at a time straight into the weights (the same operations as ``softmax``, row for row, so the same bits),
-    with no n_q × n_k temporary beside the four arrays kept.
+    with no n_q × n_k temporary beside the four arrays kept. out: an [n_q, n_k] buffer to hold the weights.
     """
     n_q, n_k = q.shape[0], k.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
         scores = q @ k.T  # [n_q, n_k]
         scaled = np.multiply(scores, scale)  # [n_q, n_k]
         masked = np.where(visible, scaled, scale.dtype.type(-np.inf)) if visible is not None else scaled
-        weights = np.empty_like(scores)  # [n_q, n_k]
+        weights = out if out is not None else np.empty_like(scores)  # [n_q, n_k]
         for a, b in _row_blocks(n_q, n_k, 1):
             rows = visible[a:b] if visible is not None else None
             span = _visible_span(rows) if rows is not None else (0, n_k)
@@ -521,7 +523,9 @@ def _compute(
     buffered = [i for i in range(h) if not kept[i] and i != keep_head]
     w = np.empty((n_q, n_k), dtype=dtype) if buffered else None
     steps = None
-    for head in range(h):
+    # the selected head last: its weights then take over the buffer, so the peak holds one n_q × n_k array less
+    order = [i for i in range(h) if i != keep_head] + ([keep_head] if keep_head is not None else [])
+    for head in order:
         kv = head * k.shape[0] // h
         if kept[head]:  # unchanged: the previous result's numbers are these numbers
             assert reuse is not None  # kept is all False without it
@@ -529,7 +533,8 @@ def _compute(
             weights_pooled[head] = reuse[0].weights_pooled[head]
             continue
         if head == keep_head:  # the selected head: keep its steps, so the window can draw them at once
-            steps = _head_steps(head, q_rope[head], k_rope[kv], visible if masked_keys else None, scale)
+            steps = _head_steps(head, q_rope[head], k_rope[kv], visible if masked_keys else None, scale, w)
+            w = None  # now the selected head's weights
             if check:
                 _check_overflow("The scaled scores Q·Kᵀ·scale", steps.scaled)
             for a, b in blocks:
@@ -545,14 +550,15 @@ def _compute(
     del w
     if ablate is not None:
         head_outputs[ablate] = 0.0  # a switched-off head writes nothing
-    concat = head_outputs.transpose(1, 0, 2).reshape(n_q, h * d_v)  # [n_q, h·d_v]
+    # [n_q, h·d_v], an array of its own (not a view of a writeable temporary: the views keep it as it is)
+    concat = np.ascontiguousarray(head_outputs.transpose(1, 0, 2)).reshape(n_q, h * d_v)
     output = concat @ w_o  # [n_q, d_model]
     if biases["b_O"] is not None:
         output += biases["b_O"]
     residual = x_q + output  # [n_q, d_model]
     _check_overflow("The residual X + output", residual)
 
-    _freeze(head_outputs, concat, output, residual, weights_pooled)
+    _freeze(head_outputs, concat, concat.base if concat.base is not None else concat, output, residual, weights_pooled)
     result = AttentionResult(
         q=q,
         k=k,

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -62,22 +63,35 @@ def level_of_detail(data: np.ndarray, fy: int, fx: int, kind: str) -> tuple[np.n
     kind "weights": each block's largest finite value, so a sharp attention line (one key that every query
     looks at) is never averaged away. kind "diverging": each block's value of largest magnitude, with its sign.
     Non-finite cells (masked scores) are left out; a block with nothing else is NaN and masked.
+    Works a band of rows at a time (whole blocks), so its temporaries stay small beside a 4,096² matrix.
     """
-    finite = np.isfinite(data)
-    hidden = ~finite
-    any_hidden = bool(hidden.any())
-    high = np.where(finite, data, -np.inf) if any_hidden else data
-    top = block_max(high, fy, fx)  # [ry, rx]
-    if kind == "weights":
-        out = top
-    else:
-        low = np.where(finite, -data, -np.inf) if any_hidden else -data
-        bottom = -block_max(low, fy, fx)
-        out = np.where(np.abs(bottom) > np.abs(top), bottom, top)
+    n, m = data.shape
+    out = np.empty((-(-n // fy), -(-m // fx)), dtype=np.float64)
+    band = max(1, LOD_BAND_CELLS // max(m, 1) // fy) * fy  # rows per band: a multiple of fy
+    for a in range(0, n, band):
+        b = min(n, a + band)
+        out[a // fy : -(-b // fy)] = _reduce_blocks(data[a:b], fy, fx, kind)
     masked = ~np.isfinite(out)
     image = out.astype(np.float32)
     image[masked] = np.nan
     return image, masked
+
+
+#: level_of_detail reduces bands of about this many cells at a time
+LOD_BAND_CELLS = 1 << 18
+
+
+def _reduce_blocks(data: np.ndarray, fy: int, fx: int, kind: str) -> np.ndarray:
+    """level_of_detail's values (float64, −inf or NaN where a block has no finite value) of a band of rows."""
+    finite = np.isfinite(data)
+    any_hidden = not bool(finite.all())
+    high = np.where(finite, data, -np.inf) if any_hidden else data
+    top = block_max(high, fy, fx)  # [ry, rx]
+    if kind == "weights":
+        return top
+    low = np.where(finite, -data, -np.inf) if any_hidden else -data
+    bottom = -block_max(low, fy, fx)
+    return np.where(np.abs(bottom) > np.abs(top), bottom, top)
 
 
 @dataclass(frozen=True)
@@ -449,6 +463,7 @@ class HeatmapView(QWidget):
         self._row_labels: list[str] = []
         self._raw_labels: tuple[list[str], list[str]] = ([], [])  # the labels as given (raw tokens)
         self._col_labels: list[str] = []
+        self._label_memo: dict[tuple[str, int, str], tuple[list[str], Any]] = {}  # see _per_labels
         self._shown_ticks: tuple[list, list] = ([], [])
         self._title = ""
         self._fg = QColor(0, 0, 0)
@@ -1150,6 +1165,25 @@ class HeatmapView(QWidget):
     def _elide(label: str) -> str:
         return label if len(label) <= MAX_TICK_CHARS else label[: MAX_TICK_CHARS - 1] + "…"
 
+    def _per_labels(self, what: str, labels: list[str], compute):
+        """compute(labels), once per label list and tick font: a pan or zoom step never walks 4,096 labels."""
+        key = (what, id(labels), self._tick_font.key())
+        hit = self._label_memo.get(key)
+        if hit is not None and hit[0] is labels:  # set_data keeps its own copy of the labels: never mutated
+            return hit[1]
+        if len(self._label_memo) > 8:
+            self._label_memo.clear()
+        value = compute(labels)
+        self._label_memo[key] = (labels, value)
+        return value
+
+    def _widest(self, labels: list[str]) -> float:
+        """The width of the widest (elided) label in the tick font."""
+        fm = QFontMetricsF(self._tick_font)
+        return self._per_labels(
+            "widest", labels, lambda ls: max((fm.horizontalAdvance(self._elide(s)) for s in ls), default=0.0)
+        )
+
     def _set_fixed_axis_space(self) -> None:
         # Axis sizes come from all labels, not the ones shown, so thinning ticks never resizes the view
         # (which would re-trigger the thinning: a layout feedback loop).
@@ -1159,7 +1193,7 @@ class HeatmapView(QWidget):
             return
         fm = QFontMetricsF(self._tick_font)
         tag = fm.horizontalAdvance(tagged(len(self._row_labels) - 1, ""))  # room for "27:" when thinned
-        widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._row_labels), default=0.0) + tag
+        widest = self._widest(self._row_labels) + tag
         self._plot.getAxis("left").setWidth(int(math.ceil(widest)) + 10)
         self._set_top_axis_space()
 
@@ -1168,7 +1202,7 @@ class HeatmapView(QWidget):
         axis = self._plot.getAxis("top")
         axis.rotated = self._cols_rotated
         if self._cols_rotated:  # upright labels are one per column, never thinned: no room for a "27:" tag
-            widest = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
+            widest = self._widest(self._col_labels)
             axis.setHeight(int(math.ceil(widest)) + 8)
         else:
             axis.setHeight(int(math.ceil(fm.height())) + 8)
@@ -1197,13 +1231,13 @@ class HeatmapView(QWidget):
             stride = math.ceil(n / MAX_TICKS) if n > MAX_TICKS else 1
             if cell_px > 0:  # and thin further until neighbouring labels stop overlapping
                 stride = max(stride, math.ceil(space_px / cell_px))
-            if stride <= 1 or _names_position(labels):
+            if stride <= 1 or self._per_labels("names position", labels, _names_position):
                 return [(k, self._elide(labels[k])) for k in range(first, end, stride)]
             start = -(-first // stride) * stride  # multiples of the stride stay put while panning
             return [(k, tagged(k, self._elide(labels[k]))) for k in range(start, end, stride)]
 
         tag = fm.horizontalAdvance(tagged(len(self._col_labels) - 1, ""))
-        widest_col = max((fm.horizontalAdvance(self._elide(s)) for s in self._col_labels), default=0.0)
+        widest_col = self._widest(self._col_labels)
         if not (self._compact or self._context) and cell_w > 0:
             # Upright column labels when the words are wider than the columns; back to flat only with room to
             # spare, so the axis's own change of height cannot flip it back and forth.
