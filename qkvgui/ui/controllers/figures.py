@@ -12,11 +12,10 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QApplication
 
 from qkvgui.core.errors import QkvError
-from qkvgui.io.figure_paint import Figure, figure_image, write_figure_file
-from qkvgui.io.figure_views import figure_data, view_names
-from qkvgui.io.figures import FORMATS
-from qkvgui.ui.export_dialog import ExportFigureDialog, saved_choice
-from qkvgui.ui.step_through import StepThroughDialog, export_animation_dialog
+
+if TYPE_CHECKING:  # the figure renderer and its dialogs are imported on first use: start-up does not need them
+    from qkvgui.ui.export_dialog import ExportFigureDialog
+    from qkvgui.ui.step_through import StepThroughDialog
 
 if TYPE_CHECKING:
     from qkvgui.ui.main_window import MainWindow
@@ -34,11 +33,18 @@ class FigureController(QObject):
 
     def figure_names(self) -> list[str]:
         """What can be exported: the whole pipeline, the circuits, then every view by its name."""
+        from qkvgui.io.figure_views import view_names
+
         return view_names()
 
     def export_figure(self, name: str, path: str | Path, scale: float = 2.0) -> bool:
         """Write a figure ('pipeline', 'circuits' or a view) as PNG, SVG or PDF (by the file's suffix), laid out as
         last chosen in the export dialog; a PNG gets `scale` times the pixels (and DPI) of that size."""
+        from qkvgui.io.figure_paint import Figure, write_figure_file
+        from qkvgui.io.figure_views import figure_data
+        from qkvgui.io.figures import FORMATS
+        from qkvgui.ui.export_dialog import saved_choice
+
         path = Path(path)
         try:
             if path.suffix.lower().lstrip(".") not in FORMATS:
@@ -63,6 +69,8 @@ class FigureController(QObject):
             self.export_dialog.close()
             self.export_dialog = None
         if self.export_dialog is None or not self.export_dialog.isVisible():
+            from qkvgui.ui.export_dialog import ExportFigureDialog
+
             self.export_dialog = ExportFigureDialog(self.window.session, self.window)
             self.export_dialog.exported.connect(lambda path: self.message.emit(f"wrote {path}"))
         self.export_dialog.show()
@@ -71,6 +79,10 @@ class FigureController(QObject):
 
     def copy_figure_dialog(self) -> None:
         """File ▸ Copy figure: the figure last chosen in the export dialog, as an image on the clipboard."""
+        from qkvgui.io.figure_paint import Figure, figure_image
+        from qkvgui.io.figure_views import figure_data
+        from qkvgui.ui.export_dialog import saved_choice
+
         name, options = saved_choice()
         try:
             image = figure_image(Figure(figure_data(self.window.session), name, options))
@@ -85,6 +97,8 @@ class FigureController(QObject):
 
     def export_animation_dialog(self) -> None:
         """File ▸ Export animation: the steps of attention as a GIF or MP4, written off the GUI thread."""
+        from qkvgui.ui.step_through import export_animation_dialog
+
         job = export_animation_dialog(self.window, self.window.session, self.message.emit)
         if job is not None:
             self._jobs = [j for j in self._jobs if j.dialog.isVisible()] + [job]
@@ -95,6 +109,8 @@ class FigureController(QObject):
             self.step_dialog.close()
             self.step_dialog = None
         if self.step_dialog is None or not self.step_dialog.isVisible():
+            from qkvgui.ui.step_through import StepThroughDialog
+
             self.step_dialog = StepThroughDialog(self.window.session, self.window)
         self.step_dialog.show()
         self.step_dialog.raise_()
