@@ -159,9 +159,12 @@ class ViewsPanel(QTabWidget):
 
     def redraw_circuits(self) -> None:
         """The circuits tab follows every edit, but only while it is shown."""
-        circuits = self.built("circuits")
-        if circuits is not None and self.currentWidget() is circuits and self.result is not None:
-            from qkvgui.ui.circuits_panel import CIRCUITS_THRESHOLD, compute_circuits, gather_circuits
+        shown = self.built("circuits")
+        if shown is not None and self.currentWidget() is shown and self.result is not None:
+            from qkvgui.ui.circuits_panel import CIRCUITS_THRESHOLD, CircuitsPanel, compute_circuits, gather_circuits
+
+            assert isinstance(shown, CircuitsPanel)
+            circuits = shown
 
             layer = self.session.layer
             x_in = self.results[layer - 1].residual if 0 < layer <= len(self.results) else None
