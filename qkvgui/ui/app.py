@@ -6,6 +6,9 @@ import gc
 import sys
 from pathlib import Path
 
+#: run_app freezes the start-up objects this long after showing the window (once it is painted)
+FREEZE_AFTER_MS = 300
+
 
 def freeze_startup_objects() -> None:
     """Move everything built at start-up (Qt wrappers, pyqtgraph, NumPy) out of the garbage collector's view.
@@ -70,6 +73,7 @@ def install_safe_gc(app) -> SafeGarbageCollector:
 def run_app(session=None, path: Path | None = None) -> int:
     """Build the app and the window, offer to recover the work of crashed runs (however the app was launched),
     clean up after killed saves, run the event loop; returns its exit code."""
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from qkvgui.ui.main_window import MainWindow
@@ -80,7 +84,8 @@ def run_app(session=None, path: Path | None = None) -> int:
     install_safe_gc(app)
     window = MainWindow(session, path)
     window.show()
-    freeze_startup_objects()
+    # after the first paint (a full collection of everything built so far takes ~0.15 s): the window shows first
+    QTimer.singleShot(FREEZE_AFTER_MS, freeze_startup_objects)
     window.document.clean_up_at_start()
     window.document.offer_recovery()
     return app.exec()
