@@ -600,6 +600,8 @@ def _project(
             out += b[:, None, :]
         return out
     previous, same = reuse
+    if same.all():
+        return previous  # every head as before: the same (read-only) array, no copy
     out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=previous.dtype)
     out[same] = previous[same]
     fresh = np.flatnonzero(~same)
