@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
                 setattr(self, name, getattr(getattr(self, panel), name))
         self._assemble()
         self.layout_control = LayoutController(self)
+        # a tab built when first shown has its heatmaps focusable at once (double-click, View ▸ Focus)
+        self.right_tabs.tab_built.connect(lambda _tab: self.layout_control.hook_tab_views())
         self.menus = Menus(self)
         build_standard_menus(self, self.menus)
         build_view_menu(self, self.layout_control)

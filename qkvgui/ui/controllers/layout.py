@@ -107,9 +107,12 @@ class LayoutController(QObject):
     def tab_view(self, name: str) -> HeatmapView | None:
         """The heatmap called ``view.<name>`` in a tab other than the pipeline's, or None."""
         pipeline = self.window.pipeline
-        for view in self.window.right_tabs.findChildren(HeatmapView, f"view.{name}"):
-            if not pipeline.isAncestorOf(view):
-                return view
+        for _ in range(2):  # again after building the tabs not shown yet: one of them may hold it
+            for view in self.window.right_tabs.findChildren(HeatmapView, f"view.{name}"):
+                if not pipeline.isAncestorOf(view):
+                    return view
+            if not self.window.right_tabs.build_all():
+                break
         return None
 
     def hook_tab_views(self) -> None:

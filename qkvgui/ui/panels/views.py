@@ -30,6 +30,8 @@ class ViewsPanel(QTabWidget):
     """
 
     redrawn = Signal()
+    #: a tab given as a factory has just been built (its widget): for whoever hooks into its heatmaps
+    tab_built = Signal(QWidget)
 
     def __init__(self, session: Session, scheduler: RecomputeScheduler, parent: QWidget | None = None):
         super().__init__(parent)
@@ -80,6 +82,13 @@ class ViewsPanel(QTabWidget):
         widget = self._tab_names[name]
         return self._build(widget) if widget in self._lazy else widget
 
+    def build_all(self) -> bool:
+        """Build every tab not built yet (a script asks for a view by name); True if there was one."""
+        lazy = list(self._lazy)
+        for placeholder in lazy:
+            self._build(placeholder)
+        return bool(lazy)
+
     def built(self, name: str) -> QWidget | None:
         """The widget of the tab called name if it has been built, else None (nothing is built)."""
         widget = self._tab_names.get(name)
@@ -112,6 +121,7 @@ class ViewsPanel(QTabWidget):
         finally:
             self.blockSignals(blocked)
         placeholder.deleteLater()
+        self.tab_built.emit(widget)
         return widget
 
     def _head_clicked(self, head: int) -> None:
