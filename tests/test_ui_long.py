@@ -149,31 +149,3 @@ def test_a_layer_progress_that_raises_stops_the_forward_pass(tmp_path, monkeypat
     told.clear()
     Session.from_checkpoint(folder, None, "the cat sat on the mat", progress=lambda done, total: told.append(done))
     assert told == list(range(CONFIG["n_layer"] + 1))  # told before each layer and once at the end
-
-
-def test_work_off_the_gui_thread_runs_below_it(qtbot):
-    # The compute worker and the heatmap preparer yield the cores to the GUI thread (Linux: per-thread nice),
-    # so a long computation on a busy machine does not starve the window.
-    import os
-    import sys
-    import threading
-
-    import pytest
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("threads have no priority of their own here")
-    from qkvgui.ui.heatmap import _preparer
-    from qkvgui.ui.worker import Worker
-
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    worker = Worker("test-nice")
-    try:
-        got = []
-        worker.submit(nice, done=lambda future: got.append(future.result()))
-        qtbot.waitUntil(lambda: bool(got))
-        assert got[0] > nice()
-        assert _preparer().submit(nice).result(timeout=10) > nice()
-    finally:
-        worker.shutdown()

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
 
 from qkvgui.core.attention import block_max
 from qkvgui.core.format import format_number, readable_tokens
-from qkvgui.ui.worker import below_the_window
 
 #: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
 #: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
@@ -137,9 +136,7 @@ def _preparer() -> ThreadPoolExecutor:
     global _PREPARER
     with _PREPARER_LOCK:
         if _PREPARER is None:
-            _PREPARER = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="qkvgui-heatmap", initializer=below_the_window
-            )
+            _PREPARER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-heatmap")
         return _PREPARER
 
 

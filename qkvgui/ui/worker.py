@@ -11,30 +11,13 @@ outstanding (no signal crosses threads, nothing runs on a worker but the work it
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-__all__ = ["Worker", "below_the_window"]
-
-#: how much lower than the GUI thread the work runs (a nice value; Linux gives each thread its own)
-BACKGROUND_NICE = 5
-
-
-def below_the_window() -> None:
-    """Run the calling thread at a lower priority than the GUI thread, so that on a busy machine (or while the
-    BLAS threads multiply) the window still gets a core at once; only where a thread has a nice value of its own
-    (Linux: elsewhere the call would lower the whole process, so nothing is done)."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-        except OSError:
-            pass
+__all__ = ["Worker"]
 
 
 class Worker(QObject):
@@ -45,7 +28,7 @@ class Worker(QObject):
 
     def __init__(self, name: str, threads: int = 1, interval_ms: int = 5, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name, initializer=below_the_window)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._waiting: dict[Future[Any], Callable[[Future[Any]], None]] = {}
         self._poll = QTimer(self, interval=interval_ms)
         self._poll.timeout.connect(self._collect)
