@@ -99,6 +99,46 @@ class Imported:
     description: str
     source: dict  # {"path", "layer", "text", "architecture"}: what "Reset to model weights" reloads
 
+    @classmethod
+    def of_run(
+        cls,
+        *,
+        name: str,
+        count: int,
+        what: str,
+        seconds: float,
+        tokens: list[str],
+        ids: Sequence[int],
+        runs: list[LayerRun],
+        model: Model,
+        layer: int | None,
+        path: Path,
+        text: str,
+        architecture: str,
+        ids_given: bool,
+    ) -> Imported:
+        """A family's run as every family names it: the title says which of the model's ``count`` layers, the
+        description (``what`` the session holds) ends with how to get the model back and the time it took."""
+        return cls(
+            tokens=tokens,
+            ids=np.asarray(ids),
+            runs=runs,
+            model=model,
+            layer=layer,
+            title=f"{name}: all {count} layers" if layer is None else f"{name}: layer {layer + 1} of {count}",
+            description=(
+                f"{what} Every matrix is editable, and Reset to model weights brings the model back. "
+                f"(Computed in {seconds:.2f} s.)"
+            ),
+            source={
+                "path": str(path.resolve()),
+                "layer": layer,
+                "text": text,
+                "architecture": architecture,
+                **({"ids": [int(i) for i in ids]} if ids_given else {}),
+            },
+        )
+
 
 def read_checkpoint(
     path: str | os.PathLike,
@@ -167,7 +207,6 @@ def read_checkpoint(
     heads = f"{first.q.shape[0]} heads of {first.q.shape[2]}"
     pre = "the residual stream after its norm" if model.blocks[0].pre_norm else "the residual stream itself"
     if layer is None:
-        title = f"{name}: all {count} layers"
         what = (
             f"All {count} attention layers of {name} ({family.LABEL}, {heads}, stored as {dtypes}) reading "
             f"“{text}”, as the model's own tokenizer splits it. Between layers the model's own blocks run "
@@ -175,30 +214,25 @@ def read_checkpoint(
             f"Each layer's X is {pre}."
         )
     else:
-        title = f"{name}: layer {layer + 1} of {count}"
         what = (
             f"The real attention layer {layer + 1} of {name} ({family.LABEL}, {heads}, stored as {dtypes}) "
             f"reading “{text}”, as the model's own tokenizer splits it. X is what this layer's attention reads "
             f"({pre})."
         )
-    return Imported(
+    return Imported.of_run(
+        name=name,
+        count=count,
+        what=what,
+        seconds=seconds,
         tokens=tokens,
-        ids=np.asarray(ids),
+        ids=ids,
         runs=runs,
         model=model,
         layer=layer,
-        title=title,
-        description=(
-            f"{what} Every matrix is editable, and Reset to model weights brings the model back. "
-            f"(Computed in {seconds:.2f} s.)"
-        ),
-        source={
-            "path": str(Path(folder).resolve()),
-            "layer": layer,
-            "text": text,
-            "architecture": info["architecture"],
-            **({"ids": [int(i) for i in ids]} if ids_given else {}),
-        },
+        path=Path(folder),
+        text=text,
+        architecture=info["architecture"],
+        ids_given=ids_given,
     )
 
 

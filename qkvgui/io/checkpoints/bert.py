@@ -11,12 +11,10 @@ Checkpoint names (with or without the "bert." prefix) and how they map to our co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from qkvgui.core.models import ACTIVATIONS, AttentionWeights, Block, Embedding, Mlp, Model, Norm
-from qkvgui.io.checkpoints.common import CheckpointError, Shape, heads, setting
+from qkvgui.core.models import ACTIVATIONS, AttentionWeights, Block, Embedding, Mlp, Model
+from qkvgui.io.checkpoints.common import CheckpointError, Getter, RowReader, Shape, heads, layer_norms, setting
 
 NAME = "bert"
 LABEL = "BERT"
@@ -50,20 +48,11 @@ def check(config: dict) -> Shape:
     return shape
 
 
-def build(
-    get: Callable[..., np.ndarray],
-    rows: Callable[[str, np.ndarray], np.ndarray],
-    config: dict,
-    shape: Shape,
-    layers: int,
-) -> Model:
+def build(get: Getter, rows: RowReader, config: dict, shape: Shape, layers: int) -> Model:
     """The first `layers` layers of the model, weights widened to float64."""
     d, h = shape.d_model, shape.n_heads
-    eps = float(setting(config, "layer_norm_eps", float, 1e-12))
+    norm = layer_norms(get, d, float(setting(config, "layer_norm_eps", float, 1e-12)))
     act = config.get("hidden_act", "gelu")
-
-    def norm(name: str) -> Norm:
-        return Norm(get(name + ".weight", (d,)), get(name + ".bias", (d,)), eps)
 
     embedding = Embedding(
         tokens=lambda ids: rows("embeddings.word_embeddings.weight", ids),

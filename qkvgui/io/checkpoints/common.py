@@ -17,7 +17,7 @@ import numpy as np
 
 from qkvgui.core.checks import LIMITS
 from qkvgui.core.errors import CheckpointError
-from qkvgui.core.models import ModelError
+from qkvgui.core.models import ModelError, Norm
 from qkvgui.io.checkpoints.safetensors import SafetensorsFile
 from qkvgui.io.files import file_boundary, open_regular, reason
 
@@ -222,6 +222,21 @@ class Shape:
                 f"{shape.n_heads} heads ('{n_heads}')."
             )
         return shape
+
+
+#: a family's tensor reader: ``get(name, shape=None)``, the tensor widened to float64 (its shape checked when given)
+Getter = Callable[..., np.ndarray]
+#: rows of an embedding by token id, ``rows(name, ids)``, read without the whole matrix
+RowReader = Callable[[str, np.ndarray], np.ndarray]
+
+
+def layer_norms(get: Getter, d: int, eps: float) -> Callable[[str], Norm]:
+    """``norm(prefix)``: the LayerNorm whose weight and bias ([d] each) are the tensors ``prefix.weight``, ``.bias``."""
+
+    def norm(name: str) -> Norm:
+        return Norm(get(name + ".weight", (d,)), get(name + ".bias", (d,)), eps)
+
+    return norm
 
 
 def heads(w_in_out: np.ndarray, h: int) -> np.ndarray:

@@ -14,12 +14,9 @@ number) when ``scale_attn_by_inverse_layer_idx`` is true, as Hugging Face's GPT2
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-import numpy as np
-
-from qkvgui.core.models import ACTIVATIONS, AttentionWeights, Block, Embedding, Mlp, Model, Norm
-from qkvgui.io.checkpoints.common import CheckpointError, Shape, heads, setting
+from qkvgui.core.models import ACTIVATIONS, AttentionWeights, Block, Embedding, Mlp, Model
+from qkvgui.io.checkpoints.common import CheckpointError, Getter, RowReader, Shape, heads, layer_norms, setting
 
 NAME = "gpt2"
 LABEL = "GPT-2"
@@ -51,20 +48,11 @@ def scale(config: dict, d_k: int, layer: int) -> float | None:
     return s / float(layer + 1) if by_layer else s
 
 
-def build(
-    get: Callable[..., np.ndarray],
-    rows: Callable[[str, np.ndarray], np.ndarray],
-    config: dict,
-    shape: Shape,
-    layers: int,
-) -> Model:
+def build(get: Getter, rows: RowReader, config: dict, shape: Shape, layers: int) -> Model:
     """The first `layers` layers of the model, weights widened to float64."""
     d, h = shape.d_model, shape.n_heads
-    eps = float(setting(config, "layer_norm_epsilon", float, 1e-5))
+    norm = layer_norms(get, d, float(setting(config, "layer_norm_epsilon", float, 1e-5)))
     act = config.get("activation_function", "gelu_new")
-
-    def norm(name: str) -> Norm:
-        return Norm(get(name + ".weight", (d,)), get(name + ".bias", (d,)), eps)
 
     embedding = Embedding(
         tokens=lambda ids: rows("wte.weight", ids), positions=get("wpe.weight")[: shape.max_positions]

@@ -394,7 +394,6 @@ def read_llama(
         f"θ = {c.theta:g}"
     )
     if layer is None:
-        title = f"{c.name}: all {c.n_layers} layers"
         what = (
             f"All {c.n_layers} attention layers of {c.name} ({LABEL}, {kind}; {heads}) reading “{text}”, as the "
             "model's own tokenizer splits it. Between layers the model's own blocks run (read-only: RMSNorm, "
@@ -402,28 +401,23 @@ def read_llama(
             "after its RMSNorm; Q and K are rotated by their position before the scores."
         )
     else:
-        title = f"{c.name}: layer {layer + 1} of {c.n_layers}"
         what = (
             f"The real attention layer {layer + 1} of {c.name} ({LABEL}, {kind}; {heads}) reading “{text}”, as "
             "the model's own tokenizer splits it. X is what this layer's attention reads (the residual stream after "
             "RMSNorm); Q and K are rotated by their position before the scores."
         )
-    return Imported(
+    return Imported.of_run(
+        name=c.name,
+        count=c.n_layers,
+        what=what,
+        seconds=seconds,
         tokens=tokens,
-        ids=np.asarray(token_ids),
+        ids=token_ids,
         runs=runs,
         model=model,
         layer=layer,
-        title=title,
-        description=(
-            f"{what} Every matrix is editable, and Reset to model weights brings the model back. "
-            f"(Computed in {seconds:.2f} s.)"
-        ),
-        source={
-            "path": str(source.path.resolve()),
-            "layer": layer,
-            "text": text,
-            "architecture": NAME,
-            **({"ids": token_ids} if ids is not None else {}),
-        },
+        path=source.path,
+        text=text,
+        architecture=NAME,
+        ids_given=ids is not None,
     )
