@@ -7,8 +7,9 @@ bursts it takes, is one undo step; each paint stroke on the target is one more.
 
 from __future__ import annotations
 
+import functools
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from html import escape
 
 import numpy as np
@@ -47,6 +48,7 @@ from qkvgui.core.embeddings import seeded_random
 from qkvgui.session import Session
 from qkvgui.ui.commands import StateChange
 from qkvgui.ui.heatmap import HeatmapView
+from qkvgui.ui.worker import Worker
 
 #: how long one burst of steps may run on the worker before the window redraws (seconds)
 BURST_SECONDS = 0.015
@@ -157,9 +159,7 @@ class LearnPanel(QWidget):
         self._reset_seed = 0
         self._explained_at = 0.0
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-learn")
-        self._poll = QTimer(self, interval=5)
-        self._poll.timeout.connect(self._collect)
+        self._worker = Worker("qkvgui-learn", parent=self)
 
         # ---- controls
         self.preset_box = QComboBox()
@@ -491,6 +491,7 @@ class LearnPanel(QWidget):
         """The fitter no longer matches the session (or the target): build a new one before the next step."""
         self.fitter = None
         self._generation += 1  # a burst in flight is dropped when it comes back
+        self._worker.forget(self._job)
         self._job = None
         if not keep_running:
             self._set_running(False)
@@ -500,8 +501,6 @@ class LearnPanel(QWidget):
     def _set_running(self, on: bool) -> None:
         self.running = on
         self.start_button.setText("&Pause" if on else "&Start")
-        if not on and self._job is None:
-            self._poll.stop()
 
     def toggle(self) -> None:
         """Start, or Pause a running fit."""
@@ -538,17 +537,12 @@ class LearnPanel(QWidget):
         fitter = self.fitter
         if steps is None:
             steps = max(1, self.max_steps - (fitter.steps_taken - self._run_start))
-        self._job = self._pool.submit(_burst, fitter, steps, BURST_SECONDS)
-        self._job.generation = self._generation  # type: ignore[attr-defined]
-        self._poll.start()
+        self._job = self._worker.submit(
+            _burst, fitter, steps, BURST_SECONDS, done=functools.partial(self._collect, generation=self._generation)
+        )
 
-    def _collect(self) -> None:
-        job = self._job
-        if job is None:
-            if not self.running:
-                self._poll.stop()
-            return
-        if not job.done():
+    def _collect(self, job: Future, generation: int) -> None:
+        if job is not self._job:  # forgotten: the fitter was replaced
             return
         self._job = None
         try:
@@ -558,7 +552,7 @@ class LearnPanel(QWidget):
             self.fitter = None
             self.message.emit(str(e))
             return
-        if job.generation != self._generation:  # type: ignore[attr-defined]
+        if generation != self._generation:
             return
         fitter = self.fitter
         done = fitter is None or fitter.steps_taken - self._run_start >= self.max_steps or burst["converged"]
@@ -567,8 +561,6 @@ class LearnPanel(QWidget):
         elif self.running:
             self._set_running(False)
             self.message.emit(f"fit finished: loss {burst['loss']:.4g} after {burst['steps']} steps")
-        else:
-            self._poll.stop()
         self._write(burst)
 
     def _write(self, burst: dict) -> None:
@@ -731,8 +723,7 @@ class LearnPanel(QWidget):
         self._closed = True
         self._generation += 1
         self._set_running(False)
-        self._poll.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._worker.shutdown(wait=True)
         for view in self.views.values():
             view.close_views()
         self.loss_plot.close()

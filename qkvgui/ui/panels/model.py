@@ -8,7 +8,7 @@ in the step-by-step view; hovering shows the head's scores. The table beside it 
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from qkvgui.core import QkvError
 from qkvgui.core.heads import SCORES, result_scores
 from qkvgui.ui.heatmap import HeatmapView
+from qkvgui.ui.worker import Worker
 
 __all__ = ["HeadGrid", "ModelPanel", "ModelTab", "Overview", "install_model_tab", "model_overview", "mosaic"]
 
@@ -387,10 +388,8 @@ class ModelTab(QObject):
         self.window, self.panel = window, panel
         self.results: list | None = None
         self._stale = True
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qkvgui-repeat")
+        self._worker = Worker("qkvgui-repeat", parent=self)
         self._job: Future | None = None
-        self._poll = QTimer(self, interval=30)
-        self._poll.timeout.connect(self._collect)
         self._seed = 0
         self._lut = panel.grid._lut
         # subscriptions, in one block
@@ -496,16 +495,12 @@ class ModelTab(QObject):
             return
         self.panel.repeat_button.setEnabled(False)
         self.message.emit("Reading the model on random tokens said twice…")
-        self._job = self._pool.submit(_reimport_repeated, dict(source), self._seed)
-        self._poll.start()
+        self._job = self._worker.submit(_reimport_repeated, dict(source), self._seed, done=self._collect)
 
-    def _collect(self) -> None:
-        if self._job is None:
-            self._poll.stop()
-        if self._job is None or not self._job.done():
+    def _collect(self, job: Future) -> None:
+        if job is not self._job:
             return
-        self._poll.stop()
-        fresh, error = self._job.result()
+        fresh, error = job.result()
         self._job = None
         self.panel.repeat_button.setEnabled(True)
         if error:
@@ -514,8 +509,7 @@ class ModelTab(QObject):
         self._change("repeat random tokens", self.session.set_state, fresh.state())
 
     def shutdown(self) -> None:
-        self._poll.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._worker.shutdown(wait=False)
 
 
 def _reimport_repeated(source: dict, seed: int):
