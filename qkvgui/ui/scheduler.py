@@ -96,6 +96,10 @@ class RecomputeScheduler(QObject):
         self._finish(self._generation, *self._run(state, self._previous), state=state)
 
     def _start(self) -> None:
+        # This start reads the session as it is now, so a turn still waiting (a request made while the last job
+        # ran, that job's stale result starting this one) has nothing left to ask: without this it computed the
+        # same state a second time and drew it twice.
+        self._turn.stop()
         state = self.session.state()
         if layer_cost(state) <= self.threshold:
             if self._running is None:
