@@ -324,7 +324,8 @@ def test_fuzzed_sessions_load_or_are_refused_with_a_session_error(valid_files, t
         data = mutate(rng, valid_files[preset])
         path = tmp_path / f"{preset}-{i}.qkv"
         path.write_bytes(data)
-        outcome = forked(lambda path=path: load_and_check(path), timeout=2.0, memory=1 << 30)
+        # 2 CPU-seconds each (so other work on the machine cannot fail a case), and a wall-clock kill for a hang
+        outcome = forked(lambda path=path: load_and_check(path), timeout=2.0, memory=1 << 30, wall=30.0)
         if outcome.kind in kinds:
             kinds[outcome.kind] += 1
             if outcome.kind == "refused":
@@ -334,7 +335,8 @@ def test_fuzzed_sessions_load_or_are_refused_with_a_session_error(valid_files, t
         else:
             first = outcome.message.splitlines()[0] if outcome.message else ""
             failures.append(
-                f"{preset} case {i} ({mutate.__name__}): {outcome.kind} after {outcome.seconds:.2f} s, "
+                f"{preset} case {i} ({mutate.__name__}): {outcome.kind} after {outcome.seconds:.2f} s "
+                f"({outcome.cpu_seconds:.2f} CPU-s), "
                 f"{outcome.peak_bytes >> 20} MiB: {first[:300]}"
             )
             (tmp_path / f"{preset}-{i}.txt").write_text(outcome.message)  # the whole traceback, beside the file
@@ -351,7 +353,10 @@ def test_the_harness_catches_what_it_must(tmp_path):
     from qkvgui.bench_hostile import forked
 
     assert forked(lambda: 1 / 0).kind == "crash"
-    assert forked(lambda: time.sleep(10), timeout=0.2).kind == "timeout"
+    assert forked(lambda: time.sleep(10), timeout=0.2).kind == "timeout"  # blocked: the wall-clock kill
+    assert forked(lambda: time.sleep(0.5), timeout=0.2, wall=5).kind == "ok"  # waiting costs no CPU budget
+    spin = forked(lambda: sum(range(10**9)), timeout=0.2, wall=1.5)  # a runaway loop: killed, or over its budget
+    assert spin.kind == "timeout"
     assert forked(lambda: bytearray(3 << 30), memory=1 << 30).kind == "memory"
     assert forked(lambda: Session.load(tmp_path / "missing.qkv")).kind == "refused"
     ok = forked(lambda: Session.from_preset("induction"))
