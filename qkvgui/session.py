@@ -271,6 +271,19 @@ class Session:
         """A whole imported model's own blocks between the attention layers (read-only), or None."""
         return self._s.model
 
+    def block_title(self, layer: int | None = None) -> str | None:
+        """The title of the model's own block after ``layer`` (0-based; default: the selected one) for a whole
+        imported model, None otherwise: where it leads and its formula, e.g.
+        "model block → layer 3's input X:  X′ = LN(h + MLP[gelu](h)), h = LN(r)"."""
+        model = self._s.model
+        layer = self.layer if layer is None else int(layer)
+        if model is None or not 0 <= layer < len(model.blocks):
+            return None
+        last = layer + 1 == len(model.blocks)
+        formula = model.blocks[layer].formula(None if last else model.blocks[layer + 1])
+        goes = "the stream the model hands on" if last else f"layer {layer + 2}'s input X"
+        return f"model block → {goes}:  {formula}"
+
     def compute_model(self) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
         """For a whole imported model, per layer: (result, stream entering it, stream after the model's block)."""
         return compute_model(self._s)

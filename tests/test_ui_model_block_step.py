@@ -173,3 +173,35 @@ def qtbot_left():
     from PySide6.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_the_block_step_is_a_figure_too_and_a_single_layer_refuses_it(tmp_path):
+    """File ▸ Export figure and `qkvgui export --views block` draw the model's block: its numbers are the next
+    layer's input (the reference hidden state), its title says where it leads; a single layer has none to draw."""
+    from test_cli import qkvgui
+
+    from qkvgui.core.errors import FigureError
+    from qkvgui.io.figure_views import figure_data
+    from qkvgui.ui.export_dialog import figure_choices
+
+    folder = write_tiny_gpt2(tmp_path / "g")
+    s = Session.from_checkpoint(folder, None, GPT2_SENTENCES[0])
+    data = figure_data(s, layer=0)
+    view = data.view("block")
+    # what layer 2's attention reads (its ln_1 of the stream, which the pipeline test checks against the reference)
+    np.testing.assert_array_equal(view.matrices[0].values, compute_state(s.state())[0].next_x)
+    assert "layer 2's input X" in view.title and "MLP[gelu_new]" in view.title
+    assert list(view.matrices[0].row_labels) == data.tokens and view.matrices[0].col_labels == s.features
+    assert "block" in [name for name, _ in figure_choices(data)]
+    s.save(tmp_path / "whole.qkv")
+    out = qkvgui("export", str(tmp_path / "whole.qkv"), "--views", "block", "--out", str(tmp_path / "fig"))
+    assert out.returncode == 0, out.stderr
+    assert [p.suffix for p in (tmp_path / "fig").iterdir()] == [".png"]
+
+    single = Session.from_checkpoint(folder, 1, GPT2_SENTENCES[0])
+    assert "block" not in [name for name, _ in figure_choices(figure_data(single))]
+    with pytest.raises(FigureError, match="whole imported model"):
+        figure_data(single).view("block")
+    single.save(tmp_path / "one.qkv")
+    out = qkvgui("export", str(tmp_path / "one.qkv"), "--views", "block", "--out", str(tmp_path / "fig1"))
+    assert out.returncode == 2 and "whole imported model" in out.stderr and len(out.stderr.strip().splitlines()) == 1

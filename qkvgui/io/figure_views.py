@@ -63,6 +63,7 @@ FIGURE_VIEWS: tuple[ViewInfo, ...] = (
     ViewInfo("w_o", "output weights", "W_O", False),
     ViewInfo("output", "attention output", "concat·W_O", False),
     ViewInfo("residual", "residual stream", "X + output", False),
+    ViewInfo("block", "model block", "the model's block → the next layer's input", False),
     ViewInfo("qk_circuit", "QK circuit", "W_{QK} = W_Q·W_K^T", True),
     ViewInfo("ov_circuit", "OV circuit", "W_{OV} = W_V·W_O", True),
     ViewInfo("token_qk", "QK circuit on the tokens", "X·W_{QK}·X^T", True),
@@ -221,6 +222,7 @@ class FigureData:
     title: str = ""
     composition: dict | None = None  # {"Q","K","V": [h_later, h_earlier]} with the layer pair, or None
     composition_layers: tuple[int, int] = (0, 0)
+    block: str | None = None  # a whole imported model's block after this layer: where it leads, its formula
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -271,6 +273,12 @@ class FigureData:
             return np.concatenate([c["Q"], c["K"], c["V"]])  # [3·h_later, h_earlier]
         if name in HEAD_STEPS:
             return head_step(r, name, head)
+        if name == "block":
+            if getattr(r, "next_x", None) is None:
+                raise FigureError(
+                    "The model's block exists only in a whole imported model: import every layer of a checkpoint."
+                )
+            return r.next_x
         if name in ("q_rope", "k_rope", "angles") and getattr(r, "rotary", None) is None:
             raise FigureError(f"The {VIEWS[name].label} exist only with rotary positions: switch RoPE on first.")
         if name == "angles":
@@ -305,7 +313,7 @@ class FigureData:
         if name == "concat":
             d_v = self.w_v.shape[2]
             return rows, [f"h{k // d_v + 1}.d{k % d_v}" for k in range(n_cols)], True, False
-        if name in ("x", "output", "residual"):
+        if name in ("x", "output", "residual", "block"):
             return rows, list(self.features), True, False
         return rows, dims, True, False
 
@@ -334,6 +342,8 @@ class FigureData:
                 if self.n_heads == 2
                 else "head 1"
             )
+        elif info.name == "block" and self.block:
+            f = self.block.removeprefix("model block → ")
         elif info.name == "composition":
             later, earlier = self.composition_layers
             f = f"layer {later + 1} heads × layer {earlier + 1} heads"
@@ -418,4 +428,5 @@ def figure_data(session, layer: int | None = None, results: list | None = None) 
         title=session.title,
         composition=composition,
         composition_layers=pair,
+        block=session.block_title(layer),
     )

@@ -68,6 +68,8 @@ def figure_choices(data: FigureData) -> list[tuple[str, str]]:
     for v in FIGURE_VIEWS:
         if v.name == "composition" and data.composition is None:
             continue
+        if v.name == "block" and data.block is None:
+            continue
         out.append((v.name, v.label[0].upper() + v.label[1:] + ("  (per head)" if v.per_head else "")))
     return out
 

@@ -161,7 +161,7 @@ class ViewsPanel(QTabWidget):
             s.features,
             layer=s.layer if s.n_layers > 1 else None,
             ablated=s.ablated(),
-            block=block_title(s),
+            block=s.block_title(),
         )
         self.pipeline.show_residuals(self.results, s.tokens, s.features)
         self.redraw_circuits()
@@ -199,18 +199,6 @@ class ViewsPanel(QTabWidget):
             close = getattr(self.widget(i), "close_views", None)
             if close is not None:
                 close()
-
-
-def block_title(s: Session) -> str | None:
-    """The title of the model's own block after the selected layer (whole imported models; None otherwise): where
-    it leads and its formula, e.g. "model block → layer 3's input X:  X′ = LN(h + MLP[gelu](h)), h = LN(r)"."""
-    model = s.model
-    if model is None or not 0 <= s.layer < len(model.blocks):
-        return None
-    last = s.layer + 1 == len(model.blocks)
-    formula = model.blocks[s.layer].formula(None if last else model.blocks[s.layer + 1])
-    goes = "the stream the model hands on" if last else f"layer {s.layer + 2}'s input X"
-    return f"model block → {goes}:  {formula}"
 
 
 def _make_circuits() -> tuple[QWidget, dict[str, HeatmapView]]:
