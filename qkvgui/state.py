@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from qkvgui.core.checks import LIMITS, MAX_MATRIX_BYTES, byte_text, check_json_p
 from qkvgui.core.checks import check_finite as _core_check_finite
 from qkvgui.core.format import format_shape
 from qkvgui.core.models import Stack, run_blocks
+from qkvgui.core.parallel import one_blas_thread
 from qkvgui.core.weights import LayerWeights
 
 __all__ = [
@@ -592,37 +592,16 @@ LAYER_FIELDS = tuple(f.name for f in dataclasses.fields(Layer))
 #: at most this many tokens, a whole model runs with one BLAS thread: its products are small (64 × 384 · 384 ×
 #: 1536 takes ~3 ms), and on a busy 2-core machine two contending BLAS threads made them up to 30× slower
 ONE_BLAS_THREAD_TOKENS = 256
-_blas: dict[str, Any] = {"users": 0, "limiter": None}  # the threadpoolctl controller and the limit in force
-_blas_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def few_blas_threads(n_tokens: int) -> Iterator[None]:
     """A context in which NumPy's BLAS uses one thread when the products are small (threadpoolctl, if installed).
-    The limit is process-wide: it is set by the first thread to enter and lifted by the last to leave, so threads
-    overlapping in it never leave BLAS limited afterwards."""
-    if n_tokens > ONE_BLAS_THREAD_TOKENS:
+    The limit is process-wide and shared with the core's own (``core.parallel.one_blas_thread``): it is set by the
+    first thread to enter and lifted by the last to leave, so threads overlapping in it never leave BLAS limited
+    afterwards."""
+    with one_blas_thread(n_tokens <= ONE_BLAS_THREAD_TOKENS):
         yield
-        return
-    with _blas_lock:
-        if _blas["users"] == 0:
-            try:
-                if "controller" not in _blas:  # finding the BLAS libraries takes ~10 ms: once
-                    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-
-                    _blas["controller"] = ThreadpoolController()
-                _blas["limiter"] = _blas["controller"].limit(limits=1, user_api="blas")
-            except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: the default threads
-                _blas["limiter"] = None
-        _blas["users"] += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas["users"] -= 1
-            if _blas["users"] == 0 and _blas["limiter"] is not None:
-                _blas["limiter"].restore_original_limits()
-                _blas["limiter"] = None
 
 
 def layer_cost(s: SessionState) -> float:

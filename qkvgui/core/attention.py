@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from .checks import check_finite as _check_finite
 from .errors import NonFiniteError, ShapeError
+from .parallel import one_blas_thread, run_tasks, task_threads
 from .rope import rope_angles, rope_rotate
 
 __all__ = ["AttentionResult", "HeadResult", "multi_head_attention", "attention_mask", "softmax", "block_max"]
@@ -28,6 +32,9 @@ BLOCK_ENTRIES = 1 << 18
 OVERVIEW_CELLS = 256
 #: result.head(h) keeps recently viewed heads while they fit in this many bytes (always at least the newest)
 HEAD_CACHE_BYTES = 600 * 2**20
+#: a layer with a product of more multiply-adds than this (m·n·k) runs every product on one BLAS thread, its heads
+#: on several threads (OpenBLAS splits a product between threads from 65,536 · 4; smaller ones always run on one)
+SPLIT_PRODUCT = 1 << 16
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -166,7 +173,10 @@ class AttentionResult:
 
     def _compute_head(self, h: int) -> HeadResult:
         visible = self.visible if self.masked_keys else None
-        return _head_steps(h, self.q_rope[h], self.k_rope[self.kv_head(h)], visible, self.q.dtype.type(self.scale))
+        q, k = self.q_rope[h], self.k_rope[self.kv_head(h)]
+        with one_blas_thread(_blas_may_split(self)) as held:  # the layer's own rule: the same bits as its kept head
+            scores = q @ k.T  # [n_q, n_k]
+            return _head_steps(h, scores, visible, self.q.dtype.type(self.scale), task_threads(4, held))
 
     def _all_heads(self, name: str) -> np.ndarray:
         """Field name of every head, [h, n_q, n_k], computed once on first use."""
@@ -435,27 +445,64 @@ def _check_reuse(
 
 
 def _head_steps(
-    h: int, q: np.ndarray, k: np.ndarray, visible: np.ndarray | None, scale: np.floating, out: np.ndarray | None = None
+    h: int,
+    scores: np.ndarray,
+    visible: np.ndarray | None,
+    scale: np.floating,
+    threads: int = 1,
+    out: np.ndarray | None = None,
+    pooled: tuple[np.ndarray, int] | None = None,
+    check: bool = False,
 ) -> HeadResult:
-    """One head's scores, scaled, masked and weights from its q [n_q, d_k] and k [n_k, d_k].
+    """One head's scores, scaled, masked and weights from its scores q·kᵀ [n_q, n_k] (a whole product: BLAS
+    rounds a row differently when it is computed in a smaller block).
 
-    The scores are one whole product (every entry is shown, hidden ones too); the softmax runs a block of query
-    rows at a time straight into the weights (the same operations as ``softmax``, row for row, so the same bits),
-    with no n_q × n_k temporary beside the four arrays kept. out: an [n_q, n_k] buffer to hold the weights.
+    The element-wise steps run a block of query rows at a time (on `threads` threads; each entry's value does not
+    depend on the block), the softmax straight into the weights (the same operations as ``softmax``, row for row,
+    so the same bits), with no n_q × n_k temporary beside the four arrays kept. out: an [n_q, n_k] buffer to hold
+    the weights. pooled=(out, pool): block_max of the weights into out [⌈n_q/pool⌉, ⌈n_k/pool⌉] along the way.
+    check: raise NonFiniteError when a scaled score overflows.
     """
-    n_q, n_k = q.shape[0], k.shape[0]
-    with np.errstate(over="ignore", invalid="ignore"):
-        scores = q @ k.T  # [n_q, n_k]
-        scaled = np.multiply(scores, scale)  # [n_q, n_k]
-        masked = np.where(visible, scaled, scale.dtype.type(-np.inf)) if visible is not None else scaled
-        weights = out if out is not None else np.empty_like(scores)  # [n_q, n_k]
-        for a, b in _row_blocks(n_q, n_k, 1):
+    n_q, n_k = scores.shape
+    pool = pooled[1] if pooled is not None else 1
+    scaled = np.empty_like(scores)  # [n_q, n_k]
+    masked = np.empty_like(scores) if visible is not None else scaled  # [n_q, n_k]
+    weights = out if out is not None else np.empty_like(scores)  # [n_q, n_k]
+    hide = scale.dtype.type(-np.inf)
+
+    def block(a: int, b: int) -> Callable[[dict[str, Any]], None]:
+        def run(_: dict[str, Any]) -> None:
+            np.multiply(scores[a:b], scale, out=scaled[a:b])
+            if check:
+                _check_overflow("The scaled scores Q·Kᵀ·scale", scaled[a:b])
             rows = visible[a:b] if visible is not None else None
+            if rows is not None:  # np.where(rows, scaled, −inf), with no temporary beside the bool block
+                np.copyto(masked[a:b], scaled[a:b])
+                np.copyto(masked[a:b], hide, where=~rows)
             span = _visible_span(rows) if rows is not None else (0, n_k)
             np.copyto(weights[a:b], scores[a:b])
             _softmax_rows(weights[a:b], rows, span, scale, False)
+            if pooled is not None:
+                _pool_rows(pooled[0][a // pool : -(-b // pool)], weights[a:b], span[1], pool)
+
+        return run
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        run_tasks([block(a, b) for a, b in _row_blocks(n_q, n_k, pool)], threads)
     _freeze(scores, scaled, masked, weights)
     return HeadResult(head=h, scores=scores, scaled=scaled, masked=masked, weights=weights)
+
+
+def _blas_may_split(r: AttentionResult) -> bool:
+    """Whether some product of r's layer is large enough that BLAS might split it between threads (then every
+    product runs on one BLAS thread, so the numbers do not depend on the machine's cores)."""
+    n_q, n_k, d_k, d_v = r.q.shape[1], r.k.shape[1], r.q.shape[2], r.v.shape[2]
+    return _may_split(n_q, n_k, r.output.shape[1], d_k, d_v, r.q.shape[0])
+
+
+def _may_split(n_q: int, n_k: int, d_model: int, d_k: int, d_v: int, h: int) -> bool:
+    products = (n_q * d_model * d_k, n_k * d_model * max(d_k, d_v), n_q * n_k * max(d_k, d_v), n_q * h * d_v * d_model)
+    return max(products) > SPLIT_PRODUCT
 
 
 def _compute(
@@ -476,19 +523,52 @@ def _compute(
 ) -> AttentionResult:
     """The math of multi_head_attention on validated inputs (see there for shapes).
 
-    Q, K, V and the outputs are kept; the heads are done one at a time in one reused (n_q × n_k) buffer, so
-    memory grows like n² once, not like h·n² four times. The two products of a head run whole, exactly as the
-    formulas write them (BLAS rounds a row of a product differently when it is computed in a smaller block);
+    A large layer's products all run on one BLAS thread (so its numbers do not depend on the machine's cores),
+    and its heads and projections share the cores as independent tasks (``parallel``): the same bits whichever
+    thread computes what, and as on one thread.
+    """
+    h, d_model, d_k = w_q.shape
+    needed = _may_split(x_q.shape[0], x_kv.shape[0], d_model, d_k, w_v.shape[2], h)
+    with one_blas_thread(needed) as held:
+        args = (x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate, rotary, keep_head)
+        return _compute_layer(*args, reuse, held)
+
+
+def _compute_layer(
+    x_q: np.ndarray,
+    x_kv: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    w_o: np.ndarray,
+    biases: dict[str, np.ndarray | None],
+    causal: bool,
+    key_padding_mask: ArrayLike | None,
+    scale: np.floating,
+    ablate: np.ndarray | None,
+    rotary: float | None,
+    keep_head: int | None,
+    reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None,
+    held: bool,
+) -> AttentionResult:
+    """_compute's layer; held: BLAS runs on one thread, so the tasks may share the cores.
+
+    Q, K, V and the outputs are kept; a head's n_q × n_k steps go through a reused buffer (one per thread), so
+    memory grows like n² a few times, not like h·n² four times. The two products of a head run whole, exactly as
+    the formulas write them (BLAS rounds a row of a product differently when it is computed in a smaller block);
     the softmax between them runs a block of query rows at a time, so each block stays in cache.
     """
     h, d_v = w_q.shape[0], w_v.shape[2]
     n_q, n_k = x_q.shape[0], x_kv.shape[0]
     dtype = x_q.dtype
-    # Projections as batched products over heads: x [n, d_model] broadcasts against W [h, d_model, d],
-    # giving [h, n, d] directly, with no copy of the weights.
-    q = _project(x_q, w_q, biases["b_Q"], None if reuse is None else (reuse[0].q, reuse[1]))  # [h, n_q, d_k]
-    k = _project(x_kv, w_k, biases["b_K"], None if reuse is None else (reuse[0].k, reuse[2]))  # [h_kv, n_k, d_k]
-    v = _project(x_kv, w_v, biases["b_V"], None if reuse is None else (reuse[0].v, reuse[2]))  # [h_kv, n_k, d_v]
+    # Projections as products over heads ([h, n, d]): one batched product, or one task per head on several threads
+    # (the same per-head products, the same numbers).
+    projections: list[Callable[[dict[str, Any]], None]] | None = [] if task_threads(3 * h, held) > 1 else None
+    q = _project(x_q, w_q, biases["b_Q"], None if reuse is None else (reuse[0].q, reuse[1]), projections)
+    k = _project(x_kv, w_k, biases["b_K"], None if reuse is None else (reuse[0].k, reuse[2]), projections)
+    v = _project(x_kv, w_v, biases["b_V"], None if reuse is None else (reuse[0].v, reuse[2]), projections)
+    if projections:
+        run_tasks(projections, task_threads(len(projections), held))
     # Checked here, not only in the residual: a switched-off head's Q, K, V stay in the result but never reach it.
     _check_overflow("Q = X·W_Q + b_Q", q)
     _check_overflow("K = X_kv·W_K + b_K", k)
@@ -519,35 +599,49 @@ def _compute(
     check = _may_overflow(q_rope, k_rope, scale)
     head_outputs = np.empty((h, n_q, d_v), dtype=dtype)  # [h, n_q, d_v]
     weights_pooled = np.empty((h, -(-n_q // pool), -(-n_k // pool)), dtype=dtype)
-    # one head's steps at a time, overwritten in place (not needed when only the kept head is computed)
-    buffered = [i for i in range(h) if not kept[i] and i != keep_head]
-    w = np.empty((n_q, n_k), dtype=dtype) if buffered else None
+    for head in np.flatnonzero(kept):  # unchanged: the previous result's numbers are these numbers
+        assert reuse is not None  # kept is all False without it
+        head_outputs[head] = reuse[0].head_outputs[head]
+        weights_pooled[head] = reuse[0].weights_pooled[head]
+    # the selected head (keep), unless carried over: its steps are kept, so the window can draw them at once
+    keep = keep_head if keep_head is not None and not kept[keep_head] else None
+    others = [i for i in range(h) if not kept[i] and i != keep]
+    threads = task_threads(len(others) + (keep is not None), held)
+    selected: dict[str, np.ndarray] = {}
+
+    def selected_scores(_: dict[str, Any]) -> None:
+        assert keep is not None
+        selected["scores"] = q_rope[keep] @ k_rope[keep * k.shape[0] // h].T  # [n_q, n_k]
+
+    def other_head(head: int) -> Callable[[dict[str, Any]], None]:
+        def run(local: dict[str, Any]) -> None:
+            kv = head * k.shape[0] // h
+            if "w" not in local:  # this thread's buffer: one head's steps at a time, overwritten in place
+                local["w"] = np.empty((n_q, n_k), dtype=dtype)
+            w = local["w"]
+            np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
+            for (a, b), span in zip(blocks, spans, strict=True):
+                _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
+                _pool_rows(weights_pooled[head, a // pool : -(-b // pool)], w[a:b], span[1], pool)
+            np.matmul(w, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
+
+        return run
+
+    tasks = ([selected_scores] if keep is not None else []) + [other_head(i) for i in others]
+    buffers = [local.pop("w") for local in run_tasks(tasks, threads) if "w" in local]
     steps = None
-    # the selected head last: its weights then take over the buffer, so the peak holds one n_q × n_k array less
-    order = [i for i in range(h) if i != keep_head] + ([keep_head] if keep_head is not None else [])
-    for head in order:
-        kv = head * k.shape[0] // h
-        if kept[head]:  # unchanged: the previous result's numbers are these numbers
-            assert reuse is not None  # kept is all False without it
-            head_outputs[head] = reuse[0].head_outputs[head]
-            weights_pooled[head] = reuse[0].weights_pooled[head]
-            continue
-        if head == keep_head:  # the selected head: keep its steps, so the window can draw them at once
-            steps = _head_steps(head, q_rope[head], k_rope[kv], visible if masked_keys else None, scale, w)
-            w = None  # now the selected head's weights
-            if check:
-                _check_overflow("The scaled scores Q·Kᵀ·scale", steps.scaled)
-            for a, b in blocks:
-                weights_pooled[head, a // pool : -(-b // pool)] = block_max(steps.weights[a:b], pool, pool)
-            np.matmul(steps.weights, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
-            continue
-        assert w is not None  # allocated whenever a head is computed here
-        np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
-        for (a, b), span in zip(blocks, spans, strict=True):
-            _softmax_rows(w[a:b], visible[a:b] if masked_keys else None, span, scale, check)
-            _pool_rows(weights_pooled[head, a // pool : -(-b // pool)], w[a:b], span[1], pool)
-        np.matmul(w, v[kv], out=head_outputs[head])  # weights·V [n_q, d_v]
-    del w
+    if keep is not None:
+        # the selected head's steps: its weights take over a buffer, the others' buffers go first (the peak holds
+        # scores, scaled, masked and weights, as one head's steps alone)
+        out = buffers[0] if buffers else None
+        buffers.clear()
+        mask = visible if masked_keys else None
+        steps = _head_steps(
+            keep, selected.pop("scores"), mask, scale, threads, out, (weights_pooled[keep], pool), check
+        )
+        del out
+        np.matmul(steps.weights, v[keep * k.shape[0] // h], out=head_outputs[keep])  # weights·V [n_q, d_v]
+    buffers.clear()
     if ablate is not None:
         head_outputs[ablate] = 0.0  # a switched-off head writes nothing
     # [n_q, h·d_v], an array of its own (not a view of a writeable temporary: the views keep it as it is)
@@ -591,17 +685,29 @@ def _compute(
 
 
 def _project(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, reuse: tuple[np.ndarray, np.ndarray] | None
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    reuse: tuple[np.ndarray, np.ndarray] | None,
+    tasks: list[Callable[[dict[str, Any]], None]] | None = None,
 ) -> np.ndarray:
-    """x·W (+ b) for every head, [h, n, d]; with reuse = (previous, same): the heads marked same are copied."""
+    """x·W (+ b) for every head, [h, n, d]; with reuse = (previous, same): the heads marked same are copied.
+    tasks: a list to append one task per head to (the caller runs them), instead of computing here."""
+    if reuse is not None and reuse[1].all():
+        return reuse[0]  # every head as before: the same (read-only) array, no copy
+    if tasks is not None:
+        out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=np.result_type(x, w))
+        if reuse is not None:
+            out[reuse[1]] = reuse[0][reuse[1]]
+        for i in range(w.shape[0]) if reuse is None else np.flatnonzero(~reuse[1]):
+            tasks.append(partial(_project_head, x, w, b, int(i), out))
+        return out
     if reuse is None or not reuse[1].any():
         out = x @ w  # [h, n, d]: x [n, d_model] broadcasts against W [h, d_model, d], no copy of W
         if b is not None:
             out += b[:, None, :]
         return out
     previous, same = reuse
-    if same.all():
-        return previous  # every head as before: the same (read-only) array, no copy
     out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=previous.dtype)
     out[same] = previous[same]
     fresh = np.flatnonzero(~same)
@@ -611,6 +717,13 @@ def _project(
             part += b[fresh][:, None, :]
         out[fresh] = part
     return out
+
+
+def _project_head(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, i: int, out: np.ndarray, _: object) -> None:
+    """out[i] = x·W[i] (+ b[i]): one head's projection, the product the batched one makes for it."""
+    np.matmul(x, w[i], out=out[i])
+    if b is not None:
+        out[i] += b[i]
 
 
 def _row_blocks(n_q: int, n_k: int, pool: int) -> list[tuple[int, int]]:
