@@ -91,3 +91,42 @@ def test_block_shape_reads_only_the_line_count_and_the_first_line():
     np.testing.assert_array_equal(parse_block("1\t2\r\n3\t4\r\n", fits=(2, 2)), [[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="cancelled"):
         parse_block("1\n" * 600, progress=lambda done, total: False)
+
+
+@pytest.mark.parametrize("sep", ["\t", ",", " , ", "  "])
+def test_a_large_paste_is_read_piece_by_piece_bit_for_bit(sep):
+    """A big paste is parsed in pieces (progress after each, Cancel between them), every number exactly as
+    Python's float reads it: edge forms, subnormals, the largest double, 30-digit integers."""
+    rng = np.random.default_rng(3)
+    forms = ["0.5", "-1e-3", "+3", "1.", ".5", "5e-324", "1.7976931348623157e308", "-0.0", "1" * 30, "1E+05"]
+    rows = [
+        [
+            str(rng.choice(forms))
+            if rng.random() < 0.3
+            else repr(float(rng.standard_normal() * 10.0 ** rng.integers(-30, 30)))
+            for _ in range(40)
+        ]
+        for _ in range(300)
+    ]
+    text = "\n".join(sep.join(row) for row in rows) + "\n"
+    seen = []
+    block = parse_block(text, fits=(300, 40), progress=lambda done, total: seen.append((done, total)))
+    expected = np.array([[float(v) for v in row] for row in rows])
+    assert block.shape == (300, 40)
+    assert np.array_equal(block.view(np.int64), expected.view(np.int64))  # bit for bit, -0.0 included
+    assert len(seen) > 3 and seen[-1] == (300, 300) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_a_bad_entry_deep_in_a_large_paste_is_named_and_cancel_stops_between_pieces():
+    row = "\t".join(["0.25"] * 50)
+    lines = [row] * 2000
+    lines[1500] = row[:-4] + "−0.5"  # the minus sign a formatted cell shows reads as a number
+    lines[1700] = "\t".join(["0.25"] * 20 + ["0.2x5"] + ["0.25"] * 29)
+    with pytest.raises(ValueError, match=r"Row 1701, column 21 of the pasted text, '0\.2x5', is not a number"):
+        parse_block("\n".join(lines))
+    lines[1700] = row
+    assert parse_block("\n".join(lines))[1500, 49] == -0.5
+    calls = []
+    with pytest.raises(ValueError, match="cancelled"):
+        parse_block("\n".join(lines), progress=lambda done, total: calls.append(done) or len(calls) < 2)
+    assert len(calls) == 2 and calls[-1] < 2000  # stopped after the second piece, not at the end

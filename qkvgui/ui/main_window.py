@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidge
 
 from qkvgui.core import AttentionResult
 from qkvgui.session import Session
+from qkvgui.ui.app import favour_the_gui_thread
 from qkvgui.ui.controllers.actions import Menus, build_standard_menus
 from qkvgui.ui.controllers.document import DocumentController, recovery_folder
 from qkvgui.ui.controllers.edits import EditController
@@ -76,6 +77,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, session: Session | None = None, path: str | Path | None = None, parent=None):
         super().__init__(parent)
+        favour_the_gui_thread()  # workers parse and compute while this window stays responsive
         self.session = session if session is not None else Session()
         self.last_message = ""
         self.resize(1280, 800)
