@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QAction
 
 import qkvgui.ui.jobs as jobs
@@ -98,10 +98,34 @@ def test_a_large_opened_document_is_shown_piece_by_piece_and_completely(qtbot, w
     made_per_turn = []
     next_step = type(pipeline)._next_step
 
+    repainted = []  # thumbnails painted again while a later one was made: the strip was laid out and repainted
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                painted.add(obj)
+            return False
+
+    painted: set = set()
+    paints = Paints()
+
+    watched: list = []
+
     def counted(self):
+        # the earlier thumbnails painted between the turn that made a thumbnail and this one
+        repainted.extend(v for v in watched if v.graphics_widget().viewport() in painted)
+        for view in watched:
+            view.graphics_widget().viewport().removeEventFilter(paints)
+        watched.clear()
         before = len(self.head_views) + len(self.residual_views)
+        earlier = list(self.head_views)
         next_step(self)
         made_per_turn.append(len(self.head_views) + len(self.residual_views) - before)
+        if len(self.head_views) > len(earlier):  # a thumbnail was made: are the earlier ones painted again?
+            painted.clear()
+            watched.extend(earlier[:-1])  # the one made last turn may still be painting its first picture
+            for view in watched:
+                view.graphics_widget().viewport().installEventFilter(paints)
 
     monkeypatch.setattr(type(pipeline), "_next_step", counted)
     doc = window.document
@@ -112,6 +136,7 @@ def test_a_large_opened_document_is_shown_piece_by_piece_and_completely(qtbot, w
     assert applied[0][0] and applied[0][1] < 12  # editors and thumbnails are left to later turns
     qtbot.waitUntil(lambda: not (tabs.pending() or window.scheduler.busy_now() or pipeline.drawing()), timeout=60000)
     assert max(made_per_turn) == 1 and len(pipeline.head_views) == 12  # one thumbnail made per turn, all made
+    assert repainted == []  # room for all twelve was made at once: a new thumbnail repaints none of the others
     r = window.result
     for i, view in enumerate(pipeline.head_views):
         np.testing.assert_array_equal(view.data(), r.weights_pooled[i])
