@@ -466,7 +466,7 @@ class PipelineView(QWidget):
             title = f"{formula}\n{where}{data.shape[0]} × {data.shape[1]}"
             steps.append(partial(self._draw, self.views[spec.name], data, rows, cols.get(spec.cols), title))
         self._ensure_head_views(min(h, len(self.head_views)))  # fewer heads: drop the extra views now (cheap)
-        self._reserve(self.heads_box, h)
+        self._reserve(self.heads_box, self.heads_layout, h)
         # Every head at a glance: the weights max-pooled (exact up to 256 tokens), so no head's n × n is built.
         # A missing head view is made in its own step: making one is the costliest thing drawn (a new document of
         # 12 heads once stalled the window 0.9 s making them all at once).
@@ -484,12 +484,11 @@ class PipelineView(QWidget):
             steps.append(step)
         return steps
 
-    def _reserve(self, box: QWidget, count: int) -> None:
+    def _reserve(self, box: QWidget, layout: QGridLayout, count: int) -> None:
         """Make a strip box as tall as count thumbnails at once: the strip is laid out once for a new document,
         and each thumbnail then made in its own turn moves nothing (before, each one grew the strip, which
         relaid and repainted every thumbnail in view, 10-20 ms more per turn)."""
-        spacing = box.layout().spacing()
-        box.setMinimumHeight(count * self.THUMB.height() + max(0, count - 1) * spacing)
+        box.setMinimumHeight(count * self.THUMB.height() + max(0, count - 1) * layout.spacing())
 
     def _draw_head(self, i: int, data, rows, cols, title: str, flags: tuple) -> None:
         """Draw head i's thumbnail, making it (and any before it) first when it does not exist yet."""
@@ -535,7 +534,7 @@ class PipelineView(QWidget):
             return
         if len(self.residual_views) > len(results):
             self._ensure_residual_views(len(results))
-        self._reserve(self.residuals_box, len(results))
+        self._reserve(self.residuals_box, self.residuals_layout, len(results))
         later = []
         for i, r in enumerate(results):
             step = partial(self._draw_residual, i, r.residual, list(tokens), list(features))
