@@ -6,7 +6,7 @@ import gc
 import sys
 from pathlib import Path
 
-#: run_app freezes the start-up objects this long after showing the window (once it is painted)
+#: run_app freezes the start-up objects this long after every view of the window is drawn
 FREEZE_AFTER_MS = 300
 
 
@@ -98,10 +98,11 @@ def run_app(session=None, path: Path | None = None) -> int:
     app.setApplicationName("qkvgui")
     app.setOrganizationName("qkvgui")
     install_safe_gc(app)
-    window = MainWindow(session, path)
+    # painted first, its heatmaps drawn in over the next event-loop turns (pyqtgraph is imported after the paint)
+    window = MainWindow(session, path, progressive=True)
     window.show()
-    # after the first paint (a full collection of everything built so far takes ~0.15 s): the window shows first
-    QTimer.singleShot(FREEZE_AFTER_MS, freeze_startup_objects)
+    # once every view is drawn (a full collection of everything built so far takes ~0.15 s): the window first
+    window.constructed.connect(lambda: QTimer.singleShot(FREEZE_AFTER_MS, freeze_startup_objects))
     window.document.clean_up_at_start()
     window.document.offer_recovery()
     return app.exec()

@@ -9,11 +9,10 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, QSizeF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalette, QPen, QTransform
 from PySide6.QtWidgets import (
@@ -28,6 +27,9 @@ from PySide6.QtWidgets import (
 
 from qkvgui.core.attention import block_max
 from qkvgui.core.format import format_number, readable_tokens
+
+if TYPE_CHECKING:  # imported when the first view is built (see HeatmapView.build): the window paints before it
+    import pyqtgraph as pg
 
 #: Colour map per kind: CET-D1 is perceptually uniform and diverging (blue < 0 < red) around a light neutral 0;
 #: CET-L17 runs white -> orange -> dark purple, so near-zero weights read as blank paper and strong ones as ink.
@@ -44,6 +46,14 @@ COMPACT_CELL_PX = 22.0
 MAX_TICKS = 40
 #: Longer tick labels (long tokens) are elided with "…" so one token cannot squeeze the image away.
 MAX_TICK_CHARS = 12
+
+#: A lazy view's title is painted this far below its top, where the built figure's title label puts it.
+TITLE_TOP_PX = 8.0
+#: the parts of a HeatmapView's figure, made by build() (see HeatmapView.__getattr__)
+_FIGURE_PARTS = frozenset(
+    {"_glw", "_plot", "_title_item", "_image", "_masked", "_labels", "_highlights", "_frame", "_bar"}
+    | {"_cmap", "_lut", "_dark_lut"}
+)
 
 #: Masked (−inf) cells: a neutral mid-grey with a darker hatching, which no colour of either map resembles.
 MASKED_COLOR = QColor(118, 118, 118)
@@ -397,34 +407,41 @@ class CellHighlights(QGraphicsItem):
         painter.restore()
 
 
-class TokenAxis(pg.AxisItem):
-    """An axis whose labels can stand upright (rotated a quarter turn), so a column per token keeps its label
-    when the cells are narrower than the words."""
+@cache
+def token_axis_class() -> type:
+    """TokenAxis, an axis whose labels can stand upright (defined on first use: it subclasses pyqtgraph's)."""
+    import pyqtgraph as pg
 
-    def __init__(self, orientation: str) -> None:
-        super().__init__(orientation)
-        self.rotated = False
+    class TokenAxis(pg.AxisItem):
+        """An axis whose labels can stand upright (rotated a quarter turn), so a column per token keeps its label
+        when the cells are narrower than the words."""
 
-    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802 - pyqtgraph's name
-        if not self.rotated:
-            super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
-            return
-        p.setRenderHint(p.RenderHint.TextAntialiasing, True)
-        if self.style["tickFont"] is not None:
-            p.setFont(self.style["tickFont"])
-        p.setPen(self.textPen())
-        bounds = self.boundingRect()
-        offset = self.style["tickTextOffset"][1]
-        length = max(1.0, bounds.height() - offset)
-        line = QFontMetricsF(p.font()).height()
-        for rect, _flags, text in textSpecs:
-            p.save()
-            # Reads upward from the image's edge, centred on its column.
-            p.translate(rect.center().x(), bounds.bottom() - offset)
-            p.rotate(-90)
-            align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
-            p.drawText(QRectF(0.0, -line / 2, length, line), int(align), text)
-            p.restore()
+        def __init__(self, orientation: str) -> None:
+            super().__init__(orientation)
+            self.rotated = False
+
+        def drawPicture(self, p, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802 - pyqtgraph's name
+            if not self.rotated:
+                super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
+                return
+            p.setRenderHint(p.RenderHint.TextAntialiasing, True)
+            if self.style["tickFont"] is not None:
+                p.setFont(self.style["tickFont"])
+            p.setPen(self.textPen())
+            bounds = self.boundingRect()
+            offset = self.style["tickTextOffset"][1]
+            length = max(1.0, bounds.height() - offset)
+            line = QFontMetricsF(p.font()).height()
+            for rect, _flags, text in textSpecs:
+                p.save()
+                # Reads upward from the image's edge, centred on its column.
+                p.translate(rect.center().x(), bounds.bottom() - offset)
+                p.rotate(-90)
+                align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+                p.drawText(QRectF(0.0, -line / 2, length, line), int(align), text)
+                p.restore()
+
+    return TokenAxis
 
 
 class HeatmapView(QWidget):
@@ -434,6 +451,12 @@ class HeatmapView(QWidget):
     round number (see nice_ceiling; 1 if all are zero).
     kind "weights": values on CET-L17 with fixed levels (0, 1).
     Non-finite cells (−inf: masked scores) are drawn as hatched grey and labelled "−∞".
+
+    Lazy (``lazy=True``): the view is laid out at once but its figure (pyqtgraph's scene, axes, colour bar) is
+    built by ``build()``: when its owner builds it (see PipelineView.fill), or as soon as anything reaches for the
+    figure (its image or levels, a zoom, ``graphics_widget()``). Until then set_data, set_title, highlight and
+    set_context only keep what they are given (data and labels read back at once), and the view paints its
+    background and its title where the figure's title will be.
     """
 
     #: (i, j) of the cell under the mouse, emitted when it changes; (−1, −1) when the mouse leaves the image.
@@ -448,16 +471,32 @@ class HeatmapView(QWidget):
     #: the zoom: True when zoomed or panned in, False after reset_zoom()
     zoomed_changed = Signal(bool)
 
-    def __init__(self, kind: str = "diverging", parent: QWidget | None = None, *, compact: bool = False) -> None:
+    # the figure's parts, made by build() (a lazy view makes them when first needed: see __getattr__)
+    _glw: pg.GraphicsLayoutWidget
+    _plot: pg.PlotItem
+    _title_item: pg.LabelItem
+    _image: pg.ImageItem
+    _masked: MaskedCells
+    _labels: CellLabels
+    _highlights: CellHighlights
+    _frame: QGraphicsRectItem
+    _bar: pg.ColorBarItem | None
+    _cmap: pg.ColorMap
+    _lut: np.ndarray
+    _dark_lut: np.ndarray
+
+    def __init__(
+        self, kind: str = "diverging", parent: QWidget | None = None, *, compact: bool = False, lazy: bool = False
+    ) -> None:
         super().__init__(parent)
+        self._built = False
+        self._building = False
         self._compact = compact  # a small multiple: no colour bar, no tick labels, just the picture and its title
         self._context = False  # shown small beside a focused view: no tick labels either (see set_context)
+        self._cols_rotated = False  # column labels upright when the columns are narrower than the words
         if kind not in COLORMAPS:
             raise ValueError(f"Unknown heatmap kind {kind!r}: use one of {', '.join(map(repr, COLORMAPS))}.")
         self._kind = kind
-        self._cmap = pg.colormap.get(COLORMAPS[kind])
-        self._lut = self._cmap.getLookupTable(nPts=256, alpha=False)  # [256, 3] uint8, as the ImageItem uses
-        self._dark_lut = self._lut_wants_dark_text(self._lut)  # [256] bool
         self._data = np.zeros((0, 1))  # not the (0, 0) of the first set_data, so that one lays out
         self._bar_levels: tuple[float, float] | None = None
         self._row_labels: list[str] = []
@@ -467,8 +506,12 @@ class HeatmapView(QWidget):
         self._shown_ticks: tuple[list, list] = ([], [])
         self._title = ""
         self._fg = QColor(0, 0, 0)
+        self._background: QColor | None = None  # None: the palette's (see set_background)
         self._hover = (-1, -1)
         self._closed = False
+        #: what a lazy view was given before it was built: (data, raw row labels, raw column labels), highlight
+        self._unbuilt_data: tuple[np.ndarray, list[str], list[str]] | None = None
+        self._unbuilt_highlight: tuple[tuple[int, ...], tuple[int, ...], tuple[int, int] | None] = ((), (), None)
         # Big matrices: images prepared off the GUI thread; a newer set_data or view range drops older ones.
         self._relay = _Relay(self)
         self._relay.ready.connect(self._apply_prepared)
@@ -486,9 +529,56 @@ class HeatmapView(QWidget):
         self.menu_hooks: list = []
 
         self.setMinimumSize(160, 140)
-        self._glw = pg.GraphicsLayoutWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self._tick_font = QFont(self.font())
+        self._tick_font.setPointSizeF(max(7.0, self._tick_font.pointSizeF() * 0.85))
+        if not lazy:
+            self.build()
+
+    def __getattr__(self, name: str) -> Any:
+        # A lazy view's figure is built the first time anything reaches for one of its parts.
+        if name in _FIGURE_PARTS and not self.__dict__.get("_building", True) and not self.__dict__["_built"]:
+            self.build()
+            return self.__dict__[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def built(self) -> bool:
+        """Whether the figure has been built (always, unless made with lazy=True and not needed yet)."""
+        return self._built
+
+    def build(self) -> None:
+        """Build the figure now, with whatever the view was given meanwhile (idempotent; the first view built
+        imports pyqtgraph)."""
+        if self._built or self._building:
+            return
+        self._building = True
+        try:
+            self._build()
+        finally:
+            self._building = False
+        self._built = True
+        self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
+        if self._unbuilt_data is not None:
+            data, rows, cols = self._unbuilt_data
+            self._unbuilt_data = None
+            self.set_data(data, rows, cols)
+        if self._unbuilt_highlight != ((), (), None):
+            self._highlights.set_highlight(*self._unbuilt_highlight)
+        self._update_title()
+        self.update()
+
+    def _build(self) -> None:
+        import pyqtgraph as pg
+
+        compact = self._compact
+        self._cmap = pg.colormap.get(COLORMAPS[self._kind])
+        self._lut = self._cmap.getLookupTable(nPts=256, alpha=False)  # [256, 3] uint8, as the ImageItem uses
+        self._dark_lut = self._lut_wants_dark_text(self._lut)  # [256] bool
+        self._glw = pg.GraphicsLayoutWidget()
+        layout = self.layout()
+        assert layout is not None
         layout.addWidget(self._glw)
         self._glw.ci.setContentsMargins(4, 4, 4, 4)
         self._glw.ci.setSpacing(0)
@@ -497,8 +587,8 @@ class HeatmapView(QWidget):
         self._title_item = pg.LabelItem("", justify="center")
         self._glw.ci.addItem(self._title_item, row=0, col=0)
         # enableMenu=False: no pyqtgraph view menu is built (ours replaces it), a third of a view's making
-        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": TokenAxis("top")}, enableMenu=False)
-        self._cols_rotated = False  # column labels upright when the columns are narrower than the words
+        axis = token_axis_class()("top")
+        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": axis}, enableMenu=False)
         # The plot shrinks to the image (see _fit_range): keep it centred under the title, spare height below.
         self._glw.ci.layout.setAlignment(self._plot, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         # ...while the layout itself still fills the view, whatever the plot's maximum size.
@@ -512,11 +602,9 @@ class HeatmapView(QWidget):
         self._plot.hideButtons()  # no auto-range button: Home does it
         self._plot.vb.disableAutoRange()
         self._plot.vb.setMouseMode(pg.ViewBox.PanMode)
-        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         # Token names left and top, no axis lines or tick marks: the image has its own outline (see _frame).
-        self._plot.showAxes((True, True, False, False), showValues=(not compact, not compact, False, False))
-        self._tick_font = QFont(self.font())
-        self._tick_font.setPointSizeF(max(7.0, self._tick_font.pointSizeF() * 0.85))
+        values = not (compact or self._context)
+        self._plot.showAxes((True, True, False, False), showValues=(values, values, False, False))
         for side in ("left", "top"):
             # hideOverlappingLabels=40: an edge token may overhang the image by half its width instead of vanishing.
             self._plot.getAxis(side).setStyle(
@@ -541,7 +629,7 @@ class HeatmapView(QWidget):
         lo, hi = self._fixed_levels(np.zeros((0, 0)))
         # A small multiple has no colour bar: not making one halves its cost (a new document's head strip is made
         # on the GUI thread, one view per event-loop turn).
-        self._bar: pg.ColorBarItem | None = None
+        self._bar = None
         if compact:
             self._image.setColorMap(self._cmap)
             self._image.setLevels((lo, hi))
@@ -554,10 +642,9 @@ class HeatmapView(QWidget):
                 self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
         # No axis has units: without this each one re-renders its (empty) label as HTML on every pan and zoom step.
         bar_axes = self._bar.axes.values() if self._bar is not None else ()
-        for axis in (*self._plot.axes.values(), *bar_axes):
-            axis["item"].enableAutoSIPrefix(False)
+        for axis_spec in (*self._plot.axes.values(), *bar_axes):
+            axis_spec["item"].enableAutoSIPrefix(False)
         self._apply_palette()
-        self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
 
         scene = self._glw.scene()
         scene.sigMouseMoved.connect(self._on_mouse_moved)
@@ -594,6 +681,11 @@ class HeatmapView(QWidget):
         # byte-level BPE tokens ("Ġthe") are shown as a reader reads them ("␣the"); the raw ones stay in the status
         rows, cols = readable_tokens(raw_rows), readable_tokens(raw_cols)
         data.flags.writeable = False
+        if not self._built:  # kept for build(); what a script reads back is there at once
+            self._data, self._row_labels, self._col_labels = data, rows, cols
+            self._raw_labels = (raw_rows, raw_cols)
+            self._unbuilt_data = (data, raw_rows, raw_cols)
+            return
         # Most updates are new numbers in the same frame: only relayout when the shape or labels change,
         # since every axis change repaints the axis from scratch (the main cost of a redraw).
         relayout = data.shape != self._data.shape or rows != self._row_labels or cols != self._col_labels
@@ -806,13 +898,15 @@ class HeatmapView(QWidget):
         """Outline whole rows, whole columns and/or one cell (i, j); call with no arguments to clear."""
         if self._closed:
             return
-        self._highlights.set_highlight(
-            _as_index_set(rows), _as_index_set(cols), None if cell is None else (int(cell[0]), int(cell[1]))
-        )
+        wanted = (_as_index_set(rows), _as_index_set(cols), None if cell is None else (int(cell[0]), int(cell[1])))
+        if not self._built:
+            self._unbuilt_highlight = wanted
+            return
+        self._highlights.set_highlight(*wanted)
 
     def highlighted(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int] | None]:
         """The (rows, cols, cell) currently outlined."""
-        return self._highlights.highlighted()
+        return self._highlights.highlighted() if self._built else self._unbuilt_highlight
 
     # ------------------------------------------------------------------------------------------------ inspection
 
@@ -853,6 +947,10 @@ class HeatmapView(QWidget):
         if on == self._context or self._compact or self._closed:
             return
         self._context = on
+        if on:
+            self._cols_rotated = False
+        if not self._built:  # build() lays it out so
+            return
         self._plot.showAxes((True, True, False, False), showValues=(not on, not on, False, False))
         if on:
             self._cols_rotated = False
@@ -969,6 +1067,8 @@ class HeatmapView(QWidget):
         if self._closed:
             return
         self._closed = True
+        if not self._built:
+            return  # nothing was made
         scene = self._glw.scene()
         scene.sigMouseMoved.disconnect(self._on_mouse_moved)
         scene.sigMouseClicked.disconnect(self._on_mouse_clicked)
@@ -1022,6 +1122,8 @@ class HeatmapView(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if not self._built:
+            return  # paintEvent elides the title for the new width
         self._update_title()
         # The layout was fitted to the scene before the title was re-elided for the new width: fit it again,
         # or a title that was one long line keeps the layout (and the picture) wider than the view.
@@ -1030,7 +1132,7 @@ class HeatmapView(QWidget):
 
     def changeEvent(self, event) -> None:
         super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and not self._closed:
+        if event.type() == QEvent.Type.PaletteChange and not self._closed and self._built:
             self._apply_palette()
 
     # -------------------------------------------------------------------------------------------------- internals
@@ -1261,28 +1363,68 @@ class HeatmapView(QWidget):
             self._plot.getAxis("left").setTicks([shown[0], []])
             self._plot.getAxis("top").setTicks([shown[1], []])
 
-    def _update_title(self) -> None:
-        if self._closed:
-            return
+    def _title_lines(self) -> tuple[QFont, list[str]]:
+        """The title's font and lines as shown at the view's width: one line per line of the title (formula, then
+        head and shape), each elided on its own, or all on one line when it fits."""
         font = QFont(self.font())
         font.setPointSizeF(9.0)
         available = max(40, self.width() - (6 if self._compact else 16))  # thumbnails: 'head 12' fits in 60 px
         metrics = QFontMetricsF(font)
-        # One line per line of the title (formula, then head and shape), each elided on its own. The label is
-        # HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
         parts = self._title.split("\n")
         one_line = "  ·  ".join(parts)
         if len(parts) > 1 and metrics.horizontalAdvance(one_line) <= available:
             parts = [one_line]  # wide enough: one line, and the height goes to the cells
-        lines = [metrics.elidedText(line, Qt.TextElideMode.ElideRight, available) for line in parts]
+        return font, [metrics.elidedText(line, Qt.TextElideMode.ElideRight, available) for line in parts]
+
+    def _update_title(self) -> None:
+        if self._closed:
+            return
+        if not self._built:
+            self.update()  # paintEvent draws it
+            return
+        _, lines = self._title_lines()
+        # The label is HTML: escape tokens like "<pad>", and keep the caller's double spaces between parts.
         markup = "<br>".join(html.escape(line).replace("  ", "&nbsp; ") for line in lines)
         self._title_item.setText(markup, size="9pt", color=self._fg)
+
+    def set_background(self, colour: QColor | None) -> None:
+        """The figure's background (None: the palette's window colour), e.g. a head thumbnail's group tint."""
+        self._background = None if colour is None else QColor(colour)
+        if self._built:
+            self._glw.setBackground(self._background_colour())
+        else:
+            self.update()
+
+    def background(self) -> QColor:
+        """The colour the figure is drawn on."""
+        return self._background_colour()
+
+    def _background_colour(self) -> QColor:
+        return self._background or self.palette().color(QPalette.ColorRole.Window)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Before its figure is built, a lazy view shows its background and its title where the figure's title
+        will be (the figure covers the whole view once built)."""
+        if self._built:
+            super().paintEvent(event)
+            return
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), self._background_colour())
+        font, lines = self._title_lines()
+        painter.setFont(font)
+        painter.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        metrics = QFontMetricsF(font)
+        top = TITLE_TOP_PX
+        for line in lines:
+            painter.drawText(QRectF(0.0, top, self.width(), metrics.height()), Qt.AlignmentFlag.AlignHCenter, line)
+            top += metrics.lineSpacing()
+        painter.end()
 
     def _apply_palette(self) -> None:
         """Follow the application's palette (light or dark) instead of pyqtgraph's global black background."""
         palette = self.palette()
         self._fg = palette.color(QPalette.ColorRole.WindowText)
-        self._glw.setBackground(palette.color(QPalette.ColorRole.Window))
+        self._glw.setBackground(self._background_colour())
         for side in ("left", "top"):
             # No axis line, no tick marks: no pen at all (setPen(None) would fall back to the default grey).
             self._plot.getAxis(side).setPen(QPen(Qt.PenStyle.NoPen))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMainWindow, QMenu, QSplitter, QVBoxLayout, QWidget
 
@@ -74,10 +74,24 @@ class MainWindow(QMainWindow):
 
     undo_action: QAction  # Edit ▸ Undo and Redo, made by build_standard_menus
     redo_action: QAction
+    #: progressive start-up: every view shown has been drawn with its data (see is_constructed)
+    constructed = Signal()
 
-    def __init__(self, session: Session | None = None, path: str | Path | None = None, parent=None):
+    def __init__(
+        self,
+        session: Session | None = None,
+        path: str | Path | None = None,
+        parent=None,
+        *,
+        progressive: bool = False,
+    ):
+        """progressive: the window is painted first (menus, editors, controls, every view's frame and title) and
+        the heatmaps are drawn in over the next event-loop turns, the first of which imports pyqtgraph (``qkvgui``
+        starts so); ``constructed`` is emitted when all are drawn and ``finish_construction()`` draws the rest at
+        once. Otherwise (scripts, tests, ``qkvgui.show``) every view shown is drawn when the constructor returns."""
         super().__init__(parent)
         favour_the_gui_thread()  # workers parse and compute while this window stays responsive
+        self._fill_after_paint = progressive
         self.session = session if session is not None else Session()
         self.last_message = ""
         self.resize(1280, 800)
@@ -94,7 +108,7 @@ class MainWindow(QMainWindow):
         self.controls = ControlsPanel(self.session, self.edits)
         self.editor_tabs = self.tabs = EditorTabs(self.session, self.edits)
         self.editors: dict[str, MatrixEditor] = self.editor_tabs.editors
-        self.right_tabs = ViewsPanel(self.session, self.scheduler)
+        self.right_tabs = ViewsPanel(self.session, self.scheduler, hold=progressive)
         self.pipeline = self.right_tabs.pipeline
         self.views: dict[str, HeatmapView] = self.right_tabs.views
         self.inspector = make_inspector()
@@ -135,6 +149,7 @@ class MainWindow(QMainWindow):
         self.document.replaced.connect(self._on_document_replaced)
         self.document.before_save.append(lambda: self.session.set_extra("view", self.right_tabs.shown_tab()))
         self.pipeline.focus_requested.connect(self.focus_view)
+        self.pipeline.filled.connect(self.constructed)
         for name, view in self.pipeline.views.items():
             view.cell_hovered.connect(lambda i, j, name=name: self._hovered(name, i, j))
             view.menu_hooks.append(self._view_menu)
@@ -161,6 +176,22 @@ class MainWindow(QMainWindow):
         self.main_splitter.setStretchFactor(1, 1)
         self.main_splitter.setSizes([380, 900])
         self.setCentralWidget(self.main_splitter)
+
+    # ---- progressive start-up --------------------------------------------------------------------------------
+    def is_constructed(self) -> bool:
+        """Whether every view shown has its heatmap drawn (always, unless made with progressive=True)."""
+        return not self.pipeline.filling()
+
+    def finish_construction(self) -> None:
+        """Draw every view still waiting to be drawn, now (a progressive window, for a script or a test)."""
+        self._fill_after_paint = False
+        self.pipeline.finish()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().paintEvent(event)
+        if self._fill_after_paint:  # the window is on screen: draw the heatmaps in, from the next turn on
+            self._fill_after_paint = False
+            QTimer.singleShot(0, self.pipeline.fill)
 
     # ---- the tabs built when first shown ---------------------------------------------------------------------
     def _make_learn(self) -> QWidget:

@@ -172,6 +172,8 @@ class PipelineView(QWidget):
 
     head_clicked = Signal(int)
     focus_requested = Signal(str)
+    #: every view shown has its figure built and drawn (see fill)
+    filled = Signal()
 
     #: the overview grid: 12 columns, so Q, K and V take a third each and the other rows a quarter each
     GRID = {
@@ -194,15 +196,20 @@ class PipelineView(QWidget):
     THUMB = QSize(84, 92)  # a head thumbnail: picture and its one-line title
     CONTEXT = QSize(184, 150)  # a view in the context column while another is focused
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, *, hold: bool = False):
+        """hold: the views' figures are not built until fill() (or finish()) is called, so the window can be painted
+        first; otherwise each view's figure is built as soon as the view is laid out shown. Either way a view that
+        does not apply (the rotary and block rows) is built only when it is first shown."""
         super().__init__(parent)
+        self._hold = hold
+        self._announced = False  # filled has been emitted
         self.views: dict[str, HeatmapView] = {}
         self._focused: str | None = None
         self._rotary = False  # whether the rotary row is laid out (RoPE sessions)
         self._shown_shape: tuple = ()  # the shape of the result last drawn (a new one is drawn view by view)
         self._model = False  # whether the model's block row is laid out (whole imported models)
         for spec in VIEW_SPECS:
-            view = HeatmapView(spec.kind)
+            view = HeatmapView(spec.kind, lazy=True)
             view.setObjectName(f"view.{spec.name}")
             view.setToolTip(f"{spec.formula}\n{spec.tip}\n\nDouble-click to focus; wheel to zoom, drag to pan.")
             view.double_clicked.connect(lambda name=spec.name: self._toggle_focus(name))
@@ -273,6 +280,59 @@ class PipelineView(QWidget):
         self._pending: list = []
         self._step_timer = QTimer(self, singleShot=True, interval=0)
         self._step_timer.timeout.connect(self._next_step)
+        self._fill_timer = QTimer(self, singleShot=True, interval=0)
+        self._fill_timer.timeout.connect(self._fill_step)
+
+    # ---- building the views' figures ------------------------------------------------------------------------
+    def shown_views(self) -> list[HeatmapView]:
+        """The views a user sees in the current layout (grid or focus, the head and layer strips), in reading
+        order."""
+        if self._focused is None:
+            names = [n for n in self.GRID if n not in self._hidden()]
+        else:
+            names = [self._focused] + [n for n in self.GRID if n != self._focused and n not in self._hidden()]
+        strip = [*self.head_views, *(self.residual_views if self.residuals_box.isVisibleTo(self) else [])]
+        return [self.views[n] for n in names] + strip
+
+    def unbuilt(self) -> list[HeatmapView]:
+        """The views shown whose figures are not built yet (only while the window is being filled in)."""
+        return [view for view in self.shown_views() if not view.built()]
+
+    def fill(self) -> None:
+        """Build the figures of the views shown, one per event-loop turn in reading order (the window stays
+        responsive and each view appears drawn with its data); filled is emitted after the last one."""
+        self._hold = False
+        self._fill_timer.start()
+
+    def finish(self) -> None:
+        """Build every shown view's figure now (scripts and tests that read pixels at once)."""
+        self._hold = False
+        self._fill_timer.stop()
+        for view in self.unbuilt():
+            view.build()
+        self._fill_step()  # announces it
+
+    def filling(self) -> bool:
+        """True until every view shown is built (held for the first paint, or being filled in)."""
+        return self._hold or bool(self.unbuilt())
+
+    def _fill_step(self) -> None:
+        if self._hold:
+            return
+        todo = self.unbuilt()
+        if todo:
+            todo[0].build()
+        if len(todo) > 1:
+            self._fill_timer.start()
+        elif not self._announced:
+            self._announced = True
+            self.filled.emit()
+
+    def _build_shown(self) -> None:
+        """Not held: build the figure of every view shown that has none yet (a row that now applies)."""
+        if not self._hold:
+            for view in self.unbuilt():
+                view.build()
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focused(self) -> str | None:
@@ -317,6 +377,7 @@ class PipelineView(QWidget):
         self.grid_box.show()
         self.context_box.hide()
         self._fit_strip()
+        self._build_shown()
 
     def _layout_focus(self, name: str) -> None:
         self._take_views()
@@ -337,6 +398,7 @@ class PipelineView(QWidget):
         self.focus_box.show()
         self.context_box.show()
         self._fit_strip()
+        self._build_shown()
 
     def _hidden(self) -> tuple[str, ...]:
         """The views that do not apply to the session shown (the rotary row, the model's block)."""
@@ -523,6 +585,7 @@ class PipelineView(QWidget):
         )
         for i in range(before, len(self.head_views)):
             self.head_views[i].clicked.connect(lambda i=i: self.head_clicked.emit(i))
+        self._build_shown()
 
     def show_residuals(self, results: list[AttentionResult], tokens, features) -> None:
         """With several layers, the residual stream after each one as a small heatmap (hidden for one layer). A
@@ -532,6 +595,7 @@ class PipelineView(QWidget):
         self.residuals_box.setVisible(many)
         if not many:
             return
+        self._build_shown()
         if len(self.residual_views) > len(results):
             self._ensure_residual_views(len(results))
         self._reserve(self.residuals_box, self.residuals_layout, len(results))
@@ -559,6 +623,7 @@ class PipelineView(QWidget):
             ),
             per_row=1,
         )
+        self._build_shown()
 
     def _draw_residual(self, i: int, data, tokens: list, features: list) -> None:
         if i >= len(self.residual_views):
@@ -593,7 +658,7 @@ def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
             round(0.6 * base.green() + 0.4 * tint.green()),
             round(0.6 * base.blue() + 0.4 * tint.blue()),
         )
-    view.graphics_widget().setBackground(base)
+    view.set_background(base if colour is not None else None)
     if view.property("group_colour") != colour:
         view.setProperty("group_colour", colour)
         tip = view.toolTip().split("\n")[0]
@@ -609,7 +674,7 @@ def _mark_group(view: HeatmapView, kv_head: int | None) -> None:
 
 def _small_view(kind: str, name: str, tip: str, size: QSize) -> HeatmapView:
     """One of the small multiples: a compact heatmap (no colour bar, no ticks) of a fixed size."""
-    view = HeatmapView(kind, compact=True)
+    view = HeatmapView(kind, compact=True, lazy=True)  # built by its pipeline (see PipelineView.fill)
     view.setObjectName(name)
     view.setFixedSize(size)
     view.setToolTip(tip)

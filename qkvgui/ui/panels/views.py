@@ -33,7 +33,10 @@ class ViewsPanel(QTabWidget):
     #: a tab given as a factory has just been built (its widget): for whoever hooks into its heatmaps
     tab_built = Signal(QWidget)
 
-    def __init__(self, session: Session, scheduler: RecomputeScheduler, parent: QWidget | None = None):
+    def __init__(
+        self, session: Session, scheduler: RecomputeScheduler, parent: QWidget | None = None, *, hold: bool = False
+    ):
+        """hold: the pipeline's heatmaps are built by ``pipeline.fill()`` (after the window's first paint)."""
         super().__init__(parent)
         self.session, self.scheduler = session, scheduler
         self.result: AttentionResult | None = None  # the selected layer's result
@@ -41,7 +44,7 @@ class ViewsPanel(QTabWidget):
         self._lazy: dict[QWidget, tuple[TabFactory, str, str | None]] = {}  # placeholder: how to build it
         self._built: dict[str, QWidget] = {}  # a lazy tab's name: its widget, once built
         self.currentChanged.connect(self._build_shown)  # first: a tab is built before anyone looks at it
-        self.pipeline = PipelineView()
+        self.pipeline = PipelineView(hold=hold)
         self.views: dict[str, HeatmapView] = dict(self.pipeline.views)
         self.addTab(self.pipeline, "Attention, step by step")
         self._tab_names: dict[str, QWidget] = {"pipeline": self.pipeline}
