@@ -125,6 +125,7 @@ def test_an_edit_of_one_head_on_threads_gives_a_fresh_computations_bits(threads_
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(after, name), getattr(fresh, name), err_msg=name)
     assert after.head(3) is before.head(3)  # the selected head carried over
+    assert after.visible is before.visible  # the same mask: not another n × n copy
 
 
 def test_blas_is_held_to_one_thread_while_a_large_layer_computes_and_released_after(threads_used, monkeypatch):

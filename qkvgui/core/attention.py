@@ -450,7 +450,7 @@ def _head_steps(
     visible: np.ndarray | None,
     scale: np.floating,
     threads: int = 1,
-    out: np.ndarray | None = None,
+    spare: list[np.ndarray] | None = None,
     pooled: tuple[np.ndarray, int] | None = None,
     check: bool = False,
 ) -> HeadResult:
@@ -465,9 +465,10 @@ def _head_steps(
     """
     n_q, n_k = scores.shape
     pool = pooled[1] if pooled is not None else 1
-    scaled = np.empty_like(scores)  # [n_q, n_k]
-    masked = np.empty_like(scores) if visible is not None else scaled  # [n_q, n_k]
-    weights = out if out is not None else np.empty_like(scores)  # [n_q, n_k]
+    spare = spare if spare is not None else []
+    weights = spare.pop(0) if spare else np.empty_like(scores)  # [n_q, n_k]
+    scaled = spare.pop(0) if spare else np.empty_like(scores)  # [n_q, n_k]
+    masked = (spare.pop(0) if spare else np.empty_like(scores)) if visible is not None else scaled  # [n_q, n_k]
     hide = scale.dtype.type(-np.inf)
 
     def block(a: int, b: int) -> Callable[[dict[str, Any]], None]:
@@ -583,14 +584,17 @@ def _compute_layer(
         q_rope = rope_rotate(q, q_angles).astype(dtype, copy=False)  # [h, n_q, d_k]
         k_rope = rope_rotate(k, k_angles).astype(dtype, copy=False)  # [h_kv, n_k, d_k]
         _freeze(q_rope, k_rope, q_angles, k_angles)
-    visible = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
-    masked_keys = visible is not None
-    if visible is None:
-        visible = np.ones((n_q, n_k), dtype=bool)
-        dead_rows = np.zeros(0, dtype=np.intp)
+    if reuse is not None:  # the same mask (the caller vouches): the previous result's, not another n_q × n_k copy
+        visible, dead_rows, masked_keys = reuse[0].visible, reuse[0].dead_rows, reuse[0].masked_keys
     else:
-        visible = np.ascontiguousarray(visible)
-        dead_rows = np.flatnonzero(~visible.any(axis=1))
+        mask = attention_mask(n_q, n_k, causal=causal, key_padding_mask=key_padding_mask)
+        masked_keys = mask is not None
+        if mask is None:
+            visible = np.ones((n_q, n_k), dtype=bool)
+            dead_rows = np.zeros(0, dtype=np.intp)
+        else:
+            visible = np.ascontiguousarray(mask)
+            dead_rows = np.flatnonzero(~visible.any(axis=1))
     _freeze(q, k, v, visible, dead_rows)
 
     pool = max(1, -(-max(n_q, n_k) // OVERVIEW_CELLS))
@@ -631,15 +635,13 @@ def _compute_layer(
     buffers = [local.pop("w") for local in run_tasks(tasks, threads) if "w" in local]
     steps = None
     if keep is not None:
-        # the selected head's steps: its weights take over a buffer, the others' buffers go first (the peak holds
-        # scores, scaled, masked and weights, as one head's steps alone)
-        out = buffers[0] if buffers else None
-        buffers.clear()
+        # the selected head's steps: its weights and scaled scores take over the threads' buffers (the peak holds
+        # scores, scaled, masked and weights, as one head's steps alone, and fresh memory costs page faults)
+        del buffers[3:]
         mask = visible if masked_keys else None
         steps = _head_steps(
-            keep, selected.pop("scores"), mask, scale, threads, out, (weights_pooled[keep], pool), check
+            keep, selected.pop("scores"), mask, scale, threads, buffers, (weights_pooled[keep], pool), check
         )
-        del out
         np.matmul(steps.weights, v[keep * k.shape[0] // h], out=head_outputs[keep])  # weights·V [n_q, d_v]
     buffers.clear()
     if ablate is not None:
