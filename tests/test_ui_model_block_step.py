@@ -205,3 +205,50 @@ def test_the_block_step_is_a_figure_too_and_a_single_layer_refuses_it(tmp_path):
     single.save(tmp_path / "one.qkv")
     out = qkvgui("export", str(tmp_path / "one.qkv"), "--views", "block", "--out", str(tmp_path / "fig1"))
     assert out.returncode == 2 and "whole imported model" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_block_row_of_a_whole_model_is_laid_out_without_repainting_every_view_at_once(qtbot, window, tmp_path):
+    """Showing a whole model adds the block row: every view of the grid moves, and painting them all in that turn
+    stalled the window 60-120 ms (MiniLM). Each moved view now repaints in a turn of its own, and in the end every
+    view is painted and shows the model."""
+    from PySide6.QtCore import QEvent, QObject
+
+    pipeline = window.pipeline
+    grid = [view for name, view in pipeline.views.items() if view.isVisible()]
+    painted: set = set()
+    per_turn: list[int] = []
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                painted.add(obj)
+            return False
+
+    paints = Paints()
+    for view in grid:
+        view.graphics_widget().viewport().installEventFilter(paints)
+    release, defer = type(pipeline)._release_next, type(pipeline)._defer
+
+    def deferred(self, views):
+        painted.clear()  # from the turn that lays the views out
+        defer(self, views)
+
+    def counted(self):
+        per_turn.append(len(painted))  # the views painted since the previous turn
+        painted.clear()
+        release(self)
+
+    try:
+        type(pipeline)._release_next, type(pipeline)._defer = counted, deferred
+        window.show_imported(Session.from_checkpoint(write_tiny_gpt2(tmp_path / "g"), None, GPT2_SENTENCES[0]))
+        settle(qtbot, window)
+    finally:
+        type(pipeline)._release_next, type(pipeline)._defer = release, defer
+    for view in grid:
+        view.graphics_widget().viewport().removeEventFilter(paints)
+    assert len(per_turn) >= len(grid) - 1 and max(per_turn) <= 2  # one view (and maybe one drawn step) per turn
+    assert window.views["block"].isVisible()
+    assert all(view.graphics_widget().isVisible() for view in grid)  # none is left out
+    r = window.result
+    np.testing.assert_array_equal(window.views["block"].data(), r.next_x)
+    np.testing.assert_array_equal(window.views["residual"].data(), r.residual)

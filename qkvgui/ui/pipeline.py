@@ -282,6 +282,10 @@ class PipelineView(QWidget):
         self._step_timer.timeout.connect(self._next_step)
         self._fill_timer = QTimer(self, singleShot=True, interval=0)
         self._fill_timer.timeout.connect(self._fill_step)
+        #: views laid out anew whose painting waits for a turn of its own (see _defer)
+        self._deferred: list[HeatmapView] = []
+        self._release_timer = QTimer(self, singleShot=True, interval=0)
+        self._release_timer.timeout.connect(self._release_next)
 
     # ---- building the views' figures ------------------------------------------------------------------------
     def shown_views(self) -> list[HeatmapView]:
@@ -457,7 +461,24 @@ class PipelineView(QWidget):
 
     def drawing(self) -> bool:
         """True while a big result is still being drawn view by view."""
-        return bool(self._pending) or any(view.preparing() for view in self.all_views())
+        return bool(self._pending or self._deferred) or any(view.preparing() for view in self.all_views())
+
+    def _defer(self, views: list[HeatmapView]) -> None:
+        """Let views that are about to be laid out anew be resized and painted one per event-loop turn, not all in
+        the turn that lays them out (the eleven views of a whole model's new row took 60-120 ms at once): until its
+        turn, a view's figure is hidden and its place shows the window's plain background."""
+        for view in views:
+            if view.isVisible() and view.built() and view not in self._deferred:  # (an unbuilt one paints when built)
+                view.graphics_widget().hide()
+                self._deferred.append(view)
+        if self._deferred:
+            self._release_timer.start()
+
+    def _release_next(self) -> None:
+        if self._deferred:
+            self._deferred.pop(0).graphics_widget().show()  # resized and painted in this turn
+        if self._deferred:
+            self._release_timer.start()
 
     def _show_rows(self, rotary: bool, model: bool) -> None:
         """The rotary row is laid out only when positions are rotated, the block row only for a whole model, so
@@ -465,6 +486,7 @@ class PipelineView(QWidget):
         if (rotary, model) == (self._rotary, self._model):
             return
         self._rotary, self._model = rotary, model
+        self._defer([self.views[name] for name in self.GRID])  # every view moves: each repaints in its own turn
         if self._focused is None:
             self._layout_overview()
         else:
@@ -637,6 +659,9 @@ class PipelineView(QWidget):
 
     def close_views(self) -> None:
         self._step_timer.stop()
+        self._release_timer.stop()
+        while self._deferred:
+            self._deferred.pop().graphics_widget().show()
         self._pending = []
         for view in self.all_views():
             view.close_views()
