@@ -480,9 +480,14 @@ def _head_steps(
             if rows is not None:  # np.where(rows, scaled, −inf), with no temporary beside the bool block
                 np.copyto(masked[a:b], scaled[a:b])
                 np.copyto(masked[a:b], hide, where=~rows)
-            span = _visible_span(rows) if rows is not None else (0, n_k)
-            np.copyto(weights[a:b], scores[a:b])
-            _softmax_rows(weights[a:b], rows, span, scale, False)
+            lo, hi = span = _visible_span(rows) if rows is not None else (0, n_k)
+            # the weights from the masked scores just made (the same numbers _softmax_rows makes from the scores)
+            w = weights[a:b]
+            w[:, :lo] = 0.0
+            w[:, hi:] = 0.0
+            np.copyto(w[:, lo:hi], masked[a:b, lo:hi])
+            if hi > lo:
+                _normalize_rows(w, w[:, lo:hi])
             if pooled is not None:
                 _pool_rows(pooled[0][a // pool : -(-b // pool)], weights[a:b], span[1], pool)
 
@@ -774,11 +779,19 @@ def _softmax_rows(
         if not check:
             part *= scale
     if hi > lo:
-        peak = np.max(part, axis=-1, keepdims=True)
-        peak = np.where(np.isfinite(peak), peak, 0.0)  # all-hidden rows: exp(−inf − 0) = 0
-        np.subtract(part, peak, out=part)
-        np.exp(part, out=part)
-        total = np.sum(w, axis=-1, keepdims=True)  # over the whole row, zeros included: the same sum
+        _normalize_rows(w, part)
+
+
+def _normalize_rows(w: np.ndarray, part: np.ndarray) -> None:
+    """The softmax of masked scores in place: part [rows, lo:hi] of w holds them, the rest of w is 0."""
+    peak = np.max(part, axis=-1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)  # all-hidden rows: exp(−inf − 0) = 0
+    np.subtract(part, peak, out=part)
+    np.exp(part, out=part)
+    total = np.sum(w, axis=-1, keepdims=True)  # over the whole row, zeros included: the same sum
+    if total.min(initial=1.0) > 0:  # every row sees a key (the same quotients, without the masked loop)
+        np.divide(part, total, out=part)
+    else:
         np.divide(part, total, out=part, where=total > 0)
 
 
