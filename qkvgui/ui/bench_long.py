@@ -204,6 +204,7 @@ def _child(kind: str, *args: str) -> dict:
 def run_long_bench(sizes=(1024, 2048, 4096)) -> int:
     print(
         f"long: d_model {D_MODEL}, {HEADS} heads of {D_HEAD}, causal, float64; each figure from a fresh child process"
+        f"; {_load()} at the start"
     )
     print(
         "layer s: the layer with the selected head's steps (as the window asks), wall clock and CPU seconds (of both "
@@ -241,7 +242,13 @@ def run_long_bench(sizes=(1024, 2048, 4096)) -> int:
         "targets at 4,096: layer s <= 2 s, peak <= 1,500 MB, edit->drawn <= 2 s, stall <= 50 ms, "
         "GUI peak <= 1,500 MB, pan/zoom >= 30 fps, scrolling >= 30 fps"
     )
+    print(f"{_load()} at the end: above ~1, the wall times include waiting for a core")
     return 0
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"
 
 
 # ----------------------------------------------------------------------------------------------------- start-up
