@@ -7,7 +7,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
 from qkvgui.core.format import format_number
-from qkvgui.ui.heatmap import HeatmapView
+from qkvgui.ui.heatmap import ColourBar, HeatmapView
 
 TOKENS = ["The", "cat", "sat", "on", "the", "mat", "."]
 
@@ -58,7 +58,7 @@ def test_diverging_levels_are_symmetric_around_zero_from_the_largest_finite_magn
     view = make_view(qtbot)
     view.set_data(np.array([[0.5, -3.0], [-np.inf, 2.0]]))
     assert view.levels() == (-3.0, 3.0)
-    bar = [item for item in view.graphics_widget().scene().items() if isinstance(item, pg.ColorBarItem)]
+    bar = [item for item in view.graphics_widget().scene().items() if isinstance(item, ColourBar)]
     assert len(bar) == 1 and tuple(bar[0].levels()) == (-3.0, 3.0)
 
     view.set_data(np.zeros((2, 2)))  # all zero: a unit range instead of a degenerate one
@@ -305,12 +305,40 @@ def test_grab_renders_a_coloured_figure(qtbot):
     assert len(colours) >= 5
 
 
+@pytest.mark.parametrize("kind", ["diverging", "weights"])
+def test_the_colour_bar_runs_from_the_low_colour_at_the_bottom_to_the_high_colour_at_the_top(qtbot, kind):
+    view = make_view(qtbot, kind)
+    view.set_data(np.array([[0.5, -3.0], [0.25, 1.0]]) if kind == "diverging" else np.array([[0.2, 0.8]]))
+    qtbot.wait(20)
+    (bar,) = [item for item in view.graphics_widget().scene().items() if isinstance(item, ColourBar)]
+    lo, hi = (-3.0, 3.0) if kind == "diverging" else (0.0, 1.0)
+    assert bar.levels() == (lo, hi)
+    assert bar.tick_texts() == [format_number(v, "short") for v in (lo, (lo + hi) / 2, hi)]
+    image = view.grab().toImage()
+    glw = view.graphics_widget()
+    height = bar.rect().height()
+    assert height > 50  # as tall as the image beside it
+
+    def colour_at(y: float) -> np.ndarray:  # y in the bar's own coordinates, 0 at its top
+        p = glw.mapTo(view, glw.mapFromScene(bar.mapToScene(QPointF(ColourBar.BAR_PX / 2, y))))
+        c = image.pixelColor(p.x(), p.y())
+        return np.array([c.red(), c.green(), c.blue()])
+
+    lut = view._lut.astype(int)  # the heatmap's own colours, low to high
+
+    def expected(y: float) -> np.ndarray:  # the map's colour that far down from its high end
+        return lut[round((1 - y / height) * (len(lut) - 1))]
+
+    for y in (3, height / 4, height / 2, 3 * height / 4, height - 3):  # top: the high end; bottom: the low end
+        assert np.abs(colour_at(y) - expected(y)).max() <= 12, y
+
+
 def test_scene_holds_the_whole_figure_for_export(qtbot):
     view = make_view(qtbot)
     view.set_data(causal_scores())
     view.set_title("scores")
     items = view.graphics_widget().scene().items()
-    assert any(isinstance(item, pg.ColorBarItem) for item in items)
+    assert any(isinstance(item, ColourBar) for item in items)
     assert any(isinstance(item, pg.LabelItem) and "scores" in item.text for item in items)
     assert view.plot_item().scene() is view.graphics_widget().scene()
 

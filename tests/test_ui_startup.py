@@ -115,10 +115,11 @@ def test_a_progressive_window_looks_the_same_as_one_made_at_once(qtbot):
         image = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
         return np.frombuffer(image.constBits(), np.uint32, image.width() * image.height()).copy()
 
-    def same() -> bool:  # pixel for pixel, but for a glyph or two antialiased differently by the font cache
+    def same() -> bool:  # pixel for pixel, but for a glyph or two antialiased differently by the font cache and
+        # an image edge a fraction of a pixel apart (a blank view or a shifted layout differs in thousands of pixels)
         for name in SHOWN_STEPS:
             a, b = pixels(at_once.views[name]), pixels(progressive.views[name])
-            if a.shape != b.shape or np.count_nonzero(a != b) > 0.005 * a.size:
+            if a.shape != b.shape or np.count_nonzero(a != b) > 0.01 * a.size:
                 return False
         return True
 
@@ -184,3 +185,49 @@ main([])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     lines = [line for line in out.stdout.splitlines() if line.startswith(("FIRST PAINT", "DRAWN"))]
     assert lines == ["FIRST PAINT False False", "DRAWN True True 13"], out.stderr[-2000:]
+
+
+def test_the_heatmaps_are_drawn_in_one_view_per_event_loop_turn(qtbot):
+    # the window stays responsive while it fills in: never all the views in one go (a turn of ~10 ms each)
+    from PySide6.QtCore import QTimer
+
+    from qkvgui.ui.main_window import MainWindow
+
+    w = MainWindow(progressive=True)
+    qtbot.addWidget(w)
+    counts: list[int] = []
+    probe = QTimer(interval=0)  # runs between the fill's turns
+    probe.timeout.connect(lambda: counts.append(sum(view.built() for view in w.pipeline.shown_views())))
+    probe.start()
+    w.show()
+    qtbot.waitUntil(w.is_constructed, timeout=60_000)
+    probe.stop()
+    shown = w.pipeline.shown_views()
+    assert len(shown) == 13 and all(view.built() for view in shown)
+    # seen between turns: none built, then one more each turn (the last one just before constructed)
+    assert sorted(set(counts)) == list(range(len(shown))), counts
+
+
+def test_a_window_closed_while_it_fills_in_builds_nothing_more(qtbot):
+    from PySide6.QtCore import QTimer
+
+    from qkvgui.ui.main_window import MainWindow
+
+    w = MainWindow(progressive=True)
+    qtbot.addWidget(w)
+    seen: list[list[bool]] = []
+
+    def close_after_the_first() -> None:
+        built = [view.built() for view in w.pipeline.shown_views()]
+        if any(built) and not seen:
+            seen.append(built)
+            w.close()  # the user closes the window while it is still filling in
+
+    probe = QTimer(interval=0)
+    probe.timeout.connect(close_after_the_first)
+    probe.start()
+    w.show()
+    qtbot.waitUntil(lambda: bool(seen), timeout=60_000)
+    probe.stop()
+    qtbot.wait(300)  # the fill's turns would have built the rest by now
+    assert [view.built() for view in w.pipeline.shown_views()] == seen[0] and not all(seen[0])

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, QSizeF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPalette, QPen, QTransform
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPalette, QPen, QTransform
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsRectItem,
+    QGraphicsWidget,
     QMenu,
+    QSizePolicy,
     QStyleOptionGraphicsItem,
     QToolTip,
     QVBoxLayout,
@@ -407,6 +409,90 @@ class CellHighlights(QGraphicsItem):
         painter.restore()
 
 
+class ImageFrame(QGraphicsRectItem):
+    """The image's outline, a one-pixel line drawn just inside the image's edge: the view box clips at that edge,
+    and a line centred on it lost whichever side fell on a half pixel."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        sx, sy, _, _ = _device_scale(self, painter)
+        rect = self.rect()
+        if sx <= 0 or sy <= 0 or rect.isEmpty():
+            return
+        dx, dy = min(0.5 / sx, rect.width() / 2), min(0.5 / sy, rect.height() / 2)
+        painter.setPen(self.pen())
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(rect.adjusted(dx, dy, -dx, -dy))
+
+
+class ColourBar(QGraphicsWidget):
+    """The colour scale beside a heatmap: the colour map from low (bottom) to high (top) in a thin frame, with
+    three exact ticks (both ends and the middle) labelled on its right. One light item, not a second pyqtgraph plot.
+    """
+
+    BAR_PX = 12.0  # the bar's width
+    TICK_PX = 3.0  # tick marks, drawn inward from the bar's right edge
+    GAP_PX = 2.0  # between the bar and its labels
+
+    def __init__(self, lut: np.ndarray, font: QFont, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        rgb = np.ascontiguousarray(lut[::-1].reshape(len(lut), 1, 3), dtype=np.uint8)  # high at the top
+        self._gradient = QImage(rgb.data, 1, len(lut), 3, QImage.Format.Format_RGB888).copy()
+        self._font = QFont(font)
+        self._pen = QPen(QColor(0, 0, 0))
+        self._levels = (0.0, 1.0)
+        self._ticks: list[tuple[float, str]] = []
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        self.set_levels(0.0, 1.0)
+
+    def set_levels(self, lo: float, hi: float) -> None:
+        """The values at the bottom and top of the bar; the ticks are lo, the middle and hi, without needless
+        decimals ("40", "0.5"), as the figures write them."""
+        self._levels = (lo, hi)
+        self._ticks = [(v, format_number(v, "short")) for v in (lo, (lo + hi) / 2, hi)]
+        fm = QFontMetricsF(self._font)
+        # whole pixels, so the image beside it stays on the pixel grid (its outline is a one-pixel line)
+        width = math.ceil(self.BAR_PX + self.GAP_PX + max(fm.horizontalAdvance(text) for _, text in self._ticks) + 4)
+        self.setMinimumWidth(width)
+        self.setMaximumWidth(width)
+        self.setPreferredWidth(width)
+        self.update()
+
+    def levels(self) -> tuple[float, float]:
+        return self._levels
+
+    def tick_texts(self) -> list[str]:
+        """The tick labels from low to high."""
+        return [text for _, text in self._ticks]
+
+    def set_pen(self, colour: QColor) -> None:
+        self._pen = QPen(colour, 1.0)
+        self._pen.setCosmetic(True)
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        # the end labels are centred on the ends of the bar: half a line above and below it
+        half = QFontMetricsF(self._font).height() / 2 + 1
+        return self.rect().adjusted(0.0, -half, 0.0, half)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        h = self.rect().height()
+        if h < 2:
+            return
+        bar = QRectF(0.5, 0.5, self.BAR_PX, h - 1.0)
+        painter.drawImage(bar, self._gradient)
+        painter.setPen(self._pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(bar)
+        painter.setFont(self._font)
+        fm = QFontMetricsF(self._font)
+        lo, hi = self._levels
+        for value, text in self._ticks:
+            y = bar.bottom() - (value - lo) / (hi - lo) * bar.height() if hi > lo else bar.bottom()
+            painter.drawLine(QPointF(bar.right() - self.TICK_PX, y), QPointF(bar.right(), y))
+            box = QRectF(bar.right() + self.GAP_PX, y - fm.height() / 2, self.rect().width(), fm.height())
+            painter.drawText(box, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
+
+
 @cache
 def token_axis_class() -> type:
     """TokenAxis, an axis whose labels can stand upright (defined on first use: it subclasses pyqtgraph's)."""
@@ -419,6 +505,8 @@ def token_axis_class() -> type:
         def __init__(self, orientation: str) -> None:
             super().__init__(orientation)
             self.rotated = False
+            # no units, so no SI prefix: without this every range change re-renders the (empty) label as HTML
+            self.autoSIPrefix = False
 
         def drawPicture(self, p, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802 - pyqtgraph's name
             if not self.rotated:
@@ -479,8 +567,8 @@ class HeatmapView(QWidget):
     _masked: MaskedCells
     _labels: CellLabels
     _highlights: CellHighlights
-    _frame: QGraphicsRectItem
-    _bar: pg.ColorBarItem | None
+    _frame: ImageFrame
+    _bar: ColourBar | None
     _cmap: pg.ColorMap
     _lut: np.ndarray
     _dark_lut: np.ndarray
@@ -541,17 +629,23 @@ class HeatmapView(QWidget):
         # A lazy view's figure is built the first time anything reaches for one of its parts.
         if name in _FIGURE_PARTS and not self.__dict__.get("_building", True) and not self.__dict__["_built"]:
             self.build()
-            return self.__dict__[name]
+            if name in self.__dict__:
+                return self.__dict__[name]
+            raise AttributeError(f"The heatmap {self.objectName()!r} was closed before its figure was built.")
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def built(self) -> bool:
         """Whether the figure has been built (always, unless made with lazy=True and not needed yet)."""
         return self._built
 
+    def is_closed(self) -> bool:
+        """Whether close_views() has run (the view is inert)."""
+        return self._closed
+
     def build(self) -> None:
         """Build the figure now, with whatever the view was given meanwhile (idempotent; the first view built
-        imports pyqtgraph)."""
-        if self._built or self._building:
+        imports pyqtgraph). A closed view builds nothing: no scene is left alive at exit."""
+        if self._built or self._building or self._closed:
             return
         self._building = True
         try:
@@ -587,8 +681,8 @@ class HeatmapView(QWidget):
         self._title_item = pg.LabelItem("", justify="center")
         self._glw.ci.addItem(self._title_item, row=0, col=0)
         # enableMenu=False: no pyqtgraph view menu is built (ours replaces it), a third of a view's making
-        axis = token_axis_class()("top")
-        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems={"top": axis}, enableMenu=False)
+        axes = {side: token_axis_class()(side) for side in ("left", "top", "right", "bottom")}
+        self._plot = self._glw.ci.addPlot(row=1, col=0, axisItems=axes, enableMenu=False)
         # The plot shrinks to the image (see _fit_range): keep it centred under the title, spare height below.
         self._glw.ci.layout.setAlignment(self._plot, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         # ...while the layout itself still fills the view, whatever the plot's maximum size.
@@ -623,27 +717,20 @@ class HeatmapView(QWidget):
         self._labels = CellLabels(self._image)
         self._highlights = CellHighlights(self._image)
         self._highlights.setZValue(1)  # over the numbers
-        self._frame = QGraphicsRectItem(self._image)  # the image's outline: near-zero cells are near-white
+        self._frame = ImageFrame(self._image)  # the image's outline: near-zero cells are near-white
         self._frame.setBrush(Qt.BrushStyle.NoBrush)
 
         lo, hi = self._fixed_levels(np.zeros((0, 0)))
         # A small multiple has no colour bar: not making one halves its cost (a new document's head strip is made
         # on the GUI thread, one view per event-loop turn).
+        self._image.setColorMap(self._cmap)
+        self._image.setLevels((lo, hi))
         self._bar = None
-        if compact:
-            self._image.setColorMap(self._cmap)
-            self._image.setLevels((lo, hi))
-        else:
-            self._bar = pg.ColorBarItem(
-                values=(lo, hi), colorMap=self._cmap, width=12, interactive=False, colorMapMenu=False
-            )
-            self._bar.setImageItem(self._image, insert_in=self._plot)
-            for side in ("left", "top", "right", "bottom"):
-                self._bar.getAxis(side).setStyle(tickFont=self._tick_font, tickLength=-3, tickTextOffset=2)
-        # No axis has units: without this each one re-renders its (empty) label as HTML on every pan and zoom step.
-        bar_axes = self._bar.axes.values() if self._bar is not None else ()
-        for axis_spec in (*self._plot.axes.values(), *bar_axes):
-            axis_spec["item"].enableAutoSIPrefix(False)
+        if not compact:
+            self._bar = ColourBar(self._lut, self._tick_font)
+            self._bar.set_levels(lo, hi)
+            self._plot.layout.addItem(self._bar, 2, 5)  # right of the view box (and its hidden right axis)
+            self._plot.layout.setColumnFixedWidth(4, 5)  # a little room between the image and the bar
         self._apply_palette()
 
         scene = self._glw.scene()
@@ -728,18 +815,9 @@ class HeatmapView(QWidget):
     def _set_levels(self, lo: float, hi: float) -> None:
         if (lo, hi) != self._bar_levels:
             self._bar_levels = (lo, hi)
-            if self._bar is None:
-                self._image.setLevels((lo, hi))
-                return
-            self._bar.setLevels((lo, hi))
-            # Three exact ticks (both ends and the middle) read better than pyqtgraph's dense automatic ones.
-            # with no needless decimals ("40", "0.5"), as the figures write them: a narrow bar leaves the cells room
-            bar_ticks = [(v, format_number(v, "short")) for v in (lo, (lo + hi) / 2, hi)]
-            self._bar.axis.setTicks([bar_ticks, []])
-            fm = QFontMetricsF(self._tick_font)
-            width = int(max(fm.horizontalAdvance(text) for _, text in bar_ticks)) + 10
-            if width != self._bar.axis.width():
-                self._bar.axis.setWidth(width)
+            self._image.setLevels((lo, hi))
+            if self._bar is not None:
+                self._bar.set_levels(lo, hi)
 
     def _after_set_data(self, n: int, m: int, relayout: bool) -> None:
         if relayout:
@@ -861,7 +939,7 @@ class HeatmapView(QWidget):
         """The colour levels (low, high) the image is drawn with."""
         levels = self._image.getLevels()
         if levels is None:
-            levels = self._bar.levels() if self._bar is not None else (self._bar_levels or (0.0, 1.0))
+            levels = self._bar_levels or (0.0, 1.0)
         lo, hi = levels
         return float(lo), float(hi)
 
@@ -1430,9 +1508,7 @@ class HeatmapView(QWidget):
             self._plot.getAxis(side).setPen(QPen(Qt.PenStyle.NoPen))
             self._plot.getAxis(side).setTextPen(self._fg)
         if self._bar is not None:
-            for side in ("left", "top", "right", "bottom"):
-                self._bar.getAxis(side).setPen(self._fg)
-                self._bar.getAxis(side).setTextPen(self._fg)
+            self._bar.set_pen(self._fg)
         frame_pen = QPen(self._fg, 1.0)
         frame_pen.setCosmetic(True)
         self._frame.setPen(frame_pen)

@@ -201,8 +201,8 @@ class PipelineView(QWidget):
         first; otherwise each view's figure is built as soon as the view is laid out shown. Either way a view that
         does not apply (the rotary and block rows) is built only when it is first shown."""
         super().__init__(parent)
-        self._hold = hold
-        self._announced = False  # filled has been emitted
+        #: "held" (nothing built until fill), "filling" (one view per turn) or "live" (built once laid out shown)
+        self._stage = "held" if hold else "live"
         self.views: dict[str, HeatmapView] = {}
         self._focused: str | None = None
         self._rotary = False  # whether the rotary row is laid out (RoPE sessions)
@@ -300,43 +300,48 @@ class PipelineView(QWidget):
 
     def unbuilt(self) -> list[HeatmapView]:
         """The views shown whose figures are not built yet (only while the window is being filled in)."""
-        return [view for view in self.shown_views() if not view.built()]
+        return [view for view in self.shown_views() if not view.built() and not view.is_closed()]
 
     def fill(self) -> None:
         """Build the figures of the views shown, one per event-loop turn in reading order (the window stays
         responsive and each view appears drawn with its data); filled is emitted after the last one."""
-        self._hold = False
-        self._fill_timer.start()
+        if self._stage == "held":
+            self._stage = "filling"
+            self._fill_timer.start()
 
     def finish(self) -> None:
         """Build every shown view's figure now (scripts and tests that read pixels at once)."""
-        self._hold = False
         self._fill_timer.stop()
+        was, self._stage = self._stage, "live"
         for view in self.unbuilt():
             view.build()
-        self._fill_step()  # announces it
+        if was != "live":
+            self.filled.emit()
 
     def filling(self) -> bool:
-        """True until every view shown is built (held for the first paint, or being filled in)."""
-        return self._hold or bool(self.unbuilt())
+        """True until every view shown is built (held for the window's first paint, or being filled in)."""
+        return self._stage != "live"
 
     def _fill_step(self) -> None:
-        if self._hold:
+        if self._stage != "filling":
             return
-        todo = self.unbuilt()
+        todo = self.unbuilt()  # in reading order; a view shown meanwhile joins in its place
         if todo:
             todo[0].build()
         if len(todo) > 1:
             self._fill_timer.start()
-        elif not self._announced:
-            self._announced = True
+        else:
+            self._stage = "live"
             self.filled.emit()
 
     def _build_shown(self) -> None:
-        """Not held: build the figure of every view shown that has none yet (a row that now applies)."""
-        if not self._hold:
+        """Build the figure of every view shown that has none yet (a row that now applies, a new head's
+        thumbnail): at once when live, in its turn while filling, not before the fill."""
+        if self._stage == "live":
             for view in self.unbuilt():
                 view.build()
+        elif self._stage == "filling" and not self._fill_timer.isActive():
+            self._fill_timer.start()
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focused(self) -> str | None:
@@ -662,6 +667,7 @@ class PipelineView(QWidget):
         self._release_timer.stop()
         while self._deferred:
             self._deferred.pop().graphics_widget().show()
+        self._fill_timer.stop()
         self._pending = []
         for view in self.all_views():
             view.close_views()
