@@ -204,8 +204,9 @@ def test_the_heatmaps_are_drawn_in_one_view_per_event_loop_turn(qtbot):
     probe.stop()
     shown = w.pipeline.shown_views()
     assert len(shown) == 13 and all(view.built() for view in shown)
-    # seen between turns: none built, then one more each turn (the last one just before constructed)
-    assert sorted(set(counts)) == list(range(len(shown))), counts
+    # seen between turns: none built, then one more each turn (the last one may come just before constructed)
+    steps = sorted(set(counts))
+    assert steps == list(range(len(steps))) and len(steps) >= len(shown), counts
 
 
 def test_a_window_closed_while_it_fills_in_builds_nothing_more(qtbot):
