@@ -2,6 +2,7 @@
 every product on one BLAS thread (so the numbers do not depend on the machine's cores either)."""
 
 import math
+import sys
 
 import attention_v1
 import numpy as np
@@ -157,3 +158,26 @@ def test_an_overflow_in_a_threaded_head_is_reported_and_the_threads_stop(threads
         multi_head_attention(*args.values(), causal=True, keep_head=0)
     r = multi_head_attention(*layer(np.random.default_rng(5)).values(), causal=True)  # the threads still work
     assert np.isfinite(r.output).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="small pages are asked of Linux")
+def test_a_large_fresh_step_array_asks_for_small_pages():
+    # A fresh huge page can cost ~0.3 s per 128 MB on a virtual machine; the n × n steps ask for small pages.
+    a = parallel.fresh_array((2048, 2048), np.dtype(np.float64))  # 32 MiB
+    assert a.shape == (2048, 2048) and a.dtype == np.float64 and a.flags.writeable and a.flags.c_contiguous
+    address = a.ctypes.data + a.nbytes // 2
+    flags = None
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                flags = line.split()[1:]
+                break
+    assert flags is not None
+    assert "nh" in flags  # MADV_NOHUGEPAGE
+    small = parallel.fresh_array((10, 10), np.dtype(np.float32))  # small arrays are plain np.empty
+    assert small.shape == (10, 10) and small.dtype == np.float32

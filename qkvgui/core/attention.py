@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from .checks import check_finite as _check_finite
 from .errors import NonFiniteError, ShapeError
-from .parallel import one_blas_thread, run_tasks, task_threads
+from .parallel import fresh_array, one_blas_thread, run_tasks, task_threads
 from .rope import rope_angles, rope_rotate
 
 __all__ = ["AttentionResult", "HeadResult", "multi_head_attention", "attention_mask", "softmax", "block_max"]
@@ -175,7 +175,7 @@ class AttentionResult:
         visible = self.visible if self.masked_keys else None
         q, k = self.q_rope[h], self.k_rope[self.kv_head(h)]
         with one_blas_thread(_blas_may_split(self)) as held:  # the layer's own rule: the same bits as its kept head
-            scores = q @ k.T  # [n_q, n_k]
+            scores = np.matmul(q, k.T, out=fresh_array((q.shape[0], k.shape[0]), q.dtype))  # [n_q, n_k]
             return _head_steps(h, scores, visible, self.q.dtype.type(self.scale), task_threads(4, held))
 
     def _all_heads(self, name: str) -> np.ndarray:
@@ -466,9 +466,9 @@ def _head_steps(
     n_q, n_k = scores.shape
     pool = pooled[1] if pooled is not None else 1
     spare = spare if spare is not None else []
-    weights = spare.pop(0) if spare else np.empty_like(scores)  # [n_q, n_k]
-    scaled = spare.pop(0) if spare else np.empty_like(scores)  # [n_q, n_k]
-    masked = (spare.pop(0) if spare else np.empty_like(scores)) if visible is not None else scaled  # [n_q, n_k]
+    weights = spare.pop(0) if spare else fresh_array(scores.shape, scores.dtype)  # [n_q, n_k]
+    scaled = spare.pop(0) if spare else fresh_array(scores.shape, scores.dtype)  # [n_q, n_k]
+    masked = (spare.pop(0) if spare else fresh_array(scores.shape, scores.dtype)) if visible is not None else scaled
     hide = scale.dtype.type(-np.inf)
 
     def block(a: int, b: int) -> Callable[[dict[str, Any]], None]:
@@ -620,13 +620,14 @@ def _compute_layer(
 
     def selected_scores(_: dict[str, Any]) -> None:
         assert keep is not None
-        selected["scores"] = q_rope[keep] @ k_rope[keep * k.shape[0] // h].T  # [n_q, n_k]
+        kv = keep * k.shape[0] // h
+        selected["scores"] = np.matmul(q_rope[keep], k_rope[kv].T, out=fresh_array((n_q, n_k), dtype))  # [n_q, n_k]
 
     def other_head(head: int) -> Callable[[dict[str, Any]], None]:
         def run(local: dict[str, Any]) -> None:
             kv = head * k.shape[0] // h
             if "w" not in local:  # this thread's buffer: one head's steps at a time, overwritten in place
-                local["w"] = np.empty((n_q, n_k), dtype=dtype)
+                local["w"] = fresh_array((n_q, n_k), dtype)
             w = local["w"]
             np.matmul(q_rope[head], k_rope[kv].T, out=w)  # scores [n_q, n_k]
             for (a, b), span in zip(blocks, spans, strict=True):

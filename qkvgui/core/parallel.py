@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_THREADS", "blas_limited", "one_blas_thread", "run_tasks", "task_threads"]
+__all__ = ["MAX_THREADS", "blas_limited", "fresh_array", "one_blas_thread", "run_tasks", "task_threads"]
 
 #: at most this many threads share a layer's work (each holds one n_q × n_k buffer of its own)
 MAX_THREADS = 4
@@ -135,3 +136,36 @@ def run_tasks(tasks: Sequence[Callable[[dict[str, Any]], None]], threads: int) -
     if errors:
         raise errors[0]
     return locals_
+
+
+#: arrays of at least this many bytes are made of small pages (fresh_array)
+SMALL_PAGES_BYTES = 32 * 2**20
+_MADV_NOHUGEPAGE = 15  # Linux
+_madvise: list[Any] = []
+
+
+def fresh_array(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """np.empty(shape, dtype), asking Linux for small (4 KB) pages when it is large.
+
+    NumPy asks for huge pages for every large array; a fresh huge page can cost ~0.3 s per 128 MB on a virtual
+    machine (the host backs guest memory that was never touched before), while small pages come from memory
+    freed moments ago. Only a hint: elsewhere, or if the call fails, this is np.empty.
+    """
+    a = np.empty(shape, dtype=dtype)
+    if a.nbytes < SMALL_PAGES_BYTES or not sys.platform.startswith("linux"):
+        return a
+    try:
+        if not _madvise:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+            _madvise.append(libc.madvise)
+        page = 4096
+        start = -(-a.ctypes.data // page) * page
+        end = (a.ctypes.data + a.nbytes) // page * page
+        if end > start:
+            _madvise[0](start, end - start, _MADV_NOHUGEPAGE)
+    except Exception:  # noqa: BLE001 - a hint only
+        pass
+    return a
