@@ -217,6 +217,7 @@ def test_the_block_row_of_a_whole_model_is_laid_out_without_repainting_every_vie
     grid = [view for name, view in pipeline.views.items() if view.isVisible()]
     painted: set = set()
     per_turn: list[int] = []
+    laid_out: list[bool] = []
 
     class Paints(QObject):
         def eventFilter(self, obj, event):
@@ -227,26 +228,29 @@ def test_the_block_row_of_a_whole_model_is_laid_out_without_repainting_every_vie
     paints = Paints()
     for view in grid:
         view.graphics_widget().viewport().installEventFilter(paints)
-    release, defer = type(pipeline)._release_next, type(pipeline)._defer
+    step, defer = type(pipeline)._next_step, type(pipeline)._defer
 
     def deferred(self, views):
         painted.clear()  # from the turn that lays the views out
+        laid_out.append(True)
         defer(self, views)
 
     def counted(self):
-        per_turn.append(len(painted))  # the views painted since the previous turn
+        if laid_out:  # (a turn before is the end of drawing the previous document)
+            per_turn.append(len(painted))  # the views painted since the previous turn
         painted.clear()
-        release(self)
+        step(self)
 
     try:
-        type(pipeline)._release_next, type(pipeline)._defer = counted, deferred
+        type(pipeline)._next_step, type(pipeline)._defer = counted, deferred
         window.show_imported(Session.from_checkpoint(write_tiny_gpt2(tmp_path / "g"), None, GPT2_SENTENCES[0]))
         settle(qtbot, window)
     finally:
-        type(pipeline)._release_next, type(pipeline)._defer = release, defer
+        type(pipeline)._next_step, type(pipeline)._defer = step, defer
     for view in grid:
         view.graphics_widget().viewport().removeEventFilter(paints)
-    assert len(per_turn) >= len(grid) - 1 and max(per_turn) <= 2  # one view (and maybe one drawn step) per turn
+    # one view per turn (a view's first paint may meet the repaint of the one before, once its range is fitted)
+    assert len(per_turn) >= len(grid) - 1 and max(per_turn) <= 2
     assert window.views["block"].isVisible()
     assert all(view.graphics_widget().isVisible() for view in grid)  # none is left out
     r = window.result

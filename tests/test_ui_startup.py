@@ -149,7 +149,8 @@ def test_the_rotary_views_are_built_when_rope_is_switched_on(window, qtbot):
     qtbot.waitUntil(lambda: window.session.d_k == 4, timeout=10_000)
     window.controls.rotary_controls.rotary_box.click()  # the user ticks "RoPE"
     qtbot.waitUntil(lambda: window.result is not None and window.result.rotary is not None, timeout=10_000)
-    qtbot.waitUntil(lambda: all(view.isVisible() for view in rotary), timeout=10_000)
+    # built one per event-loop turn once they are shown (each takes 25-40 ms), drawn when the window has settled
+    qtbot.waitUntil(lambda: all(view.isVisible() for view in rotary) and not window.pipeline.drawing(), timeout=10_000)
     assert all(view.built() for view in rotary)
     r = window.result
     np.testing.assert_array_equal(window.views["q_rope"].image_array(), r.q_rope[0].astype(np.float32))

@@ -278,14 +278,12 @@ class PipelineView(QWidget):
         layout.addWidget(self.strip)
         self._layout_overview()
         self._pending: list = []
-        self._step_timer = QTimer(self, singleShot=True, interval=0)
-        self._step_timer.timeout.connect(self._next_step)
-        self._fill_timer = QTimer(self, singleShot=True, interval=0)
-        self._fill_timer.timeout.connect(self._fill_step)
         #: views laid out anew whose painting waits for a turn of its own (see _defer)
         self._deferred: list[HeatmapView] = []
-        self._release_timer = QTimer(self, singleShot=True, interval=0)
-        self._release_timer.timeout.connect(self._release_next)
+        # One timer for every piece of drawing left (a deferred repaint, a figure to build, a step to draw): one
+        # piece per event-loop turn in all (three timers each fired in the same turn, 50-70 ms together).
+        self._step_timer = QTimer(self, singleShot=True, interval=0)
+        self._step_timer.timeout.connect(self._next_step)
 
     # ---- building the views' figures ------------------------------------------------------------------------
     def shown_views(self) -> list[HeatmapView]:
@@ -307,14 +305,15 @@ class PipelineView(QWidget):
         responsive and each view appears drawn with its data); filled is emitted after the last one."""
         if self._stage == "held":
             self._stage = "filling"
-            self._fill_timer.start()
+            self._step_timer.start()
 
     def finish(self) -> None:
         """Build every shown view's figure now (scripts and tests that read pixels at once)."""
-        self._fill_timer.stop()
         was, self._stage = self._stage, "live"
         for view in self.unbuilt():
             view.build()
+        while self._deferred:
+            self._deferred.pop(0).graphics_widget().show()
         if was != "live":
             self.filled.emit()
 
@@ -322,26 +321,17 @@ class PipelineView(QWidget):
         """True until every view shown is built (held for the window's first paint, or being filled in)."""
         return self._stage != "live"
 
-    def _fill_step(self) -> None:
-        if self._stage != "filling":
-            return
-        todo = self.unbuilt()  # in reading order; a view shown meanwhile joins in its place
-        if todo:
-            todo[0].build()
-        if len(todo) > 1:
-            self._fill_timer.start()
-        else:
-            self._stage = "live"
-            self.filled.emit()
-
     def _build_shown(self) -> None:
-        """Build the figure of every view shown that has none yet (a row that now applies, a new head's
-        thumbnail): at once when live, in its turn while filling, not before the fill."""
-        if self._stage == "live":
+        """Build the figure of every view shown that has none yet (a row that now applies, a new head's thumbnail)
+        in turns of its own (see _next_step), not before the fill: a full view's build took 25-40 ms, and a whole
+        model's block row built in the turn that lays it out stalled the window."""
+        if self._stage == "held" or not self.unbuilt():
+            return
+        if not hasattr(self, "_step_timer"):  # being made, live: built now, as a script expects
             for view in self.unbuilt():
                 view.build()
-        elif self._stage == "filling" and not self._fill_timer.isActive():
-            self._fill_timer.start()
+            return
+        self._step_timer.start()
 
     # ---- focus and context ---------------------------------------------------------------------------------
     def focused(self) -> str | None:
@@ -459,14 +449,32 @@ class PipelineView(QWidget):
             self._step_timer.start()
 
     def _next_step(self) -> None:
-        if self._pending:
+        """One piece of drawing: a deferred view's repaint first, then a figure to build (in reading order), then
+        a step of the result; the timer comes back for the next one in the next turn. Filling ends (filled) once
+        every view shown is built and painted, and the first result drawn (its head thumbnails made)."""
+        todo = [] if self._stage == "held" else self.unbuilt()
+        if self._deferred:
+            self._deferred.pop(0).graphics_widget().show()  # resized and painted in this turn
+        elif todo:
+            view = todo[0]
+            view.build()
+            if view.isVisible():  # its first layout and paint in the next turn: together they took 30-45 ms
+                view.graphics_widget().hide()
+                self._deferred.append(view)
+        elif self._pending:
             self._pending.pop(0)()
-        if self._pending:
+        building = self._stage != "held" and bool(self.unbuilt())
+        if self._stage == "filling" and not (building or self._deferred or self._pending):
+            self._stage = "live"
+            self.filled.emit()
+        if self._deferred or self._pending or building:
             self._step_timer.start()
 
     def drawing(self) -> bool:
         """True while a big result is still being drawn view by view."""
-        return bool(self._pending or self._deferred) or any(view.preparing() for view in self.all_views())
+        if self._pending or self._deferred or (self._stage != "held" and self.unbuilt()):
+            return True
+        return any(view.preparing() for view in self.all_views())
 
     def _defer(self, views: list[HeatmapView]) -> None:
         """Let views that are about to be laid out anew be resized and painted one per event-loop turn, not all in
@@ -477,13 +485,7 @@ class PipelineView(QWidget):
                 view.graphics_widget().hide()
                 self._deferred.append(view)
         if self._deferred:
-            self._release_timer.start()
-
-    def _release_next(self) -> None:
-        if self._deferred:
-            self._deferred.pop(0).graphics_widget().show()  # resized and painted in this turn
-        if self._deferred:
-            self._release_timer.start()
+            self._step_timer.start()
 
     def _show_rows(self, rotary: bool, model: bool) -> None:
         """The rotary row is laid out only when positions are rotated, the block row only for a whole model, so
@@ -664,10 +666,8 @@ class PipelineView(QWidget):
 
     def close_views(self) -> None:
         self._step_timer.stop()
-        self._release_timer.stop()
         while self._deferred:
             self._deferred.pop().graphics_widget().show()
-        self._fill_timer.stop()
         self._pending = []
         for view in self.all_views():
             view.close_views()
