@@ -114,6 +114,8 @@ def test_show_opens_a_live_window_without_blocking(qtbot):
     window = qkvgui.show(s)
     qtbot.addWidget(window)
     assert window.isVisible() and window.session is s
+    # drawn when it returns (not filled in later as `qkvgui` starts): a notebook's next cell reads its pixels
+    assert window.is_constructed() and all(view.built() for view in window.pipeline.shown_views())
     settle(qtbot, window)
     before = window.result.weights.copy()
     s.set_matrix("W_Q", np.zeros_like(s.matrix("W_Q")))  # changed from code, as in a notebook
