@@ -11,16 +11,18 @@ FREEZE_AFTER_MS = 300
 
 
 #: how long (s) a thread may keep Python's lock while another waits for it (CPython's default is 5 ms)
-SWITCH_INTERVAL = 0.001
+SWITCH_INTERVAL = 0.0003
 
 
 def favour_the_gui_thread() -> None:
-    """Let the GUI thread have Python's lock within about a millisecond while a worker computes or parses.
+    """Let the GUI thread have Python's lock within a fraction of a millisecond while a worker computes or parses.
 
     Every Python call Qt makes (a paint, a model's data, a timer) first waits for the lock. With CPython's 5 ms
     default, a turn of the event loop that makes many such calls while a worker parses a 7 MB paste or .csv waited
-    about 5 ms for each: 100-170 ms stalls with only ~8 ms of the GUI thread's own work in them. Workers lose
-    nothing measurable: NumPy and BLAS release the lock for their long loops anyway.
+    about 5 ms for each: 100-170 ms stalls with only ~8 ms of the GUI thread's own work in them. At 1 ms the
+    paste still stalled the window ~155 ms (GUI CPU 13 ms) on a quiet machine; at 0.3 ms, 15-20 ms, with the paste
+    no slower (``python -m qkvgui.bench open``). Workers lose nothing measurable: NumPy and BLAS release the lock
+    for their long loops anyway, and a forced switch happens only while another thread waits for the lock.
     """
     if sys.getswitchinterval() > SWITCH_INTERVAL:
         sys.setswitchinterval(SWITCH_INTERVAL)

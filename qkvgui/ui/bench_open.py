@@ -141,13 +141,16 @@ def run_open_bench() -> int:
     from qkvgui import Session
     from qkvgui.bench_hostile import _widened_bomb
     from qkvgui.io.matrix_file import write_matrix
+    from qkvgui.ui.app import freeze_startup_objects, install_safe_gc
     from qkvgui.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    install_safe_gc(app)  # as the app does: Python's garbage collected between events, on the GUI thread
     window = MainWindow()
     window.resize(1280, 800)
     window.show()
     worst_stall(app, window, lambda: None)  # the first computation and drawing
+    freeze_startup_objects()  # as the app does once its window is drawn
     doc = window.document
     rows: list[tuple[str, float, float, float, str]] = []
 
