@@ -406,7 +406,12 @@ def multi_head_attention(
 
     if keep_head is not None and not 0 <= keep_head < h:
         keep_head = None
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by _check_overflow instead
+    checked = _check_reuse(reuse, h, w_k.shape[0], n_q, n_k, dtype)
+    # A large layer's products all run on one BLAS thread (so its numbers do not depend on the machine's cores),
+    # and its heads and projections share the cores as independent tasks (``parallel``).
+    needed = _may_split(n_q, n_k, d_model, d_k, w_v.shape[2], h)
+    # overflow is reported by _check_overflow instead
+    with np.errstate(over="ignore", invalid="ignore"), one_blas_thread(needed) as held:
         return _compute(
             x_q,
             x_kv,
@@ -421,7 +426,8 @@ def multi_head_attention(
             ablate,
             rotary,
             keep_head,
-            _check_reuse(reuse, h, w_k.shape[0], n_q, n_k, dtype),
+            checked,
+            held,
         )
 
 
@@ -523,41 +529,13 @@ def _compute(
     key_padding_mask: ArrayLike | None,
     scale: np.floating,
     ablate: np.ndarray | None,
-    rotary: float | None = None,
-    keep_head: int | None = None,
-    reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None = None,
-) -> AttentionResult:
-    """The math of multi_head_attention on validated inputs (see there for shapes).
-
-    A large layer's products all run on one BLAS thread (so its numbers do not depend on the machine's cores),
-    and its heads and projections share the cores as independent tasks (``parallel``): the same bits whichever
-    thread computes what, and as on one thread.
-    """
-    h, d_model, d_k = w_q.shape
-    needed = _may_split(x_q.shape[0], x_kv.shape[0], d_model, d_k, w_v.shape[2], h)
-    with one_blas_thread(needed) as held:
-        args = (x_q, x_kv, w_q, w_k, w_v, w_o, biases, causal, key_padding_mask, scale, ablate, rotary, keep_head)
-        return _compute_layer(*args, reuse, held)
-
-
-def _compute_layer(
-    x_q: np.ndarray,
-    x_kv: np.ndarray,
-    w_q: np.ndarray,
-    w_k: np.ndarray,
-    w_v: np.ndarray,
-    w_o: np.ndarray,
-    biases: dict[str, np.ndarray | None],
-    causal: bool,
-    key_padding_mask: ArrayLike | None,
-    scale: np.floating,
-    ablate: np.ndarray | None,
     rotary: float | None,
     keep_head: int | None,
     reuse: tuple[AttentionResult, np.ndarray, np.ndarray] | None,
     held: bool,
 ) -> AttentionResult:
-    """_compute's layer; held: BLAS runs on one thread, so the tasks may share the cores.
+    """The math of multi_head_attention on validated inputs (see there for shapes); held: BLAS runs on one
+    thread, so the tasks may share the cores (the same bits whichever thread computes what, and as on one thread).
 
     Q, K, V and the outputs are kept; a head's n_q × n_k steps go through a reused buffer (one per thread), so
     memory grows like n² a few times, not like h·n² four times. The two products of a head run whole, exactly as
