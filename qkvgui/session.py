@@ -271,10 +271,9 @@ class Session:
         """A whole imported model's own blocks between the attention layers (read-only), or None."""
         return self._s.model
 
-    def block_title(self, layer: int | None = None) -> str | None:
-        """The title of the model's own block after ``layer`` (0-based; default: the selected one) for a whole
-        imported model, None otherwise: where it leads and its formula, e.g.
-        "model block → layer 3's input X:  X′ = LN(h + MLP[gelu](h)), h = LN(r)"."""
+    def block_formula(self, layer: int | None = None) -> str | None:
+        """Where the model's own block after ``layer`` (0-based; default: the selected one) leads and its formula,
+        for a whole imported model; None otherwise. E.g. "layer 3's input X:  X′ = LN(h + MLP[gelu](h)), h = LN(r)"."""
         model = self._s.model
         layer = self.layer if layer is None else int(layer)
         if model is None or not 0 <= layer < len(model.blocks):
@@ -282,7 +281,12 @@ class Session:
         last = layer + 1 == len(model.blocks)
         formula = model.blocks[layer].formula(None if last else model.blocks[layer + 1])
         goes = "the stream the model hands on" if last else f"layer {layer + 2}'s input X"
-        return f"model block → {goes}:  {formula}"
+        return f"{goes}:  {formula}"
+
+    def block_title(self, layer: int | None = None) -> str | None:
+        """The title of the model's block step (as the window shows it): "model block → " and block_formula."""
+        formula = self.block_formula(layer)
+        return None if formula is None else f"model block → {formula}"
 
     def compute_model(self) -> list[tuple[AttentionResult, np.ndarray, np.ndarray]]:
         """For a whole imported model, per layer: (result, stream entering it, stream after the model's block)."""

@@ -343,7 +343,7 @@ class FigureData:
                 else "head 1"
             )
         elif info.name == "block" and self.block:
-            f = self.block.removeprefix("model block → ")
+            f = self.block
         elif info.name == "composition":
             later, earlier = self.composition_layers
             f = f"layer {later + 1} heads × layer {earlier + 1} heads"
@@ -428,5 +428,5 @@ def figure_data(session, layer: int | None = None, results: list | None = None) 
         title=session.title,
         composition=composition,
         composition_layers=pair,
-        block=session.block_title(layer),
+        block=session.block_formula(layer),
     )
