@@ -653,11 +653,12 @@ class HeatmapView(QWidget):
         finally:
             self._building = False
         self._built = True
-        self.set_data(np.zeros((0, 0)))  # one code path sets up levels, ticks and layout, empty or not
-        if self._unbuilt_data is not None:
-            data, rows, cols = self._unbuilt_data
-            self._unbuilt_data = None
-            self.set_data(data, rows, cols)
+        # one code path sets up levels, ticks and layout, empty or not: set_data, once (each call that changes the
+        # shape lays the view out again), with the data given meanwhile or with nothing
+        data, rows, cols = self._unbuilt_data if self._unbuilt_data is not None else (np.zeros((0, 0)), None, None)
+        self._unbuilt_data = None
+        self._data, self._row_labels, self._col_labels = np.zeros((0, 1)), [], []  # nothing drawn yet: lay out
+        self.set_data(data, rows, cols)
         if self._unbuilt_highlight != ((), (), None):
             self._highlights.set_highlight(*self._unbuilt_highlight)
         self._update_title()
@@ -1030,8 +1031,6 @@ class HeatmapView(QWidget):
         if not self._built:  # build() lays it out so
             return
         self._plot.showAxes((True, True, False, False), showValues=(not on, not on, False, False))
-        if on:
-            self._cols_rotated = False
         self._set_fixed_axis_space()
         self._shown_ticks = ([], [])
         self._update_ticks()
