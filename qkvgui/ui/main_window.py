@@ -169,12 +169,10 @@ class MainWindow(QMainWindow):
         self.right_splitter.addWidget(self.right_tabs)
         self.right_splitter.addWidget(self.inspector)
         self.right_splitter.setStretchFactor(0, 1)
-        self.right_splitter.setSizes([600, 170])  # room for a score's whole explanation
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(self.right_splitter)
         self.main_splitter.setStretchFactor(1, 1)
-        self.main_splitter.setSizes([380, 900])
         self.setCentralWidget(self.main_splitter)
 
     # ---- progressive start-up --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from typing import cast
 
 import numpy as np
@@ -181,17 +182,15 @@ def parse_block(text: str, fits: tuple[int, int] | None = None, progress=None) -
 PASTE_PIECE_CHARS = 32 * 1024
 #: what a piece of tab-separated plain numbers is made of: its digits, signs, points, exponents and separators
 _PLAIN_CHARS = b"0123456789+-.eE\t\n"
-_COMMA_LINES: dict[int, re.Pattern[str]] = {}
 
 
+@cache
 def _comma_lines(cols: int) -> re.Pattern[str]:
     """Lines of exactly ``cols`` numbers (``_NUMBER``) separated by commas or runs of spaces (linear: no two parts
     can match the same characters)."""
-    if cols not in _COMMA_LINES:
-        space, number = r"[^\S\n]*", _NUMBER.pattern
-        line = rf"{space}{number}(?:(?:{space},{space}|[^\S\n]+){number}){{{cols - 1}}}{space}"
-        _COMMA_LINES[cols] = re.compile(f"(?:{line}\n)*{line}")
-    return _COMMA_LINES[cols]
+    space, number = r"[^\S\n]*", _NUMBER.pattern
+    line = rf"{space}{number}(?:(?:{space},{space}|[^\S\n]+){number}){{{cols - 1}}}{space}"
+    return re.compile(f"(?:{line}\n)*{line}")
 
 
 def _parse_plain(piece: str, rows: int, cols: int, tabs: bool) -> np.ndarray | None:

@@ -76,7 +76,7 @@ class RecomputeScheduler(QObject):
         for kind in CONTENT_EVENTS:
             getattr(session.events, kind).connect(self._on_content_changed)
         # kind -> (generation, future, done): the running job of each kind
-        self._side_jobs: dict[str, tuple[int, Future[Any], Callable[[Any], None]]] = {}
+        self._side_jobs: dict[str, tuple[int, Callable[[Any], None]]] = {}  # kind: (its generation, its done)
         self._side_waiting: dict[str, tuple[Any, ...]] = {}  # kind -> (fn, arg, done): the newest request waiting
         self._side_generation: dict[str, int] = {}
 
@@ -188,11 +188,11 @@ class RecomputeScheduler(QObject):
         self._side_start(kind, fn, arg, done)
 
     def _side_start(self, kind: str, fn, arg, done) -> None:
-        future = self._worker.submit(fn, arg, done=partial(self._side_done, kind))
-        self._side_jobs[kind] = (self._side_generation[kind], future, done)
+        self._worker.submit(fn, arg, done=partial(self._side_done, kind))
+        self._side_jobs[kind] = (self._side_generation[kind], done)
 
     def _side_done(self, kind: str, job: Future[Any]) -> None:
-        generation, _, done = self._side_jobs.pop(kind)
+        generation, done = self._side_jobs.pop(kind)
         if kind in self._side_waiting:  # a newer request came in while this one ran: run it now
             self._side_start(kind, *self._side_waiting.pop(kind))
         if generation != self._side_generation.get(kind):

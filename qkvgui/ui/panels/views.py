@@ -42,7 +42,6 @@ class ViewsPanel(QTabWidget):
         self.result: AttentionResult | None = None  # the selected layer's result
         self.results: list[AttentionResult] = []  # one per layer
         self._lazy: dict[QWidget, tuple[TabFactory, str, str | None]] = {}  # placeholder: how to build it
-        self._built: dict[str, QWidget] = {}  # a lazy tab's name: its widget, once built
         self.currentChanged.connect(self._build_shown)  # first: a tab is built before anyone looks at it
         self.pipeline = PipelineView(hold=hold)
         self.views: dict[str, HeatmapView] = dict(self.pipeline.views)
@@ -77,7 +76,6 @@ class ViewsPanel(QTabWidget):
         self.views.update(views or {})
         if name:
             self._tab_names[name] = widget
-            self._built[name] = widget
         return self.addTab(widget, title)
 
     def page(self, name: str) -> QWidget:
@@ -113,7 +111,6 @@ class ViewsPanel(QTabWidget):
         self.views.update(views or {})
         if name:
             self._tab_names[name] = widget
-            self._built[name] = widget
         index = self.indexOf(placeholder)
         shown = self.currentWidget()
         blocked = self.blockSignals(True)  # the same tab stays shown: no change to announce
