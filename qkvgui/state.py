@@ -541,7 +541,8 @@ def compute_model(
     x = s.x
     if start > 0:
         stream = _after(kept[-1])
-        x = kept[-1].next_x if kept[-1].next_x is not None else model.blocks[start].attention_input(stream)
+        assert kept[-1].next_x is not None  # _unchanged_layers keeps only results that carry the next layer's input
+        x = kept[-1].next_x
     with few_blas_threads(len(s.tokens)):
         ran = run_blocks(model.blocks, x, stream, attend, start=start)
     for index, (result, before, after) in enumerate(ran, start=start):

@@ -681,23 +681,23 @@ def _project(
     tasks: a list to append one task per head to (the caller runs them), instead of computing here."""
     if reuse is not None and reuse[1].all():
         return reuse[0]  # every head as before: the same (read-only) array, no copy
-    if tasks is not None:
-        out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=np.result_type(x, w))
-        if reuse is not None:
-            out[reuse[1]] = reuse[0][reuse[1]]
-        for i in range(w.shape[0]) if reuse is None else np.flatnonzero(~reuse[1]):
-            tasks.append(partial(_project_head, x, w, b, int(i), out))
-        return out
+    h = w.shape[0]
     if reuse is None or not reuse[1].any():
-        out = x @ w  # [h, n, d]: x [n, d_model] broadcasts against W [h, d_model, d], no copy of W
-        if b is not None:
-            out += b[:, None, :]
-        return out
-    previous, same = reuse
-    out = np.empty((w.shape[0], x.shape[0], w.shape[2]), dtype=previous.dtype)
-    out[same] = previous[same]
-    fresh = np.flatnonzero(~same)
-    if len(fresh):
+        if tasks is None:
+            out = x @ w  # [h, n, d]: x [n, d_model] broadcasts against W [h, d_model, d], no copy of W
+            if b is not None:
+                out += b[:, None, :]
+            return out
+        out = np.empty((h, x.shape[0], w.shape[2]), dtype=np.result_type(x, w))
+        fresh = np.arange(h)
+    else:
+        previous, same = reuse  # of the same dtype (_check_reuse)
+        out = np.empty((h, x.shape[0], w.shape[2]), dtype=previous.dtype)
+        out[same] = previous[same]
+        fresh = np.flatnonzero(~same)
+    if tasks is not None:
+        tasks.extend(partial(_project_head, x, w, b, int(i), out) for i in fresh)
+    elif len(fresh):
         part = x @ w[fresh]  # [m, n, d]: the same per-head products as for every head
         if b is not None:
             part += b[fresh][:, None, :]
