@@ -67,7 +67,6 @@ class LayoutController(QObject):
         #: a heatmap of another tab (circuits, Learn, Model) in focus: (name, the widgets hidden for it, its sizes,
         #: the stretch factors of the grids around it, to put back)
         self._tab_focus: TabFocus | None = None
-        self._hooked: set[int] = set()  # the heatmaps whose double-click focuses them
         # after the tab is built (a lazy tab builds on showing); the context object cancels it with the window
         window.right_tabs.currentChanged.connect(lambda _: QTimer.singleShot(0, self, self.hook_tab_views))
         QTimer.singleShot(0, self, self.hook_tab_views)
@@ -121,9 +120,10 @@ class LayoutController(QObject):
         pipeline = self.window.pipeline
         for view in self.window.right_tabs.findChildren(HeatmapView):
             name = view.objectName().removeprefix("view.")
-            if id(view) in self._hooked or pipeline.isAncestorOf(view) or not name:
+            # marked on the view itself (an id() of a deleted view can come back for a new one)
+            if view.property("focus_hooked") or pipeline.isAncestorOf(view) or not name:
                 continue
-            self._hooked.add(id(view))
+            view.setProperty("focus_hooked", True)
             view.double_clicked.connect(lambda name=name: self.focus_view(None if self.focused() else name))
             view.menu_hooks.append(self._tab_view_menu)
 
